@@ -1,0 +1,62 @@
+//! The grid convention shared with the trainer (DESIGN.md section 3): `n x n`
+//! nodes on [0,1]^2, boundary included; node `[i, j]` sits at
+//! `x = j/(n-1)`, `y = i/(n-1)`, stored row-major at `i*n + j`.
+
+use crate::Error;
+
+/// An `n x n` node grid on the unit square.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct Grid {
+    n: usize,
+}
+
+impl Grid {
+    /// A grid of `n` nodes per side; `n >= 3` so that it has an interior.
+    pub const fn new(n: usize) -> Result<Self, Error> {
+        if n < 3 { Err(Error::GridTooSmall { n }) } else { Ok(Self { n }) }
+    }
+
+    /// Nodes per side.
+    pub const fn n(&self) -> usize {
+        self.n
+    }
+
+    /// The flat index of the node nearest to the physical point `(x, y)`.
+    /// `index` names the sensor in the error.
+    pub fn nearest_node(&self, x: f32, y: f32, index: usize) -> Result<usize, Error> {
+        let inside = |t: f32| t.is_finite() && (0.0..=1.0).contains(&t);
+        if !inside(x) || !inside(y) {
+            return Err(Error::SensorOffGrid { index });
+        }
+        let last = (self.n - 1) as f32;
+        // Round half up; `t * last` lies in [0, n-1], so the cast is in range.
+        let snap = |t: f32| ((t * last + 0.5) as usize).min(self.n - 1);
+        Ok(snap(y) * self.n + snap(x))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn row_is_y_and_column_is_x() {
+        let g = Grid::new(5).unwrap();
+        // x = 0.25 -> column 1, y = 0.75 -> row 3.
+        assert_eq!(g.nearest_node(0.25, 0.75, 0), Ok(3 * 5 + 1));
+        assert_eq!(g.nearest_node(1.0, 1.0, 0), Ok(24));
+        assert_eq!(g.nearest_node(0.0, 0.0, 0), Ok(0));
+        // 0.1 * 4 = 0.4 -> node 0; 0.2 * 4 = 0.8 -> node 1.
+        assert_eq!(g.nearest_node(0.1, 0.2, 0), Ok(5));
+    }
+
+    #[test]
+    fn off_domain_and_non_finite_are_errors() {
+        let g = Grid::new(8).unwrap();
+        for (k, (x, y)) in [(-0.01, 0.5), (0.5, 1.01), (f32::NAN, 0.5), (0.5, f32::INFINITY)].into_iter().enumerate() {
+            assert_eq!(g.nearest_node(x, y, k), Err(Error::SensorOffGrid { index: k }), "({x}, {y})");
+        }
+        assert_eq!(Grid::new(2), Err(Error::GridTooSmall { n: 2 }));
+    }
+}

@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# The whole test suite, as CI runs it (after .ci/run has installed the tools):
+# host tests, the runtime built and linted for the device target, the `cuda`
+# feature type-checked (so the GPU path never rots), and the firmware linked
+# against its 1 MiB / 256 KiB budget.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+step() { printf '\n==> %s\n' "$*"; }
+
+step "host tests (workspace)"
+cargo test --workspace
+
+step "runtime for thumbv7em-none-eabihf, clippy -D warnings"
+cargo build -p ddis-runtime --target thumbv7em-none-eabihf --release
+cargo clippy -p ddis-runtime --target thumbv7em-none-eabihf -- -D warnings
+cargo clippy -p ddis-runtime --all-targets -- -D warnings
+
+step "trainer: clippy and the cuda feature type-check"
+cargo clippy -p ddis-trainer -p ddis-e2e --all-targets -- -D warnings
+cargo check -p ddis-trainer --features cuda
+
+step "firmware links within its memory budget"
+(cd firmware && cargo build --release)

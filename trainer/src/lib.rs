@@ -1,0 +1,16 @@
+//! ddis-trainer: the host side of ddis.
+//!
+//! Generates PDE data, trains the models, runs the host samplers and writes
+//! the artifacts that `ddis-runtime` reads. Everything expensive happens here
+//! once, so the device only multiplies and rescales.
+
+pub mod cli;
+pub mod data;
+pub mod grf;
+pub mod grid;
+pub mod metrics;
+pub mod model;
+pub mod npy;
+pub mod pde;
+pub mod plot;
+pub mod train;

@@ -1,0 +1,32 @@
+//! The `ddis` binary: parses the command line and reports errors on one line.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+fn main() -> ExitCode {
+    let cli = match ddis_trainer::cli::Cli::try_parse() {
+        Ok(cli) => cli,
+        // --help and --version print as clap formats them.
+        Err(e) if !e.use_stderr() => {
+            let _ = e.print();
+            return ExitCode::SUCCESS;
+        }
+        // A usage error: clap's first line names the problem; the rest is a
+        // usage hint that would break the one-line contract.
+        Err(e) => {
+            let text = e.render().to_string();
+            let line = text.lines().find(|l| !l.trim().is_empty()).unwrap_or("error: bad arguments");
+            eprintln!("{line} (see ddis --help)");
+            return ExitCode::from(2);
+        }
+    };
+    match ddis_trainer::cli::run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            // `{:#}` puts the whole context chain on one line.
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

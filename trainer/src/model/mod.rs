@@ -1,0 +1,19 @@
+//! The learned models, float twins of the `runtime` kernels.
+//!
+//! Everything here is plain burn (`Tensor<B, D>` on any backend, gradients
+//! through `Autodiff`); export to int8 lives elsewhere.
+
+/// Truncated-DFT spectral convolution (real matmuls, any resolution).
+pub mod spectral;
+
+/// The FNO forward surrogate, its config presets and the relative-L2 loss.
+pub mod fno;
+
+/// EDM preconditioning, noise schedule and the Heun sampler.
+pub mod edm;
+
+/// Smooth (RBF) function-space training noise and per-step host RNG streams.
+pub mod noise;
+
+/// The prior's operator denoiser and the EDM-wrapped model.
+pub mod denoiser;

@@ -1,0 +1,334 @@
+//! The training harness shared by the surrogate, the prior and the joint
+//! baseline: run directories, reproducible splits, the Adam loop with a
+//! cosine schedule, checkpoints, `--resume`, and loss curves (CSV and PNG).
+//!
+//! A model plugs in through [`Task`]: it turns a list of training indices and
+//! a random stream into a loss. All randomness of step `s` comes from the
+//! ChaCha8 stream `s` of the run seed, so a resumed run replays exactly the
+//! batches and noise of an uninterrupted one.
+
+pub mod run;
+
+use std::path::Path;
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+use burn::module::AutodiffModule;
+use burn::optim::{AdamConfig, GradientsParams, Optimizer};
+use burn::record::{BinFileRecorder, FullPrecisionSettings, Recorder};
+use burn::tensor::backend::AutodiffBackend;
+use burn::tensor::{Tensor, TensorData};
+use rand::Rng;
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+
+use crate::data::progress_bar;
+pub use run::{RunDir, Split};
+
+/// Knobs of the optimisation loop, written to `RUN/config.json`.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct TrainConfig {
+    /// Optimiser steps.
+    pub steps: usize,
+    /// Samples per step.
+    pub batch: usize,
+    /// Peak learning rate (Adam).
+    pub lr: f64,
+    /// Linear warm-up steps before the cosine decay.
+    pub warmup: usize,
+    /// Seed of the initial weights, the split, the batches and the noise.
+    pub seed: u64,
+    /// Steps between checkpoints (a final one is always written).
+    pub checkpoint_every: usize,
+    /// Steps between validation evaluations (0: only at checkpoints).
+    pub log_every: usize,
+}
+
+impl Default for TrainConfig {
+    fn default() -> Self {
+        Self { steps: 2000, batch: 16, lr: 1e-3, warmup: 50, seed: 0, checkpoint_every: 500, log_every: 50 }
+    }
+}
+
+impl TrainConfig {
+    /// Warm-up then cosine decay to 1 % of the peak; a pure function of the
+    /// step so that resumed runs follow the same schedule.
+    pub fn lr_at(&self, step: usize) -> f64 {
+        if step < self.warmup {
+            return self.lr * (step + 1) as f64 / self.warmup as f64;
+        }
+        let span = (self.steps.saturating_sub(self.warmup)).max(1) as f64;
+        let t = ((step - self.warmup) as f64 / span).min(1.0);
+        self.lr * (0.01 + 0.99 * 0.5 * (1.0 + (std::f64::consts::PI * t).cos()))
+    }
+
+    /// Rejects settings that cannot train.
+    pub fn validate(&self) -> Result<()> {
+        anyhow::ensure!(self.steps >= 1, "--steps must be at least 1");
+        anyhow::ensure!(self.batch >= 1, "--batch must be at least 1");
+        anyhow::ensure!(self.lr.is_finite() && self.lr > 0.0, "--lr must be positive, got {}", self.lr);
+        anyhow::ensure!(self.checkpoint_every >= 1, "--checkpoint-every must be at least 1");
+        Ok(())
+    }
+}
+
+/// The random stream of training step `step`: batch indices, noise levels and
+/// noise all come from here.
+pub fn step_rng(seed: u64, step: usize) -> ChaCha8Rng {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x7472_6169_6e00_0000);
+    rng.set_stream(step as u64);
+    rng
+}
+
+/// `batch` indices drawn uniformly (with replacement) from `pool`.
+pub fn draw_batch(pool: &[usize], batch: usize, rng: &mut ChaCha8Rng) -> Vec<usize> {
+    (0..batch).map(|_| pool[rng.random_range(0..pool.len())]).collect()
+}
+
+/// One model's training problem.
+pub trait Task<B: AutodiffBackend> {
+    /// The trained module.
+    type Model: AutodiffModule<B> + Clone;
+
+    /// The training loss on the samples `batch` (indices into the dataset);
+    /// every random draw comes from `rng`.
+    fn loss(&self, model: &Self::Model, batch: &[usize], rng: &mut ChaCha8Rng) -> Tensor<B, 1>;
+
+    /// A validation figure on held-out samples (lower is better), on the
+    /// gradient-free model.
+    fn validate(&self, model: &<Self::Model as AutodiffModule<B>>::InnerModule) -> f64;
+
+    /// What `validate` measures, for the CSV header and messages.
+    fn val_name(&self) -> &'static str;
+}
+
+/// One row of `loss.csv`.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct LossRow {
+    /// Step (1-based: after this many updates).
+    pub step: usize,
+    /// Mean training loss since the previous row.
+    pub train_loss: f64,
+    /// Validation figure at this step, if measured.
+    pub val: Option<f64>,
+    /// Learning rate of the step.
+    pub lr: f64,
+    /// Training wall time so far, seconds (summed over resumed sessions).
+    pub elapsed_s: f64,
+}
+
+/// What a checkpoint records beside the weights.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct CheckpointState {
+    step: usize,
+    history: Vec<LossRow>,
+}
+
+type Rec = BinFileRecorder<FullPrecisionSettings>;
+
+/// The outcome of [`train`].
+pub struct Trained<M> {
+    /// The trained module (with gradients still attached to its type).
+    pub model: M,
+    /// The loss curve.
+    pub history: Vec<LossRow>,
+    /// Wall time of the training steps, seconds (all sessions of the run).
+    pub train_seconds: f64,
+}
+
+/// Runs (or resumes) the Adam loop for `task` in `run`, checkpointing every
+/// `checkpoint_every` steps and at the end.
+pub fn train<B, T>(
+    task: &T,
+    mut model: T::Model,
+    cfg: &TrainConfig,
+    run: &RunDir,
+    pool: &[usize],
+    resume: bool,
+    progress: bool,
+    device: &B::Device,
+) -> Result<Trained<T::Model>>
+where
+    B: AutodiffBackend,
+    T: Task<B>,
+{
+    cfg.validate()?;
+    anyhow::ensure!(!pool.is_empty(), "no training samples");
+    let mut optim = AdamConfig::new().init::<B, T::Model>();
+    let mut start = 0;
+    let mut history: Vec<LossRow> = Vec::new();
+    if resume {
+        match load_checkpoint::<B, T::Model, _>(run, model.clone(), optim.clone(), device)? {
+            Some((m, o, state)) => {
+                model = m;
+                optim = o;
+                start = state.step;
+                history = state.history;
+                eprintln!("resuming {} from step {start}", run.path().display());
+            }
+            None => eprintln!("no checkpoint in {}; starting from step 0", run.path().display()),
+        }
+    }
+    let elapsed_before = history.last().map_or(0.0, |r| r.elapsed_s);
+    let t0 = Instant::now();
+    let bar = progress_bar((cfg.steps - start.min(cfg.steps)) as u64, progress, "training");
+    let (mut acc, mut acc_n) = (0.0f64, 0usize);
+    for step in start..cfg.steps {
+        let mut rng = step_rng(cfg.seed, step);
+        let batch = draw_batch(pool, cfg.batch, &mut rng);
+        let loss = task.loss(&model, &batch, &mut rng);
+        let loss_value: f64 = scalar(loss.clone());
+        anyhow::ensure!(loss_value.is_finite(), "loss became {loss_value} at step {step}; lower --lr");
+        let grads = GradientsParams::from_grads(loss.backward(), &model);
+        let lr = cfg.lr_at(step);
+        model = optim.step(lr, model, grads);
+        acc += loss_value;
+        acc_n += 1;
+
+        let done = step + 1;
+        let checkpoint = done % cfg.checkpoint_every == 0 || done == cfg.steps;
+        let log = checkpoint || (cfg.log_every > 0 && done % cfg.log_every == 0);
+        if log {
+            let val = checkpoint.then(|| task.validate(&model.valid()));
+            let row = LossRow {
+                step: done,
+                train_loss: acc / acc_n as f64,
+                val,
+                lr,
+                elapsed_s: elapsed_before + t0.elapsed().as_secs_f64(),
+            };
+            bar.set_message(format!(
+                "training loss {:.4}{}",
+                row.train_loss,
+                val.map_or(String::new(), |v| format!(" {} {v:.4}", task.val_name()))
+            ));
+            history.push(row);
+            (acc, acc_n) = (0.0, 0);
+        }
+        if checkpoint {
+            save_checkpoint::<B, _, _>(run, &model, &optim, &CheckpointState { step: done, history: history.clone() })?;
+            write_curves(run.path(), &history, task.val_name())?;
+        }
+        bar.inc(1);
+    }
+    bar.finish_and_clear();
+    let train_seconds = history.last().map_or(0.0, |r| r.elapsed_s);
+    Ok(Trained { model, history, train_seconds })
+}
+
+fn scalar<B: burn::tensor::backend::Backend>(t: Tensor<B, 1>) -> f64 {
+    let data: TensorData = t.into_data();
+    data.iter::<f64>().next().unwrap_or(f64::NAN)
+}
+
+/// Writes the checkpoint into `checkpoint.tmp/`, then swaps it in, so a kill
+/// at any moment leaves one complete checkpoint (`checkpoint/` or, during the
+/// swap, `checkpoint.old/`).
+fn save_checkpoint<B, M, O>(run: &RunDir, model: &M, optim: &O, state: &CheckpointState) -> Result<()>
+where
+    B: AutodiffBackend,
+    M: AutodiffModule<B> + Clone,
+    O: Optimizer<M, B>,
+{
+    let root = run.path();
+    let (tmp, cur, old) = (root.join("checkpoint.tmp"), root.join("checkpoint"), root.join("checkpoint.old"));
+    if tmp.exists() {
+        std::fs::remove_dir_all(&tmp)?;
+    }
+    std::fs::create_dir_all(&tmp).with_context(|| format!("cannot write to {}", root.display()))?;
+    let rec = Rec::new();
+    rec.record(model.clone().into_record(), tmp.join("model")).context("saving model checkpoint")?;
+    rec.record(optim.to_record(), tmp.join("optim")).context("saving optimiser checkpoint")?;
+    std::fs::write(tmp.join("state.json"), serde_json::to_string(state)?)?;
+    if old.exists() {
+        std::fs::remove_dir_all(&old)?;
+    }
+    if cur.exists() {
+        std::fs::rename(&cur, &old)?;
+    }
+    std::fs::rename(&tmp, &cur)?;
+    if old.exists() {
+        std::fs::remove_dir_all(&old)?;
+    }
+    Ok(())
+}
+
+type Loaded<M, O> = Option<(M, O, CheckpointState)>;
+
+fn load_checkpoint<B, M, O>(run: &RunDir, model: M, optim: O, device: &B::Device) -> Result<Loaded<M, O>>
+where
+    B: AutodiffBackend,
+    M: AutodiffModule<B>,
+    O: Optimizer<M, B>,
+{
+    let root = run.path();
+    let Some(dir) = [root.join("checkpoint"), root.join("checkpoint.old")].into_iter().find(|d| d.join("state.json").exists())
+    else {
+        return Ok(None);
+    };
+    let state: CheckpointState = serde_json::from_str(&std::fs::read_to_string(dir.join("state.json"))?)
+        .with_context(|| format!("{} is damaged", dir.join("state.json").display()))?;
+    let rec = Rec::new();
+    let model_record = rec
+        .load(dir.join("model"), device)
+        .with_context(|| format!("cannot load {}; was the run made with other model settings?", dir.display()))?;
+    let optim_record = rec.load(dir.join("optim"), device).with_context(|| format!("cannot load {}", dir.display()))?;
+    Ok(Some((model.load_record(model_record), optim.load_record(optim_record), state)))
+}
+
+/// Writes `loss.csv` and `loss.png` from the history.
+pub fn write_curves(dir: &Path, history: &[LossRow], val_name: &str) -> Result<()> {
+    let mut csv = format!("step,train_loss,{val_name},lr,elapsed_s\n");
+    for r in history {
+        let val = r.val.map_or(String::new(), |v| format!("{v:.6e}"));
+        csv.push_str(&format!("{},{:.6e},{val},{:.3e},{:.2}\n", r.step, r.train_loss, r.lr, r.elapsed_s));
+    }
+    std::fs::write(dir.join("loss.csv"), csv).with_context(|| format!("cannot write {}", dir.display()))?;
+    let train: Vec<(f64, f64)> = history.iter().map(|r| (r.step as f64, r.train_loss)).collect();
+    let val: Vec<(f64, f64)> = history.iter().filter_map(|r| r.val.map(|v| (r.step as f64, v))).collect();
+    crate::plot::line_chart(&dir.join("loss.png"), &[&train, &val], true)?;
+    Ok(())
+}
+
+/// Saves the final model weights as `RUN/model.bin`.
+pub fn save_model<B: burn::tensor::backend::Backend, M: burn::module::Module<B>>(run: &RunDir, model: M) -> Result<()> {
+    Rec::new().record(model.into_record(), run.path().join("model")).context("saving the model")?;
+    Ok(())
+}
+
+/// Loads `RUN/model.bin` into a freshly built `model` of the same config.
+pub fn load_model<B: burn::tensor::backend::Backend, M: burn::module::Module<B>>(
+    run: &Path,
+    model: M,
+    device: &B::Device,
+) -> Result<M> {
+    let record = Rec::new()
+        .load(run.join("model"), device)
+        .with_context(|| format!("cannot load the model in {}", run.display()))?;
+    Ok(model.load_record(record))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn schedule_warms_up_then_decays_to_one_percent() {
+        let cfg = TrainConfig { steps: 1000, warmup: 100, lr: 1e-3, ..TrainConfig::default() };
+        assert!((cfg.lr_at(0) - 1e-5).abs() < 1e-12);
+        assert!((cfg.lr_at(99) - 1e-3).abs() < 1e-12);
+        assert!((cfg.lr_at(100) - 1e-3).abs() < 1e-12);
+        assert!((cfg.lr_at(1000) - 1e-5).abs() < 1e-12);
+        assert!(cfg.lr_at(400) > cfg.lr_at(800));
+    }
+
+    #[test]
+    fn step_streams_are_reproducible_and_distinct() {
+        let pool: Vec<usize> = (100..200).collect();
+        let a = draw_batch(&pool, 16, &mut step_rng(5, 3));
+        assert_eq!(a, draw_batch(&pool, 16, &mut step_rng(5, 3)));
+        assert_ne!(a, draw_batch(&pool, 16, &mut step_rng(5, 4)));
+        assert!(a.iter().all(|i| pool.contains(i)));
+    }
+}
