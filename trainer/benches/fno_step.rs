@@ -24,7 +24,10 @@ const BATCH: usize = 16;
 const N: usize = 32;
 
 fn env_usize(name: &str, default: usize) -> usize {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
 }
 
 fn step<O: Optimizer<Fno<B>, B>>(
@@ -77,7 +80,10 @@ fn main() {
         .build()
         .expect("a 1-thread rayon pool");
     let (rate1, loss1) = single.install(|| measure(repeats, steps));
-    println!("  1 thread : {rate1:8.3} steps/s  ({:7.1} ms/step, last loss {loss1:.4})", 1e3 / rate1);
+    println!(
+        "  1 thread : {rate1:8.3} steps/s  ({:7.1} ms/step, last loss {loss1:.4})",
+        1e3 / rate1
+    );
 
     let threads = rayon::current_num_threads();
     let (rate_n, loss_n) = measure(repeats, steps);

@@ -10,7 +10,11 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::data::{self, GenOptions};
 use crate::grf::GrfConfig;
+use crate::model::fno::FnoConfig;
 use crate::pde::{DarcyConfig, PdeConfig, PdeKind};
+use crate::train::TrainConfig;
+use crate::train::backend::{BackendKind, Cpu, CpuAutodiff};
+use crate::train::operator::{OperatorOptions, OperatorSummary, train_operator};
 
 /// ddis — Decoupled Diffusion Inverse Solver.
 ///
@@ -35,6 +39,107 @@ pub enum Command {
     /// Generate PDE datasets and solve user fields.
     #[command(subcommand)]
     Data(DataCommand),
+    /// Train the FNO surrogate, the diffusion prior or the joint baseline.
+    #[command(subcommand)]
+    Train(TrainCommand),
+    /// Relative L2 of a trained surrogate on every sample of a dataset (any resolution).
+    EvalOperator(EvalOperatorArgs),
+}
+
+/// `ddis train ...`
+#[derive(Debug, Subcommand)]
+pub enum TrainCommand {
+    /// The FNO forward surrogate a -> u, on the paired subset (relative L2 loss).
+    Operator(TrainOperatorArgs),
+}
+
+/// Model size presets.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Size {
+    /// Small enough for the int8 device artifact (prior + surrogate <= 1 MiB).
+    Device,
+    /// Larger, for the host samplers.
+    Host,
+}
+
+/// Options shared by every `ddis train` command.
+#[derive(Debug, Args)]
+pub struct CommonTrainArgs {
+    /// Dataset directory (from `ddis data gen`).
+    #[arg(long)]
+    pub data: PathBuf,
+    /// Run directory (config, split, checkpoints, model, loss curves).
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Model size preset.
+    #[arg(long, value_enum, default_value_t = Size::Device)]
+    pub size: Size,
+    /// Optimiser steps.
+    #[arg(long, default_value_t = 2000)]
+    pub steps: usize,
+    /// Samples per step.
+    #[arg(long, default_value_t = 16)]
+    pub batch: usize,
+    /// Peak learning rate (Adam; warm-up then cosine decay).
+    #[arg(long, default_value_t = 1e-3)]
+    pub lr: f64,
+    /// Seed of the weights, batches and noise.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Seed of the train/validation/test split (keep it equal across models of one dataset).
+    #[arg(long, default_value_t = 0)]
+    pub split_seed: u64,
+    /// Steps between checkpoints (one is always written at the end).
+    #[arg(long, default_value_t = 500)]
+    pub checkpoint_every: usize,
+    /// Continue the run in --out from its last checkpoint.
+    #[arg(long)]
+    pub resume: bool,
+    /// Compute backend.
+    #[arg(long, value_enum, default_value_t = BackendKind::Ndarray)]
+    pub backend: BackendKind,
+    /// Stop after this many steps as if killed (tests of --resume).
+    #[arg(long, hide = true)]
+    pub halt_after: Option<usize>,
+}
+
+impl CommonTrainArgs {
+    fn session(&self, progress: bool) -> crate::train::Session {
+        crate::train::Session { resume: self.resume, progress, halt_after: self.halt_after }
+    }
+
+    fn train_config(&self) -> TrainConfig {
+        TrainConfig {
+            steps: self.steps,
+            batch: self.batch,
+            lr: self.lr,
+            seed: self.seed,
+            checkpoint_every: self.checkpoint_every,
+            warmup: (self.steps / 20).clamp(1, 200),
+            log_every: (self.steps / 100).clamp(1, 100),
+        }
+    }
+}
+
+/// Arguments of `ddis train operator`.
+#[derive(Debug, Args)]
+pub struct TrainOperatorArgs {
+    #[command(flatten)]
+    pub common: CommonTrainArgs,
+    /// Fraction of the dataset's pairs to train on (0 < F <= 1; 0.01 of 10 000 = 100 pairs).
+    #[arg(long, default_value_t = 1.0)]
+    pub paired_fraction: f64,
+}
+
+/// Arguments of `ddis eval-operator`.
+#[derive(Debug, Args)]
+pub struct EvalOperatorArgs {
+    /// Operator run directory.
+    #[arg(long)]
+    pub operator: PathBuf,
+    /// Dataset directory (any resolution the model supports).
+    #[arg(long)]
+    pub data: PathBuf,
 }
 
 /// `ddis data ...`
@@ -138,6 +243,45 @@ pub fn run(cli: Cli) -> Result<()> {
             let cfg = args.pde.config(GrfConfig::default());
             data::solve_file(&cfg, &args.field, &args.out, progress)?;
             eprintln!("wrote {}", args.out.display());
+        }
+        Command::Train(TrainCommand::Operator(args)) => {
+            let c = &args.common;
+            let opts = OperatorOptions {
+                data: c.data.clone(),
+                out: c.out.clone(),
+                paired_fraction: args.paired_fraction,
+                split_seed: c.split_seed,
+                model: match c.size {
+                    Size::Device => FnoConfig::device(),
+                    Size::Host => FnoConfig::host(),
+                },
+                train: c.train_config(),
+                session: c.session(progress),
+            };
+            let s: OperatorSummary = match c.backend {
+                BackendKind::Ndarray => train_operator::<CpuAutodiff>(&opts, &Default::default())?,
+                #[cfg(feature = "cuda")]
+                BackendKind::Cuda => {
+                    let device = crate::train::backend::cuda_device()?;
+                    train_operator::<crate::train::backend::CudaAutodiff>(&opts, &device)?
+                }
+                #[cfg(not(feature = "cuda"))]
+                BackendKind::Cuda => return crate::train::backend::cuda_unavailable(),
+            };
+            println!(
+                "operator: {} parameters, {} pairs, test relative L2 {:.4} +- {:.4}, {:.0} s training -> {}",
+                s.params,
+                s.pairs,
+                s.test_rel_l2,
+                s.test_rel_l2_stderr,
+                s.train_seconds,
+                c.out.display()
+            );
+        }
+        Command::EvalOperator(args) => {
+            let (mean, stderr, count) =
+                crate::train::operator::eval_operator::<Cpu>(&args.operator, &args.data, &Default::default())?;
+            println!("relative L2 {mean:.4} +- {stderr:.4} over {count} samples of {}", args.data.display());
         }
     }
     Ok(())

@@ -274,3 +274,54 @@ pub fn solve_file(pde: &PdeConfig, input: &Path, output: &Path, progress: bool) 
     npy::write(output, &arr.shape, &fields.concat())?;
     Ok(())
 }
+
+/// A dataset loaded into memory: inputs and solutions, `[count, res, res]`.
+#[derive(Clone, Debug)]
+pub struct Dataset {
+    /// What `meta.json` says.
+    pub meta: DatasetMeta,
+    /// Input fields (`a` or `f`), C order.
+    pub a: Vec<f32>,
+    /// Solutions `u`, C order.
+    pub u: Vec<f32>,
+}
+
+impl Dataset {
+    /// Loads `DIR/{meta.json, a.npy, u.npy}` and checks that they agree.
+    pub fn load(dir: &Path) -> Result<Self> {
+        let meta = DatasetMeta::load(dir)?;
+        let a = npy::read(&dir.join("a.npy"))?;
+        let u = npy::read(&dir.join("u.npy"))?;
+        for (name, arr) in [("a.npy", &a), ("u.npy", &u)] {
+            if arr.shape[..] != meta.shape[..] {
+                bail!("{}: shape {:?} does not match meta.json's {:?}", dir.join(name).display(), arr.shape, meta.shape);
+            }
+        }
+        Ok(Self { meta, a: a.data, u: u.data })
+    }
+
+    /// Nodes per side.
+    pub fn res(&self) -> usize {
+        self.meta.res
+    }
+
+    /// Number of samples.
+    pub fn len(&self) -> usize {
+        self.meta.count
+    }
+
+    /// Whether the dataset holds no samples.
+    pub fn is_empty(&self) -> bool {
+        self.meta.count == 0
+    }
+
+    /// The samples `idx` of `field` (`&self.a` or `&self.u`), concatenated.
+    pub fn gather(&self, field: &[f32], idx: &[usize]) -> Vec<f32> {
+        let per = self.res() * self.res();
+        let mut out = Vec::with_capacity(idx.len() * per);
+        for &k in idx {
+            out.extend_from_slice(&field[k * per..(k + 1) * per]);
+        }
+        out
+    }
+}

@@ -235,7 +235,8 @@ mod tests {
         let expected_bin3 = 2.0 * amp * amp / 20.0;
         for (k, &v) in p.iter().enumerate() {
             if k == 3 {
-                assert_close(v, expected_bin3, 1e-9, "P(3)");
+                // The field itself is f32: relative error ~1e-7.
+                assert_close(v, expected_bin3, 1e-6, "P(3)");
             } else {
                 assert!(v.abs() < 1e-6 * expected_bin3, "bin {k} should be empty, got {v}");
             }
@@ -253,10 +254,11 @@ mod tests {
         let (geo, arith) = spectral_error(&gt, &gt, n).unwrap();
         assert_eq!((geo, arith), (0.0, 0.0));
         // Doubling the field quadruples every bin's power: error 3 in bins with
-        // power, and 0 (geometric mean 0) in the empty ones.
+        // power, and ~0 in the empty ones (round-off power far below the
+        // 1e-10 floor), which drags the geometric mean towards 0.
         let twice: Vec<f32> = gt.iter().map(|v| 2.0 * v).collect();
         let (geo, arith) = spectral_error(&twice, &gt, n).unwrap();
-        assert_eq!(geo, 0.0);
+        assert!(geo < 1e-6, "geometric mean with empty bins: {geo}");
         // Only bin 1 of bins 1..3 has power: arithmetic mean 3 / 3 = 1.
         assert_close(arith, 1.0, 1e-9, "arithmetic spectral error");
         // A field with power in every bin: doubling gives geometric mean 3.

@@ -608,7 +608,13 @@ mod tests {
         let back = to_vec(norm.denormalize(norm.normalize(x.clone())));
         let mut slice = data.clone();
         norm.normalize_slice(&mut slice, 2, 4);
-        assert_eq!(slice, to_vec(norm.normalize(x)), "slice and tensor paths agree");
+        // The slice path is f64 inside, the tensor path f32.
+        for (s, t) in slice.iter().zip(to_vec(norm.normalize(x))) {
+            assert!(
+                (s - t).abs() < 1e-6,
+                "slice and tensor paths agree: {s} vs {t}"
+            );
+        }
         for (got, want) in back.iter().zip(&data) {
             assert!((got - want).abs() < 1e-5, "round trip: {got} vs {want}");
         }
@@ -624,9 +630,22 @@ mod tests {
     #[test]
     fn tiny_denoiser_loss_falls_on_two_phase_fields() {
         let device = Default::default();
-        let (n, batch, steps, seed) = (16, 8, 50, 7);
+        let ev = |k: &str, d: f64| {
+            std::env::var(k)
+                .ok()
+                .and_then(|v| v.parse::<f64>().ok())
+                .unwrap_or(d)
+        };
+        let (n, batch, steps, seed) = (16, ev("XB", 8.0) as usize, ev("XS", 50.0) as usize, 7);
         let data_noise = SmoothNoise::new(n, 0.15).unwrap();
-        let cfg = EdmConfig::new(DenoiserConfig::new(1, 12, 4, 2, 0.125, 16));
+        let cfg = EdmConfig::new(DenoiserConfig::new(
+            1,
+            ev("XW", 12.0) as usize,
+            ev("XM", 4.0) as usize,
+            ev("XL", 2.0) as usize,
+            0.125,
+            ev("XP", 16.0) as usize,
+        ));
         AB::seed(&device, 11);
         let mut model = cfg.init::<AB>(&device).unwrap();
         let train_noise = cfg.smooth_noise(n).unwrap();
@@ -639,10 +658,11 @@ mod tests {
             let loss = model.loss(x, sigma, noise);
             losses.push(f64::from(loss.clone().into_scalar()));
             let grads = GradientsParams::from_grads(loss.backward(), &model);
-            model = optim.step(3e-3, model, grads);
+            model = optim.step(ev("XLR", 1e-2), model, grads);
         }
         let first = losses[..10].iter().sum::<f64>() / 10.0;
         let last = losses[steps - 10..].iter().sum::<f64>() / 10.0;
+        eprintln!("XRESULT first {first} last {last}");
         assert!(last < 0.7 * first, "EDM loss should fall clearly: first-10 mean {first}, last-10 mean {last}, all {losses:?}");
     }
 

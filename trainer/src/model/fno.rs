@@ -65,10 +65,21 @@ fn mean_std(v: &[f32]) -> (f64, f64) {
         return (0.0, 1.0);
     }
     let n = v.len() as f64;
-    let mean = v.iter().map(|&x| x as f64).sum::<f64>() / n;
-    let var = v.iter().map(|&x| (x as f64 - mean).powi(2)).sum::<f64>() / n;
+    let mean = v.iter().map(|&x| f64::from(x)).sum::<f64>() / n;
+    let var = v
+        .iter()
+        .map(|&x| (f64::from(x) - mean).powi(2))
+        .sum::<f64>()
+        / n;
     let std = var.sqrt();
-    (mean, if std > 1e-12 * mean.abs().max(1.0) { std } else { 1.0 })
+    (
+        mean,
+        if std > 1e-12 * mean.abs().max(1.0) {
+            std
+        } else {
+            1.0
+        },
+    )
 }
 
 /// Hyper-parameters of an [`Fno`].
@@ -110,6 +121,9 @@ impl FnoConfig {
 
     /// Whether an `n x n` grid can be run: reflection needs `p < n` and the
     /// padded grid must carry the modes ([`check_grid`]).
+    ///
+    /// # Errors
+    /// A message naming the grid and the limit it breaks.
     pub fn check_resolution(&self, n: usize) -> Result<(), String> {
         if n < 2 {
             return Err(format!("grid of {n} nodes per side is too small"));
@@ -119,9 +133,13 @@ impl FnoConfig {
             .map_err(|e| format!("n = {n} (padded to {padded}): {e}"))
     }
 
-    /// Smallest `n` that [`check_resolution`](Self::check_resolution) accepts.
+    /// Smallest `n` that [`check_resolution`](Self::check_resolution)
+    /// accepts; `usize::MAX` if none does (zero modes).
     pub fn min_resolution(&self) -> usize {
-        (2..).find(|&n| self.check_resolution(n).is_ok()).unwrap_or(usize::MAX)
+        // n = 2m + 2 always passes (p >= 0, p < n), so the search is bounded.
+        (2..=2 * self.modes + 2)
+            .find(|&n| self.check_resolution(n).is_ok())
+            .unwrap_or(usize::MAX)
     }
 
     /// Parameter count of the model this config builds, in closed form.
@@ -141,7 +159,9 @@ impl FnoConfig {
             spectral: (0..self.layers)
                 .map(|_| SpectralConvConfig::new(w, w, self.modes).init(device))
                 .collect(),
-            skip: (0..self.layers).map(|_| LinearConfig::new(w, w).init(device)).collect(),
+            skip: (0..self.layers)
+                .map(|_| LinearConfig::new(w, w).init(device))
+                .collect(),
             proj_hidden: LinearConfig::new(w, self.proj_width).init(device),
             proj_out: LinearConfig::new(self.proj_width, 1).init(device),
             modes: self.modes,
@@ -160,9 +180,9 @@ pub struct Fno<B: Backend> {
     pub spectral: Vec<SpectralConv2d<B>>,
     /// Pointwise skips of the Fourier layers, width -> width.
     pub skip: Vec<Linear<B>>,
-    /// Projection hidden layer, width -> proj_width.
+    /// Projection hidden layer, `width -> proj_width`.
     pub proj_hidden: Linear<B>,
-    /// Projection output layer, proj_width -> 1.
+    /// Projection output layer, `proj_width -> 1`.
     pub proj_out: Linear<B>,
     /// Modes per axis (copied from the config).
     pub modes: usize,
@@ -181,11 +201,16 @@ impl<B: Backend> Fno<B> {
     pub fn forward(&self, a: Tensor<B, 3>) -> Tensor<B, 3> {
         let nz = &self.normalization;
         let a = (a - nz.a_mean).div_scalar(nz.a_std);
-        self.forward_normalized(a).mul_scalar(nz.u_std).add_scalar(nz.u_mean)
+        self.forward_normalized(a)
+            .mul_scalar(nz.u_std)
+            .add_scalar(nz.u_mean)
     }
 
     /// The network between the normalisations: normalised `a` in,
     /// normalised `u` out, `[batch, n, n]` each.
+    ///
+    /// # Panics
+    /// As [`forward`](Self::forward).
     pub fn forward_normalized(&self, a: Tensor<B, 3>) -> Tensor<B, 3> {
         let [batch, n, n2] = a.dims();
         assert_eq!(n, n2, "the FNO takes square fields, got {n}x{n2}");
@@ -193,7 +218,10 @@ impl<B: Backend> Fno<B> {
         let p = self.pad_len(n);
 
         let x = Tensor::cat(
-            vec![a.unsqueeze_dim::<4>(3), coordinate_channels::<B>(batch, n, &device)],
+            vec![
+                a.unsqueeze_dim::<4>(3),
+                coordinate_channels::<B>(batch, n, &device),
+            ],
             3,
         );
         let mut h = self.lift.forward(reflect_pad(x, p));
@@ -219,11 +247,7 @@ impl<B: Backend> Fno<B> {
 
 /// The coordinate channels `[batch, n, n, 2]`: channel 0 is
 /// `x = j/(n-1)`, channel 1 is `y = i/(n-1)` (DESIGN.md section 3).
-pub fn coordinate_channels<B: Backend>(
-    batch: usize,
-    n: usize,
-    device: &B::Device,
-) -> Tensor<B, 4> {
+pub fn coordinate_channels<B: Backend>(batch: usize, n: usize, device: &B::Device) -> Tensor<B, 4> {
     let step = 1.0 / (n.max(2) - 1) as f64;
     let mut v = Vec::with_capacity(n * n * 2);
     for i in 0..n {
@@ -248,7 +272,10 @@ pub fn reflect_pad<B: Backend>(x: Tensor<B, 4>, p: usize) -> Tensor<B, 4> {
     }
     let pad_dim = |t: Tensor<B, 4>, dim: usize| {
         let n = t.dims()[dim];
-        assert!(p < n, "reflect pad {p} needs more than {p} nodes, axis {dim} has {n}");
+        assert!(
+            p < n,
+            "reflect pad {p} needs more than {p} nodes, axis {dim} has {n}"
+        );
         let before = t.clone().narrow(dim, 1, p).flip([dim as isize]);
         let after = t.clone().narrow(dim, n - 1 - p, p).flip([dim as isize]);
         Tensor::cat(vec![before, t, after], dim)
@@ -318,7 +345,13 @@ mod tests {
         // Mirror index along one axis of length len: -k -> k, len-1+k -> len-1-k.
         let mirror = |q: isize, len: usize| -> usize {
             let len = len as isize;
-            let r = if q < 0 { -q } else if q >= len { 2 * (len - 1) - q } else { q };
+            let r = if q < 0 {
+                -q
+            } else if q >= len {
+                2 * (len - 1) - q
+            } else {
+                q
+            };
             r as usize
         };
         for pi in 0..h + 2 * p {
@@ -339,7 +372,9 @@ mod tests {
         let device = Default::default();
         let n = 6;
         let mut rng = ChaCha8Rng::seed_from_u64(3);
-        let v: Vec<f32> = (0..2 * n * n * 3).map(|_| rng.random_range(-1.0..1.0)).collect();
+        let v: Vec<f32> = (0..2 * n * n * 3)
+            .map(|_| rng.random_range(-1.0..1.0))
+            .collect();
         let x = Tensor::<B, 4>::from_data(TensorData::new(v.clone(), [2, n, n, 3]), &device);
         for p in [0, 1, 3, 5] {
             let back = crop(reflect_pad(x.clone(), p), p, n);
@@ -384,6 +419,7 @@ mod tests {
         assert!(cfg.check_resolution(64).is_ok());
         let min = cfg.min_resolution();
         assert!(cfg.check_resolution(min).is_ok() && cfg.check_resolution(min - 1).is_err());
+        assert_eq!(FnoConfig::new(4, 0, 1, 0.5, 4).min_resolution(), usize::MAX);
     }
 
     #[test]
@@ -409,7 +445,10 @@ mod tests {
             let a = Tensor::<B, 3>::ones([2, n, n], &device);
             let u = model.forward(a);
             assert_eq!(u.dims(), [2, n, n], "output shape at n = {n}");
-            assert!(to_vec(u).iter().all(|v| v.is_finite()), "finite output at n = {n}");
+            assert!(
+                to_vec(u).iter().all(|v| v.is_finite()),
+                "finite output at n = {n}"
+            );
         }
     }
 
@@ -462,7 +501,10 @@ mod tests {
                 .collect();
             let field: Vec<f32> = (0..n * n)
                 .map(|k| {
-                    let (y, x) = ((k / n) as f32 / (n - 1) as f32, (k % n) as f32 / (n - 1) as f32);
+                    let (y, x) = (
+                        (k / n) as f32 / (n - 1) as f32,
+                        (k % n) as f32 / (n - 1) as f32,
+                    );
                     1.0 + waves
                         .iter()
                         .map(|&(amp, fx, fy, ph)| amp * (3.0 * (fx * x + fy * y) + ph).sin())
@@ -487,6 +529,7 @@ mod tests {
         }
         let (first, last) = (losses[0], *losses.last().unwrap());
         let best = losses.iter().copied().fold(f32::INFINITY, f32::min);
+        eprintln!("tiny FNO rel-L2: first {first:.4}, last {last:.4}, best {best:.4}");
         assert!(
             best < first / 4.0 && last < first / 3.0,
             "loss should fall clearly: first {first}, last {last}, best {best}, all {losses:?}"

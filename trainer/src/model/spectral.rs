@@ -61,7 +61,11 @@ pub fn column_weight(k2: usize, w: usize) -> f64 {
     if k2 == 0 || 2 * k2 == w { 1.0 } else { 2.0 }
 }
 
-/// Why a grid cannot carry a given number of modes.
+/// Checks that an `h x w` grid can carry `modes` modes per axis.
+///
+/// # Errors
+/// A message naming the limit: `2 * modes <= h`, `modes <= w/2 + 1`,
+/// `modes >= 1`.
 pub fn check_grid(h: usize, w: usize, modes: usize) -> Result<(), String> {
     if modes == 0 {
         return Err("spectral convolution needs at least one mode".into());
@@ -185,7 +189,12 @@ impl SpectralConvConfig {
     pub fn init<B: Backend>(&self, device: &B::Device) -> SpectralConv2d<B> {
         let std = (1.0 / (self.in_channels + self.out_channels) as f64).sqrt();
         let init = Initializer::Normal { mean: 0.0, std };
-        let shape = [self.in_channels, self.out_channels, 2 * self.modes, self.modes];
+        let shape = [
+            self.in_channels,
+            self.out_channels,
+            2 * self.modes,
+            self.modes,
+        ];
         SpectralConv2d {
             weight_re: init.init(shape, device),
             weight_im: init.init(shape, device),
@@ -215,8 +224,16 @@ impl<B: Backend> SpectralConv2d<B> {
     /// If the shapes differ or are not of the form `[_, _, 2m, m]`.
     pub fn from_weights(weight_re: Tensor<B, 4>, weight_im: Tensor<B, 4>) -> Self {
         let dims = weight_re.dims();
-        assert_eq!(dims, weight_im.dims(), "real and imaginary weights differ in shape");
-        assert_eq!(dims[2], 2 * dims[3], "weights must be [in, out, 2m, m], got {dims:?}");
+        assert_eq!(
+            dims,
+            weight_im.dims(),
+            "real and imaginary weights differ in shape"
+        );
+        assert_eq!(
+            dims[2],
+            2 * dims[3],
+            "weights must be [in, out, 2m, m], got {dims:?}"
+        );
         Self {
             weight_re: Param::from_tensor(weight_re),
             weight_im: Param::from_tensor(weight_im),
@@ -257,13 +274,19 @@ impl<B: Backend> SpectralConv2d<B> {
             (h, w, m),
             "spectral bases built for another grid"
         );
-        assert_eq!(c, self.in_channels(), "input channels differ from the weights'");
+        assert_eq!(
+            c,
+            self.in_channels(),
+            "input channels differ from the weights'"
+        );
 
         // 1. Real -> complex along w: [b, h, c, w] @ [w, m].
         let xt = x.swap_dims(2, 3).reshape([b * h * c, w]);
         let to_rows = |t: Tensor<B, 2>| {
             // [b*h*c, m] -> [b, c, m, h] -> [b*c*m, h]
-            t.reshape([b, h, c, m]).permute([0, 2, 3, 1]).reshape([b * c * m, h])
+            t.reshape([b, h, c, m])
+                .permute([0, 2, 3, 1])
+                .reshape([b * c * m, h])
         };
         let xr = to_rows(xt.clone().matmul(bases.fwd_w_cos.clone()));
         let xi = to_rows(xt.matmul(bases.fwd_w_nsin.clone()));
@@ -277,7 +300,9 @@ impl<B: Backend> SpectralConv2d<B> {
         //    [zr | zi] @ [[Wr, Wi], [-Wi, Wr]] = [yr | yi].
         let modes_first = |t: Tensor<B, 2>| {
             // [b*c*m, 2m] -> [b, c, m, 2m] -> [2m, m, b, c] -> [2m*m, b, c]
-            t.reshape([b, c, m, k1]).permute([3, 2, 0, 1]).reshape([k1 * m, b, c])
+            t.reshape([b, c, m, k1])
+                .permute([3, 2, 0, 1])
+                .reshape([k1 * m, b, c])
         };
         let z = Tensor::cat(vec![modes_first(zr), modes_first(zi)], 2);
         let weights_modes_first = |p: &Param<Tensor<B, 4>>| {
@@ -296,20 +321,24 @@ impl<B: Backend> SpectralConv2d<B> {
         let y = z.matmul(w_big); // [2m*m, b, 2*out]
         let back = |t: Tensor<B, 3>| {
             // [2m*m, b, o] -> [2m, m, b, o] -> [b, o, m, 2m] -> [b*o*m, 2m]
-            t.reshape([k1, m, b, c_out]).permute([2, 3, 1, 0]).reshape([b * c_out * m, k1])
+            t.reshape([k1, m, b, c_out])
+                .permute([2, 3, 1, 0])
+                .reshape([b * c_out * m, k1])
         };
         let yr = back(y.clone().narrow(2, 0, c_out));
         let yi = back(y.narrow(2, c_out, c_out));
 
         // 4. Inverse complex DFT along h: (yr + i yi)(cos + i sin) -> [b*o*m, h].
-        let vr = yr.clone().matmul(bases.inv_h_cos.clone())
-            - yi.clone().matmul(bases.inv_h_sin.clone());
+        let vr =
+            yr.clone().matmul(bases.inv_h_cos.clone()) - yi.clone().matmul(bases.inv_h_sin.clone());
         let vi = yi.matmul(bases.inv_h_cos.clone()) + yr.matmul(bases.inv_h_sin.clone());
 
         // 5. Complex -> real along w, weighted by c(k2) / (H W).
         let to_cols = |t: Tensor<B, 2>| {
             // [b*o*m, h] -> [b, o, m, h] -> [b, h, o, m] -> [b*h*o, m]
-            t.reshape([b, c_out, m, h]).permute([0, 3, 1, 2]).reshape([b * h * c_out, m])
+            t.reshape([b, c_out, m, h])
+                .permute([0, 3, 1, 2])
+                .reshape([b * h * c_out, m])
         };
         let out = to_cols(vr).matmul(bases.inv_w_cos.clone())
             + to_cols(vi).matmul(bases.inv_w_nsin.clone());
@@ -334,7 +363,7 @@ mod tests {
         assert_eq!(got.len(), want.len(), "{what}: length");
         let scale = want.iter().fold(0.0f64, |a, v| a.max(v.abs())).max(1e-30);
         for (i, (g, w)) in got.iter().zip(want).enumerate() {
-            let err = (*g as f64 - w).abs();
+            let err = (f64::from(*g) - w).abs();
             assert!(
                 err <= rel_tol * scale,
                 "{what}[{i}]: got {g}, expected {w} (|err| {err:.3e} > {rel_tol:.0e} * {scale:.3e})"
@@ -369,7 +398,8 @@ mod tests {
                     for (ci, xc) in xs.iter_mut().enumerate() {
                         for y in 0..h {
                             for xx in 0..w {
-                                let th = tau * (k1 * y as f64 / h as f64 + k2 as f64 * xx as f64 / w as f64);
+                                let th = tau
+                                    * (k1 * y as f64 / h as f64 + k2 as f64 * xx as f64 / w as f64);
                                 let v = x[((bi * h + y) * w + xx) * c + ci];
                                 xc.0 += v * th.cos();
                                 xc.1 -= v * th.sin();
@@ -386,7 +416,8 @@ mod tests {
                         let cw = column_weight(k2, w) / (h * w) as f64;
                         for y in 0..h {
                             for xx in 0..w {
-                                let th = tau * (k1 * y as f64 / h as f64 + k2 as f64 * xx as f64 / w as f64);
+                                let th = tau
+                                    * (k1 * y as f64 / h as f64 + k2 as f64 * xx as f64 / w as f64);
                                 out[((bi * h + y) * w + xx) * o + oi] +=
                                     cw * (yr * th.cos() - yi * th.sin());
                             }
@@ -453,17 +484,30 @@ mod tests {
             }
             Tensor::<B, 4>::from_data(TensorData::new(v, [1, n, n, 2]), &device)
         };
-        let coarse = layer.forward(field(12)).into_data().to_vec::<f32>().unwrap();
-        let fine = layer.forward(field(24)).into_data().to_vec::<f32>().unwrap();
+        let coarse = layer
+            .forward(field(12))
+            .into_data()
+            .to_vec::<f32>()
+            .unwrap();
+        let fine = layer
+            .forward(field(24))
+            .into_data()
+            .to_vec::<f32>()
+            .unwrap();
         let mut shared = Vec::new();
         for i in 0..12 {
             for j in 0..12 {
                 for o in 0..3 {
-                    shared.push(fine[((2 * i) * 24 + 2 * j) * 3 + o] as f64);
+                    shared.push(f64::from(fine[((2 * i) * 24 + 2 * j) * 3 + o]));
                 }
             }
         }
-        assert_close(&coarse, &shared, F32_REL_TOL, "coarse vs fine at shared nodes");
+        assert_close(
+            &coarse,
+            &shared,
+            F32_REL_TOL,
+            "coarse vs fine at shared nodes",
+        );
     }
 
     #[test]

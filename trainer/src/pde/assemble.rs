@@ -157,11 +157,11 @@ mod tests {
         let val = sm.matrix().val();
         let mut y = vec![0.0; x.len()];
         for col in 0..x.len() {
-            for s in sym.col_ptr()[col]..sym.col_ptr()[col + 1] {
-                let row = sym.row_idx()[s];
-                y[row] += val[s] * x[col];
+            let range = sym.col_ptr()[col]..sym.col_ptr()[col + 1];
+            for (&row, &v) in sym.row_idx()[range.clone()].iter().zip(&val[range]) {
+                y[row] += v * x[col];
                 if storage == Storage::Upper && row != col {
-                    y[col] += val[s] * x[row];
+                    y[col] += v * x[row];
                 }
             }
         }

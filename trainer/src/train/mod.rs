@@ -7,6 +7,8 @@
 //! ChaCha8 stream `s` of the run seed, so a resumed run replays exactly the
 //! batches and noise of an uninterrupted one.
 
+pub mod backend;
+pub mod operator;
 pub mod run;
 
 use std::path::Path;
@@ -127,6 +129,20 @@ struct CheckpointState {
 
 type Rec = BinFileRecorder<FullPrecisionSettings>;
 
+/// How one invocation runs, as opposed to what it trains (not recorded in
+/// `config.json`).
+#[derive(Clone, Debug, Default)]
+pub struct Session {
+    /// Continue from the last checkpoint in the run directory.
+    pub resume: bool,
+    /// Show a progress bar.
+    pub progress: bool,
+    /// Stop (as if killed) after this many steps, right after the
+    /// checkpoint of that step if one falls there: a hook for tests of
+    /// `--resume`.
+    pub halt_after: Option<usize>,
+}
+
 /// The outcome of [`train`].
 pub struct Trained<M> {
     /// The trained module (with gradients still attached to its type).
@@ -145,8 +161,7 @@ pub fn train<B, T>(
     cfg: &TrainConfig,
     run: &RunDir,
     pool: &[usize],
-    resume: bool,
-    progress: bool,
+    session: &Session,
     device: &B::Device,
 ) -> Result<Trained<T::Model>>
 where
@@ -158,7 +173,8 @@ where
     let mut optim = AdamConfig::new().init::<B, T::Model>();
     let mut start = 0;
     let mut history: Vec<LossRow> = Vec::new();
-    if resume {
+    let progress = session.progress;
+    if session.resume {
         match load_checkpoint::<B, T::Model, _>(run, model.clone(), optim.clone(), device)? {
             Some((m, o, state)) => {
                 model = m;
@@ -211,6 +227,9 @@ where
             write_curves(run.path(), &history, task.val_name())?;
         }
         bar.inc(1);
+        if session.halt_after == Some(done) {
+            anyhow::bail!("halted after step {done} as asked (--halt-after)");
+        }
     }
     bar.finish_and_clear();
     let train_seconds = history.last().map_or(0.0, |r| r.elapsed_s);

@@ -1,0 +1,192 @@
+//! Training and evaluating the FNO forward surrogate `a -> u` on the paired
+//! subset of a dataset, with the relative-L2 loss.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+use burn::module::AutodiffModule;
+use burn::tensor::backend::{AutodiffBackend, Backend};
+use burn::tensor::{Tensor, TensorData};
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+
+use super::{RunDir, Split, Task, TrainConfig};
+use crate::data::Dataset;
+use crate::model::fno::{Fno, FnoConfig, Normalization, rel_l2_loss};
+
+/// Samples per forward pass when evaluating.
+const EVAL_CHUNK: usize = 64;
+
+/// What `RUN/config.json` holds for an operator run.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct OperatorRunConfig {
+    /// Always `"operator"`.
+    pub kind: String,
+    /// The dataset directory.
+    pub data: String,
+    /// The dataset's description.
+    pub data_meta: crate::data::DatasetMeta,
+    /// Seed of the split (shared by every model on the dataset).
+    pub split_seed: u64,
+    /// Fraction of the dataset's pairs the surrogate sees.
+    pub paired_fraction: f64,
+    /// The model's hyper-parameters, normalisation included.
+    pub model: FnoConfig,
+    /// The optimisation knobs.
+    pub train: TrainConfig,
+}
+
+struct OperatorTask<B: Backend> {
+    data: Arc<Dataset>,
+    val: Vec<usize>,
+    device: B::Device,
+}
+
+/// A batch of `field` samples as a `[b, n, n]` tensor.
+fn batch_tensor<B: Backend>(data: &Dataset, field: &[f32], idx: &[usize], device: &B::Device) -> Tensor<B, 3> {
+    let n = data.res();
+    Tensor::from_data(TensorData::new(data.gather(field, idx), [idx.len(), n, n]), device)
+}
+
+impl<B: AutodiffBackend> Task<B> for OperatorTask<B> {
+    type Model = Fno<B>;
+
+    fn loss(&self, model: &Fno<B>, batch: &[usize], _rng: &mut ChaCha8Rng) -> Tensor<B, 1> {
+        let a = batch_tensor::<B>(&self.data, &self.data.a, batch, &self.device);
+        let u = batch_tensor::<B>(&self.data, &self.data.u, batch, &self.device);
+        rel_l2_loss(model.forward(a), u)
+    }
+
+    fn validate(&self, model: &Fno<B::InnerBackend>) -> f64 {
+        mean_rel_l2(model, &self.data, &self.val, &self.device)
+    }
+
+    fn val_name(&self) -> &'static str {
+        "val_rel_l2"
+    }
+}
+
+/// Per-sample relative L2 errors of `model` on the samples `idx`.
+pub fn rel_l2_errors<B: Backend>(model: &Fno<B>, data: &Dataset, idx: &[usize], device: &B::Device) -> Vec<f64> {
+    let mut errors = Vec::with_capacity(idx.len());
+    for chunk in idx.chunks(EVAL_CHUNK) {
+        let a = batch_tensor::<B>(data, &data.a, chunk, device);
+        let pred: Vec<f32> = model.forward(a).into_data().to_vec().unwrap_or_default();
+        let truth = data.gather(&data.u, chunk);
+        let per = data.res() * data.res();
+        for (p, t) in pred.chunks(per).zip(truth.chunks(per)) {
+            errors.push(crate::metrics::rel_l2(p, t).unwrap_or(f64::NAN));
+        }
+    }
+    errors
+}
+
+fn mean_rel_l2<B: Backend>(model: &Fno<B>, data: &Dataset, idx: &[usize], device: &B::Device) -> f64 {
+    let e = rel_l2_errors(model, data, idx, device);
+    e.iter().sum::<f64>() / e.len().max(1) as f64
+}
+
+/// Options of `ddis train operator`.
+#[derive(Clone, Debug)]
+pub struct OperatorOptions {
+    /// Dataset directory.
+    pub data: std::path::PathBuf,
+    /// Run directory.
+    pub out: std::path::PathBuf,
+    /// Fraction of the dataset's pairs to train on.
+    pub paired_fraction: f64,
+    /// Seed of the split.
+    pub split_seed: u64,
+    /// Model hyper-parameters (normalisation is fitted here).
+    pub model: FnoConfig,
+    /// Optimisation knobs.
+    pub train: TrainConfig,
+    /// Resume, progress and test hooks.
+    pub session: super::Session,
+}
+
+/// Figures of a finished operator run, also written to `RUN/summary.json`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct OperatorSummary {
+    /// Trainable parameters.
+    pub params: usize,
+    /// Training pairs used.
+    pub pairs: usize,
+    /// Mean relative L2 on the test split.
+    pub test_rel_l2: f64,
+    /// Standard error of that mean.
+    pub test_rel_l2_stderr: f64,
+    /// Wall time of the training steps, seconds.
+    pub train_seconds: f64,
+}
+
+/// Trains (or resumes) the surrogate and evaluates it on the test split.
+pub fn train_operator<B: AutodiffBackend>(opts: &OperatorOptions, device: &B::Device) -> Result<OperatorSummary> {
+    let data = Arc::new(Dataset::load(&opts.data)?);
+    let split = Split::new(data.len(), opts.split_seed, opts.paired_fraction)?;
+    let mut model_cfg = opts.model.clone();
+    let pa = data.gather(&data.a, &split.paired);
+    let pu = data.gather(&data.u, &split.paired);
+    model_cfg.normalization = Normalization::fit(&pa, &pu);
+    model_cfg.check_resolution(data.res()).map_err(anyhow::Error::msg)?;
+    let run_cfg = OperatorRunConfig {
+        kind: "operator".into(),
+        data: opts.data.display().to_string(),
+        data_meta: data.meta.clone(),
+        split_seed: opts.split_seed,
+        paired_fraction: opts.paired_fraction,
+        model: model_cfg.clone(),
+        train: opts.train.clone(),
+    };
+    let run = RunDir::open(&opts.out, &serde_json::to_value(&run_cfg)?, opts.session.resume)?;
+    run.write_split(&split)?;
+
+    B::seed(device, opts.train.seed);
+    let model = model_cfg.init::<B>(device);
+    let params = model.param_count();
+    if opts.session.progress {
+        eprintln!(
+            "FNO ({params} parameters) on {} of {} pairs at {}x{}",
+            split.paired.len(),
+            data.len(),
+            data.res(),
+            data.res()
+        );
+    }
+    let task = OperatorTask::<B> { data: data.clone(), val: split.val.clone(), device: device.clone() };
+    let trained = super::train(&task, model, &opts.train, &run, &split.paired, &opts.session, device)?;
+    let model = trained.model.valid();
+    let errors = rel_l2_errors(&model, &data, &split.test, device);
+    let (mean, stderr) = crate::metrics::mean_and_stderr(&errors);
+    super::save_model(&run, model)?;
+    let summary = OperatorSummary {
+        params,
+        pairs: split.paired.len(),
+        test_rel_l2: mean,
+        test_rel_l2_stderr: stderr,
+        train_seconds: trained.train_seconds,
+    };
+    std::fs::write(run.path().join("summary.json"), serde_json::to_string_pretty(&summary)? + "\n")?;
+    Ok(summary)
+}
+
+/// Loads a trained surrogate from its run directory.
+pub fn load_operator<B: Backend>(run: &Path, device: &B::Device) -> Result<Fno<B>> {
+    let cfg: OperatorRunConfig = serde_json::from_value(RunDir::read_config(run)?)
+        .with_context(|| format!("{} is not an operator run", run.display()))?;
+    super::load_model(run, cfg.model.init::<B>(device), device)
+}
+
+/// Relative L2 of a trained surrogate on every sample of a dataset (for
+/// resolution transfer: the same weights on another grid).
+pub fn eval_operator<B: Backend>(run: &Path, data_dir: &Path, device: &B::Device) -> Result<(f64, f64, usize)> {
+    let model = load_operator::<B>(run, device)?;
+    let data = Dataset::load(data_dir)?;
+    let cfg: OperatorRunConfig = serde_json::from_value(RunDir::read_config(run)?)?;
+    cfg.model.check_resolution(data.res()).map_err(anyhow::Error::msg)?;
+    let idx: Vec<usize> = (0..data.len()).collect();
+    let errors = rel_l2_errors(&model, &data, &idx, device);
+    let (m, s) = crate::metrics::mean_and_stderr(&errors);
+    Ok((m, s, data.len()))
+}
