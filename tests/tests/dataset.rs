@@ -12,7 +12,7 @@ fn samples_depend_on_seed_and_index_only() {
     let out = tmp.path().join("set");
     let pde = PdeConfig { kind: PdeKind::Poisson, ..PdeConfig::default() };
     // 300 samples cross the 256-sample chunk boundary of the writer.
-    let opts = GenOptions { pde: pde.clone(), res: 12, count: 300, seed: 11, force: false, progress: false };
+    let opts = GenOptions { pde, res: 12, count: 300, seed: 11, force: false, progress: false };
     let meta = data::generate_dataset(&opts, &out).unwrap();
     assert_eq!(DatasetMeta::load(&out).unwrap(), meta);
 

@@ -44,10 +44,9 @@ fn step<O: Optimizer<Fno<B>, B>>(
 
 /// Median steps/s over `repeats` timings of `steps` steps each (after one
 /// warm-up step).
-fn measure(repeats: usize, steps: usize) -> (f64, f32) {
+fn measure(cfg: &FnoConfig, repeats: usize, steps: usize) -> (f64, f32) {
     let device = Default::default();
     B::seed(&device, 0);
-    let cfg = FnoConfig::new(32, 12, 4, 0.5, 128);
     let mut model = cfg.init::<B>(&device);
     let mut optim = AdamConfig::new().init();
     let a = Tensor::<B, 3>::random([BATCH, N, N], Distribution::Uniform(1.0, 2.0), &device);
@@ -66,31 +65,51 @@ fn measure(repeats: usize, steps: usize) -> (f64, f32) {
     (rates[rates.len() / 2], loss)
 }
 
+/// The benchmarked configurations: the issue's reference point (width 32,
+/// 12 modes, padded to 64x64) and the two presets.
+fn configs() -> Vec<(&'static str, FnoConfig)> {
+    vec![
+        ("width32-modes12", FnoConfig::new(32, 12, 4, 0.5, 128)),
+        ("device", FnoConfig::device()),
+        ("host", FnoConfig::host()),
+    ]
+}
+
+/// Thread counts are fixed per process (matrixmultiply reads
+/// `MATMUL_NUM_THREADS` once), so each count runs in a child process of this
+/// same binary with both pools pinned.
 fn main() {
     let repeats = env_usize("FNO_BENCH_REPEATS", 5).max(1);
     let steps = env_usize("FNO_BENCH_STEPS", 3).max(1);
-    let params = FnoConfig::new(32, 12, 4, 0.5, 128).param_count();
-    println!(
-        "fno_step: batch {BATCH}, {N}x{N} (padded 64x64), width 32, modes 12, 4 layers, \
-         {params} params; median of {repeats} x {steps} steps"
-    );
-
-    let single = rayon::ThreadPoolBuilder::new()
-        .num_threads(1)
-        .build()
-        .expect("a 1-thread rayon pool");
-    let (rate1, loss1) = single.install(|| measure(repeats, steps));
-    println!(
-        "  1 thread : {rate1:8.3} steps/s  ({:7.1} ms/step, last loss {loss1:.4})",
-        1e3 / rate1
-    );
-
-    let threads = rayon::current_num_threads();
-    let (rate_n, loss_n) = measure(repeats, steps);
-    println!(
-        "  {threads} threads: {rate_n:8.3} steps/s  ({:7.1} ms/step, last loss {loss_n:.4}), \
-         speed-up {:.2}x",
-        1e3 / rate_n,
-        rate_n / rate1
-    );
+    if let Ok(which) = std::env::var("FNO_BENCH_CHILD") {
+        let (_, cfg) = configs().into_iter().find(|(name, _)| *name == which).expect("known config");
+        let (rate, loss) = measure(&cfg, repeats, steps);
+        println!("{rate} {loss}");
+        return;
+    }
+    let all = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    println!("fno_step: forward + rel-L2 + backward + Adam, batch {BATCH}, {N}x{N}; median of {repeats} x {steps} steps");
+    println!("{:<16} {:>9} {:>14} {:>14} {:>8}", "config", "params", "1 thread /s", format!("{all} threads /s"), "speedup");
+    let exe = std::env::current_exe().expect("own path");
+    for (name, cfg) in configs() {
+        let mut rates = Vec::new();
+        for threads in [1, all] {
+            let out = std::process::Command::new(&exe)
+                .env("FNO_BENCH_CHILD", name)
+                .env("MATMUL_NUM_THREADS", threads.to_string())
+                .env("RAYON_NUM_THREADS", threads.to_string())
+                .output()
+                .expect("run the benchmark child");
+            let text = String::from_utf8_lossy(&out.stdout);
+            let rate: f64 = text.split_whitespace().next().and_then(|v| v.parse().ok()).unwrap_or(f64::NAN);
+            rates.push(rate);
+        }
+        println!(
+            "{name:<16} {:>9} {:>14.2} {:>14.2} {:>7.2}x",
+            cfg.param_count(),
+            rates[0],
+            rates[1],
+            rates[1] / rates[0]
+        );
+    }
 }

@@ -10,7 +10,9 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::data::{self, GenOptions};
 use crate::grf::GrfConfig;
+use crate::model::denoiser::{DenoiserConfig, EdmConfig};
 use crate::model::fno::FnoConfig;
+use crate::train::diffusion::{DiffusionKind, DiffusionOptions, train_diffusion};
 use crate::pde::{DarcyConfig, PdeConfig, PdeKind};
 use crate::train::TrainConfig;
 use crate::train::backend::{BackendKind, Cpu, CpuAutodiff};
@@ -51,6 +53,20 @@ pub enum Command {
 pub enum TrainCommand {
     /// The FNO forward surrogate a -> u, on the paired subset (relative L2 loss).
     Operator(TrainOperatorArgs),
+    /// The function-space diffusion prior over a (EDM, smooth noise), on every training sample.
+    Prior(TrainPriorArgs),
+    /// The joint (a, u) diffusion baseline, on the paired subset only.
+    Joint(TrainOperatorArgs),
+}
+
+/// Arguments of `ddis train prior`.
+#[derive(Debug, Args)]
+pub struct TrainPriorArgs {
+    #[command(flatten)]
+    pub common: CommonTrainArgs,
+    /// Unconditional samples drawn after training to compare with the data.
+    #[arg(long, default_value_t = 64)]
+    pub stat_samples: usize,
 }
 
 /// Model size presets.
@@ -209,10 +225,65 @@ impl PdeArgs {
     }
 }
 
+fn train_diffusion_cmd(
+    kind: DiffusionKind,
+    c: &CommonTrainArgs,
+    paired_fraction: f64,
+    stat_samples: usize,
+    progress: bool,
+) -> Result<()> {
+    let channels = kind.channels();
+    let denoiser = match c.size {
+        Size::Device => DenoiserConfig::device(channels),
+        Size::Host => DenoiserConfig::host(channels),
+    };
+    let opts = DiffusionOptions {
+        kind,
+        data: c.data.clone(),
+        out: c.out.clone(),
+        paired_fraction,
+        split_seed: c.split_seed,
+        model: EdmConfig::new(denoiser),
+        train: c.train_config(),
+        stat_samples,
+        session: c.session(progress),
+    };
+    let s = match c.backend {
+        BackendKind::Ndarray => train_diffusion::<CpuAutodiff>(&opts, &Default::default())?,
+        #[cfg(feature = "cuda")]
+        BackendKind::Cuda => {
+            let device = crate::train::backend::cuda_device()?;
+            train_diffusion::<crate::train::backend::CudaAutodiff>(&opts, &device)?
+        }
+        #[cfg(not(feature = "cuda"))]
+        BackendKind::Cuda => return crate::train::backend::cuda_unavailable(),
+    };
+    let phase = match (s.high_phase_fraction_samples, s.high_phase_fraction_data) {
+        (Some(a), Some(b)) => format!(", a >= 7.5 on {:.1} % of nodes (data {:.1} %)", 100.0 * a, 100.0 * b),
+        _ => String::new(),
+    };
+    println!(
+        "{kind:?}: {} parameters, {} samples, {:.0} s training; {} unconditional samples: mean-spectrum error {:.3} (geometric) / {:.3} (arithmetic){phase} -> {}",
+        s.params,
+        s.samples,
+        s.train_seconds,
+        s.stat_samples,
+        s.mean_spectrum_error_geometric,
+        s.mean_spectrum_error_arithmetic,
+        c.out.display()
+    );
+    Ok(())
+}
+
 /// Runs a parsed command line.
 pub fn run(cli: Cli) -> Result<()> {
     if let Some(threads) = cli.threads {
         anyhow::ensure!(threads >= 1, "--threads must be at least 1");
+        // burn-ndarray's matrix products run on matrixmultiply's own pool,
+        // which ignores rayon and reads this variable once, at first use.
+        // SAFETY: called before any other thread of ours exists or reads
+        // the environment.
+        unsafe { std::env::set_var("MATMUL_NUM_THREADS", threads.to_string()) };
         rayon::ThreadPoolBuilder::new().num_threads(threads).build_global()?;
     }
     let progress = !cli.quiet;
@@ -277,6 +348,12 @@ pub fn run(cli: Cli) -> Result<()> {
                 s.train_seconds,
                 c.out.display()
             );
+        }
+        Command::Train(TrainCommand::Prior(args)) => {
+            train_diffusion_cmd(DiffusionKind::Prior, &args.common, 1.0, args.stat_samples, progress)?
+        }
+        Command::Train(TrainCommand::Joint(args)) => {
+            train_diffusion_cmd(DiffusionKind::Joint, &args.common, args.paired_fraction, 64, progress)?
         }
         Command::EvalOperator(args) => {
             let (mean, stderr, count) =

@@ -159,7 +159,7 @@ fn write_dataset(opts: &GenOptions, staging: &Path) -> Result<DatasetMeta> {
     bar.finish_and_clear();
 
     let meta = DatasetMeta {
-        pde: opts.pde.clone(),
+        pde: opts.pde,
         res: opts.res,
         count: opts.count,
         seed: opts.seed,
@@ -243,15 +243,15 @@ pub fn solve_file(pde: &PdeConfig, input: &Path, output: &Path, progress: bool) 
         let (s, i, j) = (k / (res * res), (k / res) % res, k % res);
         bail!("{}: non-finite value {} in field {s} at [{i}, {j}]", input.display(), arr.data[k]);
     }
-    if pde.kind == PdeKind::Darcy {
-        if let Some(k) = arr.data.iter().position(|&v| v <= 0.0) {
-            let (s, i, j) = (k / (res * res), (k / res) % res, k % res);
-            bail!(
-                "{}: Darcy coefficient must be positive, got {} in field {s} at [{i}, {j}]",
-                input.display(),
-                arr.data[k]
-            );
-        }
+    if pde.kind == PdeKind::Darcy
+        && let Some(k) = arr.data.iter().position(|&v| v <= 0.0)
+    {
+        let (s, i, j) = (k / (res * res), (k / res) % res, k % res);
+        bail!(
+            "{}: Darcy coefficient must be positive, got {} in field {s} at [{i}, {j}]",
+            input.display(),
+            arr.data[k]
+        );
     }
     pde.solver(res)?;
     let bar = progress_bar(count as u64, progress, "solving");

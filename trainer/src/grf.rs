@@ -67,9 +67,10 @@ impl GrfConfig {
         if k1 == 0 && k2 == 0 {
             return 0.0;
         }
-        let k2sum = (k1 * k1 + k2 * k2) as f64;
+        // In f64: any usize is a valid (if useless) wave number.
+        let (k1, k2) = (k1 as f64, k2 as f64);
         self.tau.powf(2.0 * (self.alpha - 1.0))
-            * (PI * PI * k2sum + self.tau * self.tau).powf(-self.alpha)
+            * (PI * PI * (k1 * k1 + k2 * k2) + self.tau * self.tau).powf(-self.alpha)
     }
 }
 

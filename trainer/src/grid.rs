@@ -1,6 +1,6 @@
 //! The node grid every field in ddis lives on (DESIGN.md section 3).
 //!
-//! `n x n` nodes on [0,1]^2, boundary included, stored row-major with
+//! `n x n` nodes on `[0,1]^2`, boundary included, stored row-major with
 //! row = y and column = x. This module only maps indices to coordinates; it
 //! knows nothing about PDEs or random fields.
 
@@ -81,9 +81,9 @@ impl Grid {
     }
 
     /// The node nearest to the physical point `(x, y)`, or `None` when the
-    /// point is non-finite or outside [0,1]^2. Ties round half away from
-    /// zero, so the result does not depend on float noise at the midpoint
-    /// more than `f64::round` does.
+    /// point is non-finite or outside `[0,1]^2`. A point exactly halfway
+    /// between two nodes goes to the one farther from the origin
+    /// (`f64::round`).
     pub fn nearest_node(&self, x: f64, y: f64) -> Option<(usize, usize)> {
         let inside = |t: f64| t.is_finite() && (0.0..=1.0).contains(&t);
         if !inside(x) || !inside(y) {

@@ -282,7 +282,7 @@ mod tests {
         let mut bytes = Vec::from(&MAGIC[..]);
         bytes.extend_from_slice(&[1, 0]);
         let mut dict = "{'descr': '<f8', 'fortran_order': False, 'shape': (1, 2), }".to_string();
-        while (10 + dict.len() + 1) % 64 != 0 {
+        while !(10 + dict.len() + 1).is_multiple_of(64) {
             dict.push(' ');
         }
         dict.push('\n');

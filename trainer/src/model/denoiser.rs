@@ -1,8 +1,10 @@
 //! The diffusion prior's network: a resolution-agnostic FNO-type operator
-//! denoiser with a noise-level embedding, and [`EdmModel`], which wraps it in
+//! denoiser with a noise-level embedding, and
+//! [`EdmModel`](crate::model::denoiser::EdmModel), which wraps it in
 //! the EDM preconditioning (DESIGN.md section 4).
 //!
-//! Pipeline of [`Denoiser::forward`] (tensors channels-last inside):
+//! Pipeline of [`Denoiser::forward`](crate::model::denoiser::Denoiser::forward)
+//! (tensors channels-last inside):
 //!
 //! 1. append the coordinate channels `x = j/(n-1)`, `y = i/(n-1)` to the
 //!    `C` data channels and reflect-pad by `round(pad_fraction * n)` nodes
@@ -72,8 +74,8 @@ pub struct DenoiserConfig {
 impl DenoiserConfig {
     /// The microcontroller size for `channels` data channels: width 16,
     /// 8 modes, 4 blocks, pad `n/8`, projection 32. For `C = 1`:
-    /// 269 649 parameters (~263 KiB as int8; with the 258 KiB device FNO
-    /// well inside 1 MiB) and 176 708 activation bytes (172.6 KiB) for one
+    /// 269 569 parameters (~263 KiB as int8; with the 258 KiB device FNO
+    /// well inside 1 MiB) and 176 752 activation bytes (172.6 KiB) for one
     /// forward at 32x32 by the scheme of [`activation_bytes`](Self::activation_bytes).
     pub fn device(channels: usize) -> Self {
         Self::new(channels, 16, 8, 4, 0.125, 32)
@@ -82,7 +84,9 @@ impl DenoiserConfig {
     /// The host size for `channels` data channels: width 32, 12 modes,
     /// 4 blocks, pad `n/4`, projection 128, a 64-wide embedding.
     pub fn host(channels: usize) -> Self {
-        Self::new(channels, 32, 12, 4, 0.25, 128).with_embed_frequencies(8).with_embed_width(64)
+        Self::new(channels, 32, 12, 4, 0.25, 128)
+            .with_embed_frequencies(8)
+            .with_embed_width(64)
     }
 
     /// Checks that every size is positive and the pad fraction in `[0, 1)`.
@@ -98,7 +102,11 @@ impl DenoiserConfig {
         ];
         for (name, value) in sizes {
             if value == 0 {
-                return Err(PdeError::InvalidConfig { name, value: 0.0, reason: "must be >= 1" });
+                return Err(PdeError::InvalidConfig {
+                    name,
+                    value: 0.0,
+                    reason: "must be >= 1",
+                });
             }
         }
         if !(self.pad_fraction.is_finite() && (0.0..1.0).contains(&self.pad_fraction)) {
@@ -121,7 +129,10 @@ impl DenoiserConfig {
     pub fn check_resolution(&self, n: usize) -> Result<(), PdeError> {
         let padded = n + 2 * self.pad_len(n);
         if n < 2 || check_grid(padded, padded, self.modes).is_err() {
-            return Err(PdeError::GridTooSmall { n, min: self.min_resolution() });
+            return Err(PdeError::GridTooSmall {
+                n,
+                min: self.min_resolution(),
+            });
         }
         Ok(())
     }
@@ -129,7 +140,9 @@ impl DenoiserConfig {
     /// Smallest `n` that [`check_resolution`](Self::check_resolution) accepts.
     pub fn min_resolution(&self) -> usize {
         (2..4096)
-            .find(|&n| check_grid(n + 2 * self.pad_len(n), n + 2 * self.pad_len(n), self.modes).is_ok())
+            .find(|&n| {
+                check_grid(n + 2 * self.pad_len(n), n + 2 * self.pad_len(n), self.modes).is_ok()
+            })
             .unwrap_or(usize::MAX)
     }
 
@@ -176,10 +189,18 @@ impl DenoiserConfig {
         let (f, e) = (2 * self.embed_frequencies, self.embed_width);
         Denoiser {
             lift: LinearConfig::new(c + 2, w).init(device),
-            spectral: (0..self.layers).map(|_| SpectralConvConfig::new(w, w, self.modes).init(device)).collect(),
-            skip: (0..self.layers).map(|_| LinearConfig::new(w, w).init(device)).collect(),
+            spectral: (0..self.layers)
+                .map(|_| SpectralConvConfig::new(w, w, self.modes).init(device))
+                .collect(),
+            skip: (0..self.layers)
+                .map(|_| LinearConfig::new(w, w).init(device))
+                .collect(),
             film: (0..self.layers)
-                .map(|_| LinearConfig::new(e, 2 * w).with_initializer(Initializer::Zeros).init(device))
+                .map(|_| {
+                    LinearConfig::new(e, 2 * w)
+                        .with_initializer(Initializer::Zeros)
+                        .init(device)
+                })
                 .collect(),
             embed_in: LinearConfig::new(f, e).init(device),
             embed_out: LinearConfig::new(e, e).init(device),
@@ -237,7 +258,11 @@ impl<B: Backend> Denoiser<B> {
     pub fn forward(&self, x_in: Tensor<B, 4>, c_noise: Tensor<B, 1>) -> Tensor<B, 4> {
         let [batch, c, n, n2] = x_in.dims();
         assert_eq!(n, n2, "the denoiser takes square fields, got {n}x{n2}");
-        assert_eq!(c, self.channels, "the denoiser was built for {} channels, got {c}", self.channels);
+        assert_eq!(
+            c, self.channels,
+            "the denoiser was built for {} channels, got {c}",
+            self.channels
+        );
         let device = x_in.device();
         let p = pad_len(self.pad_fraction, n);
         let width = self.skip.first().map_or(0, |s| s.weight.dims()[1]);
@@ -261,14 +286,19 @@ impl<B: Backend> Denoiser<B> {
     /// The noise embedding `[batch, embed_width]` of `c_noise` `[batch]`.
     pub fn embedding(&self, c_noise: Tensor<B, 1>) -> Tensor<B, 2> {
         let [batch] = c_noise.dims();
-        let freqs: Vec<f32> = (0..self.embed_frequencies).map(|k| (1u64 << k.min(63)) as f32).collect();
+        let freqs: Vec<f32> = (0..self.embed_frequencies)
+            .map(|k| (1u64 << k.min(63)) as f32)
+            .collect();
         let freqs = Tensor::<B, 2>::from_data(
             TensorData::new(freqs, [1, self.embed_frequencies]),
             &c_noise.device(),
         );
         let phase = c_noise.reshape([batch, 1]) * freqs;
         let features = Tensor::cat(vec![phase.clone().sin(), phase.cos()], 1);
-        relu(self.embed_out.forward(relu(self.embed_in.forward(features))))
+        relu(
+            self.embed_out
+                .forward(relu(self.embed_in.forward(features))),
+        )
     }
 
     /// Number of trainable scalars.
@@ -300,21 +330,39 @@ impl ChannelNorm {
     /// gets std 1 rather than 0.
     pub fn fit(data: &[f32], channels: usize, n: usize) -> Result<Self, PdeError> {
         let field = n * n * channels;
-        if channels == 0 || field == 0 || data.len() % field != 0 {
+        if field == 0 {
+            return Err(PdeError::InvalidConfig {
+                name: "normalization.fit",
+                value: 0.0,
+                reason: "channels and n must be >= 1",
+            });
+        }
+        if data.is_empty() || !data.len().is_multiple_of(field) {
             return Err(PdeError::ShapeMismatch {
                 field: "data",
-                expected: field.max(1) * (data.len() / field.max(1)).max(1),
+                // The nearest whole number of samples (at least one).
+                expected: field * (data.len() / field).max(1),
                 got: data.len(),
             });
         }
         let (mut mean, mut std) = (Vec::with_capacity(channels), Vec::with_capacity(channels));
         for c in 0..channels {
-            let values = || data.chunks_exact(n * n).skip(c).step_by(channels).flatten().map(|&v| f64::from(v));
+            let values = || {
+                data.chunks_exact(n * n)
+                    .skip(c)
+                    .step_by(channels)
+                    .flatten()
+                    .map(|&v| f64::from(v))
+            };
             let count = (data.len() / channels) as f64;
             let m = values().sum::<f64>() / count;
             let var = values().map(|v| (v - m) * (v - m)).sum::<f64>() / count;
             mean.push(m);
-            std.push(if var.sqrt() > 1e-12 * m.abs().max(1.0) { var.sqrt() } else { 1.0 });
+            std.push(if var.sqrt() > 1e-12 * m.abs().max(1.0) {
+                var.sqrt()
+            } else {
+                1.0
+            });
         }
         Ok(Self::new(mean, std))
     }
@@ -322,20 +370,34 @@ impl ChannelNorm {
     /// Checks that both vectors are empty or have `channels` entries, and
     /// that every std is finite and positive.
     pub fn validate(&self, channels: usize) -> Result<(), PdeError> {
-        for (name, len) in [("normalization.mean", self.mean.len()), ("normalization.std", self.std.len())] {
-            if len != 0 && len != channels || self.mean.len() != self.std.len() {
-                return Err(PdeError::ShapeMismatch { field: name, expected: channels, got: len });
+        for (name, len) in [
+            ("normalization.mean", self.mean.len()),
+            ("normalization.std", self.std.len()),
+        ] {
+            if (len != 0 && len != channels) || self.mean.len() != self.std.len() {
+                return Err(PdeError::ShapeMismatch {
+                    field: name,
+                    expected: channels,
+                    got: len,
+                });
             }
         }
         if let Some(&bad) = self.std.iter().find(|s| !(s.is_finite() && **s > 0.0)) {
-            return Err(PdeError::InvalidConfig { name: "normalization.std", value: bad, reason: "must be finite and > 0" });
+            return Err(PdeError::InvalidConfig {
+                name: "normalization.std",
+                value: bad,
+                reason: "must be finite and > 0",
+            });
         }
         Ok(())
     }
 
     /// `(mean, std)` of channel `c` (identity when empty).
     pub fn channel(&self, c: usize) -> (f64, f64) {
-        (self.mean.get(c).copied().unwrap_or(0.0), self.std.get(c).copied().unwrap_or(1.0))
+        (
+            self.mean.get(c).copied().unwrap_or(0.0),
+            self.std.get(c).copied().unwrap_or(1.0),
+        )
     }
 
     /// Physical -> normalised, `[batch, C, n, n]`.
@@ -362,7 +424,13 @@ impl ChannelNorm {
         self.map_slice(data, channels, field_len, |v, m, s| v * s + m);
     }
 
-    fn map_slice(&self, data: &mut [f32], channels: usize, field_len: usize, f: impl Fn(f64, f64, f64) -> f64) {
+    fn map_slice(
+        &self,
+        data: &mut [f32],
+        channels: usize,
+        field_len: usize,
+        f: impl Fn(f64, f64, f64) -> f64,
+    ) {
         for (k, field) in data.chunks_mut(field_len.max(1)).enumerate() {
             let (m, s) = self.channel(k % channels.max(1));
             for v in field {
@@ -372,9 +440,15 @@ impl ChannelNorm {
     }
 
     /// Mean and std as `[1, C, 1, 1]` tensors.
-    fn broadcast<B: Backend>(&self, channels: usize, device: &B::Device) -> (Tensor<B, 4>, Tensor<B, 4>) {
-        let (mean, std): (Vec<f32>, Vec<f32>) =
-            (0..channels).map(|c| self.channel(c)).map(|(m, s)| (m as f32, s as f32)).unzip();
+    fn broadcast<B: Backend>(
+        &self,
+        channels: usize,
+        device: &B::Device,
+    ) -> (Tensor<B, 4>, Tensor<B, 4>) {
+        let (mean, std): (Vec<f32>, Vec<f32>) = (0..channels)
+            .map(|c| self.channel(c))
+            .map(|(m, s)| (m as f32, s as f32))
+            .unzip();
         (
             Tensor::from_data(TensorData::new(mean, [1, channels, 1, 1]), device),
             Tensor::from_data(TensorData::new(std, [1, channels, 1, 1]), device),
@@ -418,11 +492,19 @@ impl EdmConfig {
             ("edm.noise_length_scale", self.noise_length_scale),
         ] {
             if !(value.is_finite() && value > 0.0) {
-                return Err(PdeError::InvalidConfig { name, value, reason: "must be finite and > 0" });
+                return Err(PdeError::InvalidConfig {
+                    name,
+                    value,
+                    reason: "must be finite and > 0",
+                });
             }
         }
         if !self.p_mean.is_finite() {
-            return Err(PdeError::InvalidConfig { name: "edm.p_mean", value: self.p_mean, reason: "must be finite" });
+            return Err(PdeError::InvalidConfig {
+                name: "edm.p_mean",
+                value: self.p_mean,
+                reason: "must be finite",
+            });
         }
         self.normalization.validate(self.denoiser.channels)
     }
@@ -431,7 +513,10 @@ impl EdmConfig {
     /// [`validate`](Self::validate).
     pub fn init<B: Backend>(&self, device: &B::Device) -> Result<EdmModel<B>, PdeError> {
         self.validate()?;
-        Ok(EdmModel { denoiser: self.denoiser.init(device), config: self.clone() })
+        Ok(EdmModel {
+            denoiser: self.denoiser.init(device),
+            config: self.clone(),
+        })
     }
 
     /// The smooth training noise for an `n x n` grid.
@@ -487,7 +572,12 @@ impl<B: Backend> EdmModel<B> {
     /// `x_clean` is normalised `[batch, C, n, n]`; `sigma: [batch]` and
     /// `noise` (like `x_clean`) come from the caller's host RNG
     /// ([`draw_training_noise`](Self::draw_training_noise)).
-    pub fn loss(&self, x_clean: Tensor<B, 4>, sigma: Tensor<B, 1>, noise: Tensor<B, 4>) -> Tensor<B, 1> {
+    pub fn loss(
+        &self,
+        x_clean: Tensor<B, 4>,
+        sigma: Tensor<B, 1>,
+        noise: Tensor<B, 4>,
+    ) -> Tensor<B, 1> {
         let [batch, ..] = x_clean.dims();
         let sd2 = self.config.sigma_data * self.config.sigma_data;
         let s = sigma.clone().reshape([batch, 1, 1, 1]);
@@ -529,7 +619,7 @@ impl<B: Backend> EdmModel<B> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::noise::step_rng;
+    use crate::train::step_rng;
     use burn::backend::{Autodiff, NdArray};
     use burn::optim::{AdamConfig, GradientsParams, Optimizer};
 
@@ -544,15 +634,22 @@ mod tests {
     fn preset_sizes_match_closed_form_and_budgets() {
         let device = Default::default();
         for channels in [1, 2] {
-            for (name, cfg) in [("device", DenoiserConfig::device(channels)), ("host", DenoiserConfig::host(channels))] {
+            for (name, cfg) in [
+                ("device", DenoiserConfig::device(channels)),
+                ("host", DenoiserConfig::host(channels)),
+            ] {
                 cfg.validate().unwrap();
                 let model = cfg.init::<B>(&device);
-                assert_eq!(model.param_count(), cfg.param_count(), "{name} preset, C = {channels}");
+                assert_eq!(
+                    model.param_count(),
+                    cfg.param_count(),
+                    "{name} preset, C = {channels}"
+                );
             }
         }
         let dev = DenoiserConfig::device(1);
-        assert_eq!(dev.param_count(), 269_649);
-        assert_eq!(dev.activation_bytes(32), 176_708);
+        assert_eq!(dev.param_count(), 269_569);
+        assert_eq!(dev.activation_bytes(32), 176_752);
         // Flash: int8 prior + ~265k-parameter FNO under 1 MiB with room for
         // scales and headers; RAM: one forward well under 256 KiB.
         assert!(dev.param_count() + 265_000 < 1_000_000);
@@ -570,7 +667,10 @@ mod tests {
             let model = cfg.init::<B>(&device).unwrap();
             for n in [16, 24] {
                 let x = Tensor::<B, 4>::ones([3, channels, n, n], &device);
-                let sigma = Tensor::<B, 1>::from_data(TensorData::new(vec![0.1f32, 1.0, 10.0], [3]), &device);
+                let sigma = Tensor::<B, 1>::from_data(
+                    TensorData::new(vec![0.1f32, 1.0, 10.0], [3]),
+                    &device,
+                );
                 let d = model.denoise(x, sigma);
                 assert_eq!(d.dims(), [3, channels, n, n], "C = {channels}, n = {n}");
                 assert!(to_vec(d).iter().all(|v| v.is_finite()));
@@ -582,9 +682,14 @@ mod tests {
     fn denoiser_is_identity_at_tiny_noise() {
         // c_skip -> 1 and c_out -> 0: D(x; s) -> x whatever the network says.
         let device = Default::default();
-        let model = EdmConfig::new(DenoiserConfig::new(1, 6, 4, 1, 0.125, 8)).init::<B>(&device).unwrap();
+        let model = EdmConfig::new(DenoiserConfig::new(1, 6, 4, 1, 0.125, 8))
+            .init::<B>(&device)
+            .unwrap();
         let x = Tensor::<B, 4>::from_data(
-            TensorData::new((0..64).map(|k| (k as f32 * 0.37).sin()).collect::<Vec<_>>(), [1, 1, 8, 8]),
+            TensorData::new(
+                (0..64).map(|k| (k as f32 * 0.37).sin()).collect::<Vec<_>>(),
+                [1, 1, 8, 8],
+            ),
             &device,
         );
         let d = to_vec(model.denoise_at(x.clone(), 1e-5));
@@ -597,7 +702,9 @@ mod tests {
     fn channel_norm_round_trips() {
         let device = Default::default();
         // Two samples, two channels, 2x2: channel 0 is 1..4 and 5..8 -> mean 4.5.
-        let data: Vec<f32> = vec![1., 2., 3., 4., 10., 10., 10., 10., 5., 6., 7., 8., 10., 10., 10., 10.];
+        let data: Vec<f32> = vec![
+            1., 2., 3., 4., 10., 10., 10., 10., 5., 6., 7., 8., 10., 10., 10., 10.,
+        ];
         let norm = ChannelNorm::fit(&data, 2, 2).unwrap();
         assert_eq!(norm.mean, vec![4.5, 10.0]);
         assert!((norm.std[0] - 5.25f64.sqrt()).abs() < 1e-12);
@@ -619,61 +726,86 @@ mod tests {
             assert!((got - want).abs() < 1e-5, "round trip: {got} vs {want}");
         }
         assert!(ChannelNorm::fit(&data[..15], 2, 2).is_err());
+        assert!(ChannelNorm::fit(&[], 2, 2).is_err());
+        assert!(ChannelNorm::fit(&data, 0, 2).is_err());
     }
 
     /// Two-phase toy data at `n x n`: thresholded smooth noise of a longer
     /// length scale, values +-1 (mean ~0, variance 1 = sigma_data^2).
     fn two_phase_batch(noise: &SmoothNoise, batch: usize, rng: &mut impl Rng) -> Vec<f32> {
-        noise.sample_batch(rng, batch).into_iter().map(|v| if v >= 0.0 { 1.0 } else { -1.0 }).collect()
+        noise
+            .sample_batch(rng, batch)
+            .into_iter()
+            .map(|v| if v >= 0.0 { 1.0 } else { -1.0 })
+            .collect()
     }
 
     #[test]
     fn tiny_denoiser_loss_falls_on_two_phase_fields() {
         let device = Default::default();
-        let ev = |k: &str, d: f64| {
-            std::env::var(k)
-                .ok()
-                .and_then(|v| v.parse::<f64>().ok())
-                .unwrap_or(d)
-        };
-        let (n, batch, steps, seed) = (16, ev("XB", 8.0) as usize, ev("XS", 50.0) as usize, 7);
+        let (n, batch, steps, seed) = (16, 16, 50, 7);
         let data_noise = SmoothNoise::new(n, 0.15).unwrap();
-        let cfg = EdmConfig::new(DenoiserConfig::new(
-            1,
-            ev("XW", 12.0) as usize,
-            ev("XM", 4.0) as usize,
-            ev("XL", 2.0) as usize,
-            0.125,
-            ev("XP", 16.0) as usize,
-        ));
+        // Big enough to learn the pointwise, sigma-dependent part within 50
+        // steps (width 12 / projection 16 learns too slowly to show it).
+        let cfg = EdmConfig::new(DenoiserConfig::new(1, 16, 4, 2, 0.125, 32));
         AB::seed(&device, 11);
         let mut model = cfg.init::<AB>(&device).unwrap();
         let train_noise = cfg.smooth_noise(n).unwrap();
         let mut optim = AdamConfig::new().init();
         let mut losses = Vec::with_capacity(steps);
         for step in 0..steps {
-            let mut rng = step_rng(seed, step as u64);
-            let x = host_batch(two_phase_batch(&data_noise, batch, &mut rng), batch, n, &device);
+            let mut rng = step_rng(seed, step);
+            let x = host_batch(
+                two_phase_batch(&data_noise, batch, &mut rng),
+                batch,
+                n,
+                &device,
+            );
             let (sigma, noise) = model.draw_training_noise(&train_noise, batch, &mut rng, &device);
             let loss = model.loss(x, sigma, noise);
             losses.push(f64::from(loss.clone().into_scalar()));
             let grads = GradientsParams::from_grads(loss.backward(), &model);
-            model = optim.step(ev("XLR", 1e-2), model, grads);
+            model = optim.step(1e-2, model, grads);
         }
         let first = losses[..10].iter().sum::<f64>() / 10.0;
         let last = losses[steps - 10..].iter().sum::<f64>() / 10.0;
-        eprintln!("XRESULT first {first} last {last}");
-        assert!(last < 0.7 * first, "EDM loss should fall clearly: first-10 mean {first}, last-10 mean {last}, all {losses:?}");
+        // Seeds 1-4 and 7 give a ratio of 0.45-0.55; at the start the loss
+        // is ~1 (the network output is near 0 and the target has unit variance).
+        assert!(
+            last < 0.7 * first,
+            "EDM loss should fall clearly: first-10 mean {first}, last-10 mean {last}, all {losses:?}"
+        );
     }
 
-    fn host_batch<BB: Backend>(data: Vec<f32>, batch: usize, n: usize, device: &BB::Device) -> Tensor<BB, 4> {
+    fn host_batch<BB: Backend>(
+        data: Vec<f32>,
+        batch: usize,
+        n: usize,
+        device: &BB::Device,
+    ) -> Tensor<BB, 4> {
         super::super::noise::host_batch_to_tensor(data, [batch, 1, n], device).unwrap()
+    }
+
+    #[test]
+    fn config_round_trips_through_json() {
+        let cfg = EdmConfig::new(DenoiserConfig::device(2))
+            .with_sigma_data(0.8)
+            .with_normalization(ChannelNorm::new(vec![7.5, 0.01], vec![4.5, 0.003]));
+        cfg.validate().unwrap();
+        let json = serde_json::to_string(&cfg).unwrap();
+        let back: EdmConfig = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, cfg);
+        assert!(cfg.clone().with_sigma_data(0.0).validate().is_err());
+        let one_channel = ChannelNorm::new(vec![0.0], vec![1.0]);
+        assert!(cfg.with_normalization(one_channel).validate().is_err());
     }
 
     #[test]
     fn training_noise_is_seeded_and_ordered() {
         let device = Default::default();
-        let model = EdmConfig::new(DenoiserConfig::new(1, 4, 2, 1, 0.0, 4)).init::<B>(&device).unwrap();
+        let model = EdmConfig::new(DenoiserConfig::new(1, 4, 2, 1, 0.0, 4))
+            .init::<B>(&device)
+            .unwrap();
         let noise = SmoothNoise::new(8, 0.05).unwrap();
         let (s1, n1) = model.draw_training_noise(&noise, 4, &mut step_rng(1, 5), &device);
         let (s2, n2) = model.draw_training_noise(&noise, 4, &mut step_rng(1, 5), &device);
@@ -682,7 +814,9 @@ mod tests {
         // Sigmas come first in the stream: redrawing them by hand matches.
         let mut rng = step_rng(1, 5);
         let want: Vec<f32> = (0..4)
-            .map(|_| edm::training_sigma(rng.sample(StandardNormal), edm::P_MEAN, edm::P_STD) as f32)
+            .map(|_| {
+                edm::training_sigma(rng.sample(StandardNormal), edm::P_MEAN, edm::P_STD) as f32
+            })
             .collect();
         assert_eq!(to_vec(s1), want);
     }

@@ -12,7 +12,7 @@ pub mod fno;
 /// EDM preconditioning, noise schedule and the Heun sampler.
 pub mod edm;
 
-/// Smooth (RBF) function-space training noise and per-step host RNG streams.
+/// Smooth (RBF) function-space training noise.
 pub mod noise;
 
 /// The prior's operator denoiser and the EDM-wrapped model.

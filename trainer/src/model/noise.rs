@@ -1,5 +1,5 @@
 //! Smooth function-space training noise for the diffusion prior (DESIGN.md
-//! section 4) and the host random streams of a training step.
+//! section 4).
 //!
 //! The noise is a Gaussian field with a squared-exponential (RBF) covariance
 //! of unit pointwise variance on the `n x n` node grid. The kernel is
@@ -7,36 +7,19 @@
 //! square root of the 1-D kernel matrix `K1` and `Z` white noise: two small
 //! matrix products, which is also what the device runtime does with the `L`
 //! shipped in its artifact. Everything random here is drawn on the host from
-//! a caller-given RNG; burn's global generator is never used.
+//! a caller-given RNG (a training step's `train::step_rng`); burn's global
+//! generator is never used.
 
 use burn::tensor::backend::Backend;
 use burn::tensor::{Tensor, TensorData};
 use faer::{Mat, Side};
-use rand::{Rng, SeedableRng};
-use rand_chacha::ChaCha8Rng;
+use rand::Rng;
 use rand_distr::StandardNormal;
 
 use crate::pde::PdeError;
 
 /// The papers' RBF length scale on the unit square.
 pub const DEFAULT_LENGTH_SCALE: f64 = 0.05;
-
-/// Mixed into the seed of [`step_rng`] so that a training run and a dataset
-/// generated with the same user seed (`data::sample_rng`, which keys streams
-/// by sample index) never share a random stream.
-const TRAINING_DOMAIN: u64 = 0x5452_4149_4e5f_5354; // "TRAIN_ST"
-
-/// The random stream of training step `step` of a run with `seed`.
-///
-/// Every random draw of a step (noise levels, noise fields, batch choice)
-/// comes from this generator in a fixed order, so a run resumed at step `s`
-/// draws exactly what the uninterrupted run drew: the stream depends on
-/// `(seed, step)` only, never on how many numbers earlier steps consumed.
-pub fn step_rng(seed: u64, step: u64) -> ChaCha8Rng {
-    let mut rng = ChaCha8Rng::seed_from_u64(seed ^ TRAINING_DOMAIN);
-    rng.set_stream(step);
-    rng
-}
 
 /// Sampler of smooth Gaussian noise fields with covariance
 /// `exp(-|p - q|^2 / (2 l^2))` between nodes `p` and `q` of an `n x n` grid
@@ -97,7 +80,12 @@ impl SmoothNoise {
             }
         }
         let sqrt_k1_f32 = sqrt_k1.iter().map(|&v| v as f32).collect();
-        Ok(SmoothNoise { n, length_scale, sqrt_k1, sqrt_k1_f32 })
+        Ok(SmoothNoise {
+            n,
+            length_scale,
+            sqrt_k1,
+            sqrt_k1_f32,
+        })
     }
 
     /// Nodes per side.
@@ -165,9 +153,15 @@ impl SmoothNoise {
     /// Draws one noise field into `out` (`n * n`, row-major): `n * n`
     /// standard normals from `rng` in row-major order for `Z`, then
     /// [`color_into`](Self::color_into).
-    pub fn sample_into<R: Rng + ?Sized>(&self, rng: &mut R, out: &mut [f32]) -> Result<(), PdeError> {
+    pub fn sample_into<R: Rng + ?Sized>(
+        &self,
+        rng: &mut R,
+        out: &mut [f32],
+    ) -> Result<(), PdeError> {
         check_len("out", out.len(), self.len())?;
-        let white: Vec<f64> = (0..self.len()).map(|_| rng.sample(StandardNormal)).collect();
+        let white: Vec<f64> = (0..self.len())
+            .map(|_| rng.sample(StandardNormal))
+            .collect();
         self.color_into(&white, out)
     }
 
@@ -192,7 +186,10 @@ impl SmoothNoise {
         device: &B::Device,
     ) -> Tensor<B, 4> {
         let data = self.sample_batch(rng, batch * channels);
-        Tensor::from_data(TensorData::new(data, [batch, channels, self.n, self.n]), device)
+        Tensor::from_data(
+            TensorData::new(data, [batch, channels, self.n, self.n]),
+            device,
+        )
     }
 }
 
@@ -204,12 +201,19 @@ pub fn host_batch_to_tensor<B: Backend>(
     device: &B::Device,
 ) -> Result<Tensor<B, 4>, PdeError> {
     check_len("batch", data.len(), batch * channels * n * n)?;
-    Ok(Tensor::from_data(TensorData::new(data, [batch, channels, n, n]), device))
+    Ok(Tensor::from_data(
+        TensorData::new(data, [batch, channels, n, n]),
+        device,
+    ))
 }
 
 fn check_len(field: &'static str, got: usize, expected: usize) -> Result<(), PdeError> {
     if got != expected {
-        return Err(PdeError::ShapeMismatch { field, expected, got });
+        return Err(PdeError::ShapeMismatch {
+            field,
+            expected,
+            got,
+        });
     }
     Ok(())
 }
@@ -217,7 +221,10 @@ fn check_len(field: &'static str, got: usize, expected: usize) -> Result<(), Pde
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::train::step_rng;
     use burn::backend::NdArray;
+    use rand::SeedableRng;
+    use rand_chacha::ChaCha8Rng;
 
     /// Sampling tolerance: 4 standard errors.
     const Z_SCORE: f64 = 4.0;
@@ -235,7 +242,10 @@ mod tests {
                     let got: f64 = (0..n).map(|k| sq[i * n + k] * sq[j * n + k]).sum();
                     let d = (i as f64 - j as f64) * h;
                     let want = (-d * d / (2.0 * l * l)).exp();
-                    assert!((got - want).abs() <= tol, "n {n} l {l}: (L L^T)[{i}][{j}] = {got}, K1 = {want}");
+                    assert!(
+                        (got - want).abs() <= tol,
+                        "n {n} l {l}: (L L^T)[{i}][{j}] = {got}, K1 = {want}"
+                    );
                     assert_eq!(sq[i * n + j], sq[j * n + i], "L symmetric at [{i}][{j}]");
                 }
             }
@@ -254,7 +264,10 @@ mod tests {
         for (di, dj) in [(0usize, 0usize), (0, 1), (0, 2), (1, 0), (1, 1)] {
             let p = base.0 * n + base.1;
             let q = (base.0 + di) * n + base.1 + dj;
-            let cov = fields.chunks_exact(n * n).map(|f| f64::from(f[p]) * f64::from(f[q])).sum::<f64>()
+            let cov = fields
+                .chunks_exact(n * n)
+                .map(|f| f64::from(f[p]) * f64::from(f[q]))
+                .sum::<f64>()
                 / samples as f64;
             let d2 = ((di * di + dj * dj) as f64) * h * h;
             let want = (-d2 / (2.0 * l * l)).exp();
@@ -270,11 +283,18 @@ mod tests {
         // have standard error sqrt(2 / samples) each.
         let mut worst = 0.0f64;
         for k in 0..n * n {
-            let var = fields.chunks_exact(n * n).map(|f| f64::from(f[k]).powi(2)).sum::<f64>() / samples as f64;
+            let var = fields
+                .chunks_exact(n * n)
+                .map(|f| f64::from(f[k]).powi(2))
+                .sum::<f64>()
+                / samples as f64;
             worst = worst.max((var - 1.0).abs());
         }
         // 256 nodes: allow 5 standard errors for the worst one.
-        assert!(worst <= 5.0 * (2.0 / samples as f64).sqrt(), "worst pointwise variance error {worst}");
+        assert!(
+            worst <= 5.0 * (2.0 / samples as f64).sqrt(),
+            "worst pointwise variance error {worst}"
+        );
     }
 
     #[test]
@@ -285,16 +305,14 @@ mod tests {
         let c = noise.sample_batch(&mut step_rng(3, 18), 3);
         assert_eq!(a, b, "same (seed, step) must give identical noise");
         assert_ne!(a, c, "another step must give other noise");
-        let t = noise.sample_tensor::<NdArray<f32>, _>(&mut step_rng(3, 17), 3, 1, &Default::default());
+        let t =
+            noise.sample_tensor::<NdArray<f32>, _>(&mut step_rng(3, 17), 3, 1, &Default::default());
         assert_eq!(t.dims(), [3, 1, 12, 12]);
-        assert_eq!(t.into_data().to_vec::<f32>().unwrap(), a, "tensor helper draws in the same order");
-    }
-
-    #[test]
-    fn step_streams_differ_from_dataset_streams() {
-        let mut train = step_rng(5, 0);
-        let mut data = crate::data::sample_rng(5, 0);
-        assert_ne!(train.random::<u64>(), data.random::<u64>());
+        assert_eq!(
+            t.into_data().to_vec::<f32>().unwrap(),
+            a,
+            "tensor helper draws in the same order"
+        );
     }
 
     #[test]
@@ -306,8 +324,15 @@ mod tests {
         let mut out = vec![0.0f32; 63];
         assert!(matches!(
             noise.sample_into(&mut step_rng(0, 0), &mut out),
-            Err(PdeError::ShapeMismatch { expected: 64, got: 63, .. })
+            Err(PdeError::ShapeMismatch {
+                expected: 64,
+                got: 63,
+                ..
+            })
         ));
-        assert!(host_batch_to_tensor::<NdArray<f32>>(vec![0.0; 10], [1, 1, 3], &Default::default()).is_err());
+        assert!(
+            host_batch_to_tensor::<NdArray<f32>>(vec![0.0; 10], [1, 1, 3], &Default::default())
+                .is_err()
+        );
     }
 }

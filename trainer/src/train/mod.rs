@@ -8,6 +8,7 @@
 //! batches and noise of an uninterrupted one.
 
 pub mod backend;
+pub mod diffusion;
 pub mod operator;
 pub mod run;
 

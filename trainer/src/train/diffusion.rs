@@ -1,0 +1,315 @@
+//! Training the function-space diffusion models: the prior over `a` (one
+//! channel, every training sample — unpaired data is cheap) and the joint
+//! baseline over `(a, u)` (two channels, the paired subset only, as
+//! DiffusionPDE/FunDPS train it). After training, unconditional samples are
+//! compared with the data (two-phase fraction, mean power spectrum).
+
+use std::path::Path;
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+use burn::module::AutodiffModule;
+use burn::tensor::Tensor;
+use burn::tensor::backend::{AutodiffBackend, Backend};
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+
+use super::{RunDir, Session, Split, Task, TrainConfig};
+use crate::data::{Dataset, DatasetMeta};
+use crate::metrics;
+use crate::model::denoiser::{ChannelNorm, EdmConfig, EdmModel};
+use crate::model::edm::HeunConfig;
+use crate::model::noise::{SmoothNoise, host_batch_to_tensor};
+use crate::pde::PdeKind;
+
+/// Validation samples scored at each checkpoint (fixed noise, so the figure
+/// is comparable across checkpoints).
+const VAL_SAMPLES: usize = 64;
+/// Seed of the fixed validation noise.
+const VAL_SEED: u64 = 0x7661_6c00;
+
+/// Which diffusion model a run trains.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DiffusionKind {
+    /// The prior over `a` alone (DDIS).
+    Prior,
+    /// The joint `(a, u)` baseline.
+    Joint,
+}
+
+impl DiffusionKind {
+    /// Data channels: 1 (`a`) or 2 (`a`, `u`).
+    pub fn channels(self) -> usize {
+        match self {
+            Self::Prior => 1,
+            Self::Joint => 2,
+        }
+    }
+}
+
+/// What `RUN/config.json` holds for a prior or joint run.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct DiffusionRunConfig {
+    /// `prior` or `joint`.
+    pub kind: DiffusionKind,
+    /// The dataset directory.
+    pub data: String,
+    /// The dataset's description.
+    pub data_meta: DatasetMeta,
+    /// Seed of the split (shared by every model on the dataset).
+    pub split_seed: u64,
+    /// Fraction of pairs (the joint model trains on these only; the prior
+    /// uses every training `a`).
+    pub paired_fraction: f64,
+    /// Network, EDM constants, noise and normalisation.
+    pub model: EdmConfig,
+    /// The optimisation knobs.
+    pub train: TrainConfig,
+}
+
+/// Samples `[count, C, n*n]` of the dataset: `a`, then `u` for the joint model.
+fn stacked(data: &Dataset, idx: &[usize], channels: usize) -> Vec<f32> {
+    let per = data.res() * data.res();
+    let mut out = Vec::with_capacity(idx.len() * channels * per);
+    for &k in idx {
+        out.extend_from_slice(&data.a[k * per..(k + 1) * per]);
+        if channels == 2 {
+            out.extend_from_slice(&data.u[k * per..(k + 1) * per]);
+        }
+    }
+    out
+}
+
+struct DiffusionTask<B: Backend> {
+    data: Arc<Dataset>,
+    norm: ChannelNorm,
+    channels: usize,
+    noise: SmoothNoise,
+    val: Vec<usize>,
+    device: B::Device,
+}
+
+impl<B: Backend> DiffusionTask<B> {
+    fn clean_batch<BB: Backend>(&self, idx: &[usize], device: &BB::Device) -> Tensor<BB, 4> {
+        let n = self.data.res();
+        let mut x = stacked(&self.data, idx, self.channels);
+        self.norm.normalize_slice(&mut x, self.channels, n * n);
+        host_batch_to_tensor(x, [idx.len(), self.channels, n], device).expect("lengths match by construction")
+    }
+
+    fn loss_on<BB: Backend>(&self, model: &EdmModel<BB>, idx: &[usize], rng: &mut ChaCha8Rng, device: &BB::Device) -> Tensor<BB, 1> {
+        let x = self.clean_batch::<BB>(idx, device);
+        let (sigma, noise) = model.draw_training_noise(&self.noise, idx.len(), rng, device);
+        model.loss(x, sigma, noise)
+    }
+}
+
+impl<B: AutodiffBackend> Task<B> for DiffusionTask<B> {
+    type Model = EdmModel<B>;
+
+    fn loss(&self, model: &EdmModel<B>, batch: &[usize], rng: &mut ChaCha8Rng) -> Tensor<B, 1> {
+        self.loss_on(model, batch, rng, &self.device)
+    }
+
+    fn validate(&self, model: &EdmModel<B::InnerBackend>) -> f64 {
+        let mut rng = ChaCha8Rng::seed_from_u64(VAL_SEED);
+        let idx = &self.val[..self.val.len().min(VAL_SAMPLES)];
+        let loss = self.loss_on(model, idx, &mut rng, &self.device);
+        loss.into_data().iter::<f64>().next().unwrap_or(f64::NAN)
+    }
+
+    fn val_name(&self) -> &'static str {
+        "val_edm_loss"
+    }
+}
+
+/// Options of `ddis train prior` and `ddis train joint`.
+#[derive(Clone, Debug)]
+pub struct DiffusionOptions {
+    /// Prior or joint.
+    pub kind: DiffusionKind,
+    /// Dataset directory.
+    pub data: std::path::PathBuf,
+    /// Run directory.
+    pub out: std::path::PathBuf,
+    /// Fraction of pairs (joint only; the prior ignores pairing).
+    pub paired_fraction: f64,
+    /// Seed of the split.
+    pub split_seed: u64,
+    /// Model settings (normalisation is fitted here).
+    pub model: EdmConfig,
+    /// Optimisation knobs.
+    pub train: TrainConfig,
+    /// Unconditional samples drawn after training for the statistics.
+    pub stat_samples: usize,
+    /// Resume, progress and test hooks.
+    pub session: Session,
+}
+
+/// Unconditional samples against the data, written to `RUN/summary.json`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct DiffusionSummary {
+    /// Trainable parameters.
+    pub params: usize,
+    /// Training samples used.
+    pub samples: usize,
+    /// Wall time of the training steps, seconds.
+    pub train_seconds: f64,
+    /// Unconditional samples drawn for the statistics.
+    pub stat_samples: usize,
+    /// Fraction of nodes above the Darcy threshold 7.5, samples (Darcy only).
+    pub high_phase_fraction_samples: Option<f64>,
+    /// The same fraction over the test data (Darcy only).
+    pub high_phase_fraction_data: Option<f64>,
+    /// Spectral error between the mean power spectra of samples and test
+    /// data (geometric mean over bins k >= 1).
+    pub mean_spectrum_error_geometric: f64,
+    /// The same, arithmetic mean over bins.
+    pub mean_spectrum_error_arithmetic: f64,
+    /// Mean radially averaged power spectrum of the samples (channel `a`).
+    pub spectrum_samples: Vec<f64>,
+    /// Mean radially averaged power spectrum of the test data (channel `a`).
+    pub spectrum_data: Vec<f64>,
+}
+
+/// Trains (or resumes) a prior or joint model, then compares unconditional
+/// samples with the test data.
+pub fn train_diffusion<B: AutodiffBackend>(opts: &DiffusionOptions, device: &B::Device) -> Result<DiffusionSummary> {
+    let data = Arc::new(Dataset::load(&opts.data)?);
+    let n = data.res();
+    let split = Split::new(data.len(), opts.split_seed, opts.paired_fraction)?;
+    let channels = opts.kind.channels();
+    let pool = match opts.kind {
+        DiffusionKind::Prior => split.train.clone(),
+        DiffusionKind::Joint => split.paired.clone(),
+    };
+    let mut model_cfg = opts.model.clone();
+    anyhow::ensure!(
+        model_cfg.denoiser.channels == channels,
+        "a {:?} model needs {channels} channels, the config has {}",
+        opts.kind,
+        model_cfg.denoiser.channels
+    );
+    model_cfg.normalization = ChannelNorm::fit(&stacked(&data, &pool, channels), channels, n)?;
+    model_cfg.denoiser.check_resolution(n)?;
+    let run_cfg = DiffusionRunConfig {
+        kind: opts.kind,
+        data: opts.data.display().to_string(),
+        data_meta: data.meta.clone(),
+        split_seed: opts.split_seed,
+        paired_fraction: opts.paired_fraction,
+        model: model_cfg.clone(),
+        train: opts.train.clone(),
+    };
+    let run = RunDir::open(&opts.out, &serde_json::to_value(&run_cfg)?, opts.session.resume)?;
+    run.write_split(&split)?;
+
+    B::seed(device, opts.train.seed);
+    let model = model_cfg.init::<B>(device)?;
+    let params = model.denoiser.param_count();
+    if opts.session.progress {
+        eprintln!("{:?} denoiser ({params} parameters) on {} samples at {n}x{n}", opts.kind, pool.len());
+    }
+    let task = DiffusionTask::<B> {
+        data: data.clone(),
+        norm: model_cfg.normalization.clone(),
+        channels,
+        noise: model_cfg.smooth_noise(n)?,
+        val: split.val.clone(),
+        device: device.clone(),
+    };
+    let trained = super::train(&task, model, &opts.train, &run, &pool, &opts.session, device)?;
+    let model = trained.model.valid();
+    super::save_model(&run, model.clone())?;
+
+    let stats = sample_statistics(&model, &data, &split.test, opts.stat_samples, opts.train.seed, device)?;
+    let summary = DiffusionSummary {
+        params,
+        samples: pool.len(),
+        train_seconds: trained.train_seconds,
+        stat_samples: opts.stat_samples,
+        ..stats
+    };
+    std::fs::write(run.path().join("summary.json"), serde_json::to_string_pretty(&summary)? + "\n")?;
+    Ok(summary)
+}
+
+/// Draws `count` unconditional samples (EDM Heun, 18 levels, from
+/// `sigma_max = 80`) and compares channel `a` with the test data.
+pub fn sample_statistics<B: Backend>(
+    model: &EdmModel<B>,
+    data: &Dataset,
+    test: &[usize],
+    count: usize,
+    seed: u64,
+    device: &B::Device,
+) -> Result<DiffusionSummary> {
+    let n = data.res();
+    let per = n * n;
+    let cfg = model.config();
+    let channels = cfg.denoiser.channels;
+    let noise = cfg.smooth_noise(n)?;
+    let heun = HeunConfig::new();
+    let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x5354_4154);
+    let mut samples: Vec<f32> = Vec::with_capacity(count * channels * per);
+    for start in (0..count).step_by(32) {
+        let b = (count - start).min(32);
+        let z = noise.sample_tensor::<B, _>(&mut rng, b, channels, device);
+        let x: Vec<f32> = model.sample(z, &heun).into_data().to_vec().context("sample data")?;
+        samples.extend(x);
+    }
+    cfg.normalization.denormalize_slice(&mut samples, channels, per);
+    let a_samples: Vec<&[f32]> = samples.chunks(per).step_by(channels).collect();
+    let a_data: Vec<&[f32]> = test.iter().map(|&k| &data.a[k * per..(k + 1) * per]).collect();
+    let mean_spectrum = |fields: &[&[f32]]| -> Result<Vec<f64>> {
+        let mut acc: Vec<f64> = Vec::new();
+        for f in fields {
+            let p = metrics::radial_power_spectrum(f, n)?;
+            if acc.is_empty() {
+                acc = vec![0.0; p.len()];
+            }
+            for (a, v) in acc.iter_mut().zip(p) {
+                *a += v / fields.len() as f64;
+            }
+        }
+        Ok(acc)
+    };
+    let spectrum_samples = mean_spectrum(&a_samples)?;
+    let spectrum_data = mean_spectrum(&a_data)?;
+    let (geo, arith) = spectrum_error(&spectrum_samples, &spectrum_data);
+    let darcy = data.meta.pde.kind == PdeKind::Darcy;
+    let fraction = |fields: &[&[f32]]| {
+        fields.iter().map(|f| metrics::two_phase_fraction(f, 7.5)).sum::<f64>() / fields.len().max(1) as f64
+    };
+    Ok(DiffusionSummary {
+        params: model.denoiser.param_count(),
+        samples: 0,
+        train_seconds: 0.0,
+        stat_samples: count,
+        high_phase_fraction_samples: darcy.then(|| fraction(&a_samples)),
+        high_phase_fraction_data: darcy.then(|| fraction(&a_data)),
+        mean_spectrum_error_geometric: geo,
+        mean_spectrum_error_arithmetic: arith,
+        spectrum_samples,
+        spectrum_data,
+    })
+}
+
+/// DESIGN.md section 6's per-bin error `|P - P_ref| / (P_ref + 1e-10)` over
+/// bins k >= 1, as (geometric, arithmetic) means, on already averaged spectra.
+fn spectrum_error(p: &[f64], reference: &[f64]) -> (f64, f64) {
+    let errs: Vec<f64> = p.iter().zip(reference).skip(1).map(|(a, b)| (a - b).abs() / (b + 1e-10)).collect();
+    let k = errs.len().max(1) as f64;
+    let geo = (errs.iter().map(|e| e.max(1e-300).ln()).sum::<f64>() / k).exp();
+    (geo, errs.iter().sum::<f64>() / k)
+}
+
+/// Loads a trained prior or joint model from its run directory.
+pub fn load_diffusion<B: Backend>(run: &Path, device: &B::Device) -> Result<(EdmModel<B>, DiffusionRunConfig)> {
+    let cfg: DiffusionRunConfig = serde_json::from_value(RunDir::read_config(run)?)
+        .with_context(|| format!("{} is not a prior or joint run", run.display()))?;
+    let model = super::load_model(run, cfg.model.init::<B>(device)?, device)?;
+    Ok((model, cfg))
+}
