@@ -20,5 +20,5 @@ step "trainer: clippy and the cuda feature type-check"
 cargo clippy -p ddis-trainer -p ddis-e2e --all-targets -- -D warnings
 cargo check -p ddis-trainer --features cuda
 
-step "firmware links within its memory budget"
-(cd firmware && cargo build --release)
+step "firmware links within its memory budget and boots under QEMU"
+bash scripts/firmware-smoke.sh

@@ -16,6 +16,9 @@ const EXIT_PANIC: u32 = 2;
 fn main() -> ! {
     let grid = ddis_runtime::grid::Grid::new(32);
     hprintln!("ddis firmware {}: grid ok = {}", env!("CARGO_PKG_VERSION"), grid.is_ok());
+    if cfg!(feature = "panic-at-boot") {
+        panic!("panic-at-boot requested");
+    }
     debug::exit(debug::EXIT_SUCCESS);
     loop {
         cortex_m::asm::wfi();

@@ -639,6 +639,7 @@ mod tests {
                 ("host", DenoiserConfig::host(channels)),
             ] {
                 cfg.validate().unwrap();
+                let _guard = crate::model::SEEDED_INIT.lock().unwrap_or_else(|e| e.into_inner());
                 let model = cfg.init::<B>(&device);
                 assert_eq!(
                     model.param_count(),
@@ -664,6 +665,7 @@ mod tests {
         let device = Default::default();
         for channels in [1, 2] {
             let cfg = EdmConfig::new(DenoiserConfig::new(channels, 6, 4, 2, 0.125, 8));
+            let _guard = crate::model::SEEDED_INIT.lock().unwrap_or_else(|e| e.into_inner());
             let model = cfg.init::<B>(&device).unwrap();
             for n in [16, 24] {
                 let x = Tensor::<B, 4>::ones([3, channels, n, n], &device);
@@ -682,6 +684,7 @@ mod tests {
     fn denoiser_is_identity_at_tiny_noise() {
         // c_skip -> 1 and c_out -> 0: D(x; s) -> x whatever the network says.
         let device = Default::default();
+        let _guard = crate::model::SEEDED_INIT.lock().unwrap_or_else(|e| e.into_inner());
         let model = EdmConfig::new(DenoiserConfig::new(1, 6, 4, 1, 0.125, 8))
             .init::<B>(&device)
             .unwrap();
@@ -748,6 +751,7 @@ mod tests {
         // Big enough to learn the pointwise, sigma-dependent part within 50
         // steps (width 12 / projection 16 learns too slowly to show it).
         let cfg = EdmConfig::new(DenoiserConfig::new(1, 16, 4, 2, 0.125, 32));
+        let _guard = crate::model::SEEDED_INIT.lock().unwrap_or_else(|e| e.into_inner());
         AB::seed(&device, 11);
         let mut model = cfg.init::<AB>(&device).unwrap();
         let train_noise = cfg.smooth_noise(n).unwrap();
@@ -803,6 +807,7 @@ mod tests {
     #[test]
     fn training_noise_is_seeded_and_ordered() {
         let device = Default::default();
+        let _guard = crate::model::SEEDED_INIT.lock().unwrap_or_else(|e| e.into_inner());
         let model = EdmConfig::new(DenoiserConfig::new(1, 4, 2, 1, 0.0, 4))
             .init::<B>(&device)
             .unwrap();

@@ -403,6 +403,7 @@ mod tests {
     fn preset_param_counts_match_closed_form_and_budget() {
         let device = Default::default();
         for (name, cfg) in [("device", FnoConfig::device()), ("host", FnoConfig::host())] {
+            let _guard = crate::model::SEEDED_INIT.lock().unwrap_or_else(|e| e.into_inner());
             let model = cfg.init::<B>(&device);
             assert_eq!(model.param_count(), cfg.param_count(), "{name} preset");
         }
@@ -426,6 +427,7 @@ mod tests {
     fn forward_applies_the_stored_normalization() {
         let device = Default::default();
         let nz = Normalization::new(2.0, 0.5, -1.0, 0.01);
+        let _guard = crate::model::SEEDED_INIT.lock().unwrap_or_else(|e| e.into_inner());
         let model = FnoConfig::new(4, 2, 1, 0.25, 8)
             .with_normalization(nz.clone())
             .init::<B>(&device);
@@ -440,6 +442,7 @@ mod tests {
     #[test]
     fn same_model_runs_at_32_and_64() {
         let device = Default::default();
+        let _guard = crate::model::SEEDED_INIT.lock().unwrap_or_else(|e| e.into_inner());
         let model = FnoConfig::device().init::<B>(&device);
         for n in [32, 64] {
             let a = Tensor::<B, 3>::ones([2, n, n], &device);
@@ -517,6 +520,7 @@ mod tests {
         let a = Tensor::<AB, 3>::from_data(TensorData::new(a, [batch, n, n]), &device);
         let u = Tensor::<AB, 3>::from_data(TensorData::new(u, [batch, n, n]), &device);
 
+        let _guard = crate::model::SEEDED_INIT.lock().unwrap_or_else(|e| e.into_inner());
         AB::seed(&device, 11);
         let mut model = FnoConfig::new(8, 3, 2, 0.25, 16).init::<AB>(&device);
         let mut optim = AdamConfig::new().init();

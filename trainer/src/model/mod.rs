@@ -17,3 +17,9 @@ pub mod noise;
 
 /// The prior's operator denoiser and the EDM-wrapped model.
 pub mod denoiser;
+
+/// burn-ndarray's weight initialisers draw from one process-wide RNG that
+/// `Backend::seed` resets; tests that seed and then build a model hold this
+/// lock so that concurrently running tests cannot interleave their draws.
+#[cfg(test)]
+pub(crate) static SEEDED_INIT: std::sync::Mutex<()> = std::sync::Mutex::new(());

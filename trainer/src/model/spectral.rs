@@ -471,6 +471,7 @@ mod tests {
     #[test]
     fn spectral_conv_is_resolution_independent_on_bandlimited_input() {
         let device = Default::default();
+        let _guard = crate::model::SEEDED_INIT.lock().unwrap_or_else(|e| e.into_inner());
         let layer = SpectralConvConfig::new(2, 3, 3).init::<B>(&device);
         let field = |n: usize| {
             let mut v = Vec::with_capacity(n * n * 2);

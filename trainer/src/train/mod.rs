@@ -215,11 +215,16 @@ where
                 lr,
                 elapsed_s: elapsed_before + t0.elapsed().as_secs_f64(),
             };
-            bar.set_message(format!(
+            let msg = format!(
                 "training loss {:.4}{}",
                 row.train_loss,
                 val.map_or(String::new(), |v| format!(" {} {v:.4}", task.val_name()))
-            ));
+            );
+            // A log file gets plain lines where a terminal gets the bar.
+            if progress && !std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+                eprintln!("step {done}/{}: {msg} ({:.0} s)", cfg.steps, row.elapsed_s);
+            }
+            bar.set_message(msg);
             history.push(row);
             (acc, acc_n) = (0.0, 0);
         }

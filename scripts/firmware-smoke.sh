@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Boots the firmware under QEMU (mps2-an386, Cortex-M4F): a normal build must
+# log its banner and exit 0; a build that panics at boot must exit with the
+# firmware's panic code (2), never hang.
+set -euo pipefail
+cd "$(dirname "$0")/../firmware"
+
+run() {
+    timeout 60 qemu-system-arm -machine mps2-an386 -nographic \
+        -semihosting-config enable=on,target=native \
+        -kernel target/thumbv7em-none-eabihf/release/ddis-firmware
+}
+
+cargo build --release
+out=$(run) || { echo "firmware exited with $? (expected 0): $out"; exit 1; }
+grep -q "ddis firmware" <<<"$out" || { echo "no banner in: $out"; exit 1; }
+echo "boot: ok ($out)"
+
+cargo build --release --features panic-at-boot
+set +e
+run >/dev/null
+rc=$?
+set -e
+cargo build --release   # leave the normal image in place
+[ "$rc" -eq 2 ] || { echo "panicking firmware exited with $rc (expected 2)"; exit 1; }
+echo "panic exit code: ok (2)"
