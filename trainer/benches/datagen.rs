@@ -16,7 +16,14 @@ fn main() {
     let pde = PdeConfig::default();
     let all = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
     println!("Darcy generation (GRF + assembly + sparse Cholesky), median of 5 runs");
-    println!("{:>5} {:>8} {:>14} {:>14} {:>8}", "res", "samples", "1 thread /s", format!("{all} threads /s"), "speedup");
+    println!(
+        "{:>5} {:>8} {:>14} {:>14} {:>8}",
+        "res",
+        "samples",
+        "1 thread /s",
+        format!("{all} threads /s"),
+        "speedup"
+    );
     for (res, count) in [(32, 400), (64, 100), (128, 24)] {
         let mut rates = Vec::new();
         for threads in [1, all] {

@@ -24,18 +24,10 @@ const BATCH: usize = 16;
 const N: usize = 32;
 
 fn env_usize(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
+    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
 }
 
-fn step<O: Optimizer<Fno<B>, B>>(
-    model: Fno<B>,
-    optim: &mut O,
-    a: &Tensor<B, 3>,
-    u: &Tensor<B, 3>,
-) -> (Fno<B>, f32) {
+fn step<O: Optimizer<Fno<B>, B>>(model: Fno<B>, optim: &mut O, a: &Tensor<B, 3>, u: &Tensor<B, 3>) -> (Fno<B>, f32) {
     let loss = rel_l2_loss(model.forward(a.clone()), u.clone());
     let value = loss.clone().into_scalar();
     let grads = GradientsParams::from_grads(loss.backward(), &model);
@@ -88,8 +80,17 @@ fn main() {
         return;
     }
     let all = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
-    println!("fno_step: forward + rel-L2 + backward + Adam, batch {BATCH}, {N}x{N}; median of {repeats} x {steps} steps");
-    println!("{:<16} {:>9} {:>14} {:>14} {:>8}", "config", "params", "1 thread /s", format!("{all} threads /s"), "speedup");
+    println!(
+        "fno_step: forward + rel-L2 + backward + Adam, batch {BATCH}, {N}x{N}; median of {repeats} x {steps} steps"
+    );
+    println!(
+        "{:<16} {:>9} {:>14} {:>14} {:>8}",
+        "config",
+        "params",
+        "1 thread /s",
+        format!("{all} threads /s"),
+        "speedup"
+    );
     let exe = std::env::current_exe().expect("own path");
     for (name, cfg) in configs() {
         let mut rates = Vec::new();

@@ -12,11 +12,28 @@ use crate::data::{self, GenOptions};
 use crate::grf::GrfConfig;
 use crate::model::denoiser::{DenoiserConfig, EdmConfig};
 use crate::model::fno::FnoConfig;
-use crate::train::diffusion::{DiffusionKind, DiffusionOptions, train_diffusion};
 use crate::pde::{DarcyConfig, PdeConfig, PdeKind};
 use crate::train::TrainConfig;
 use crate::train::backend::{BackendKind, Cpu, CpuAutodiff};
+use crate::train::diffusion::{DiffusionKind, DiffusionOptions, train_diffusion};
 use crate::train::operator::{OperatorOptions, OperatorSummary, train_operator};
+
+/// Calls the training function `$f::<B>($opts, &device)` on the backend
+/// chosen by `--backend` (a generic function cannot be passed as a value).
+macro_rules! on_backend {
+    ($kind:expr, $f:ident, $opts:expr) => {
+        match $kind {
+            BackendKind::Ndarray => $f::<CpuAutodiff>($opts, &Default::default())?,
+            #[cfg(feature = "cuda")]
+            BackendKind::Cuda => {
+                let device = crate::train::backend::cuda_device()?;
+                $f::<crate::train::backend::CudaAutodiff>($opts, &device)?
+            }
+            #[cfg(not(feature = "cuda"))]
+            BackendKind::Cuda => return crate::train::backend::cuda_unavailable(),
+        }
+    };
+}
 
 /// ddis — Decoupled Diffusion Inverse Solver.
 ///
@@ -248,16 +265,7 @@ fn train_diffusion_cmd(
         stat_samples,
         session: c.session(progress),
     };
-    let s = match c.backend {
-        BackendKind::Ndarray => train_diffusion::<CpuAutodiff>(&opts, &Default::default())?,
-        #[cfg(feature = "cuda")]
-        BackendKind::Cuda => {
-            let device = crate::train::backend::cuda_device()?;
-            train_diffusion::<crate::train::backend::CudaAutodiff>(&opts, &device)?
-        }
-        #[cfg(not(feature = "cuda"))]
-        BackendKind::Cuda => return crate::train::backend::cuda_unavailable(),
-    };
+    let s = on_backend!(c.backend, train_diffusion, &opts);
     let phase = match (s.high_phase_fraction_samples, s.high_phase_fraction_data) {
         (Some(a), Some(b)) => format!(", a >= 7.5 on {:.1} % of nodes (data {:.1} %)", 100.0 * a, 100.0 * b),
         _ => String::new(),
@@ -329,16 +337,7 @@ pub fn run(cli: Cli) -> Result<()> {
                 train: c.train_config(),
                 session: c.session(progress),
             };
-            let s: OperatorSummary = match c.backend {
-                BackendKind::Ndarray => train_operator::<CpuAutodiff>(&opts, &Default::default())?,
-                #[cfg(feature = "cuda")]
-                BackendKind::Cuda => {
-                    let device = crate::train::backend::cuda_device()?;
-                    train_operator::<crate::train::backend::CudaAutodiff>(&opts, &device)?
-                }
-                #[cfg(not(feature = "cuda"))]
-                BackendKind::Cuda => return crate::train::backend::cuda_unavailable(),
-            };
+            let s: OperatorSummary = on_backend!(c.backend, train_operator, &opts);
             println!(
                 "operator: {} parameters, {} pairs, test relative L2 {:.4} +- {:.4}, {:.0} s training -> {}",
                 s.params,

@@ -183,10 +183,7 @@ pub fn input_name(kind: PdeKind) -> &'static str {
 /// A fresh hidden sibling `.NAME.partial` of `out`; a stale one from an
 /// interrupted run is removed first.
 fn staging_dir(out: &Path) -> Result<PathBuf> {
-    let name = out
-        .file_name()
-        .with_context(|| format!("{} is not a directory name", out.display()))?
-        .to_string_lossy();
+    let name = out.file_name().with_context(|| format!("{} is not a directory name", out.display()))?.to_string_lossy();
     let parent = match out.parent() {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
         _ => PathBuf::from("."),
@@ -206,10 +203,8 @@ pub fn progress_bar(len: u64, visible: bool, what: &str) -> ProgressBar {
         return ProgressBar::hidden();
     }
     let bar = ProgressBar::new(len);
-    let style = ProgressStyle::with_template(
-        "{msg} [{elapsed_precise}] {wide_bar} {pos}/{len} ({per_sec}, eta {eta})",
-    )
-    .expect("static template");
+    let style = ProgressStyle::with_template("{msg} [{elapsed_precise}] {wide_bar} {pos}/{len} ({per_sec}, eta {eta})")
+        .expect("static template");
     bar.set_style(style);
     bar.set_message(what.to_string());
     bar
@@ -224,11 +219,7 @@ pub fn solve_file(pde: &PdeConfig, input: &Path, output: &Path, progress: bool) 
     let (count, res) = match arr.shape[..] {
         [r1, r2] if r1 == r2 => (1, r1),
         [c, r1, r2] if r1 == r2 => (c, r1),
-        [_, _] | [_, _, _] => bail!(
-            "{}: fields must be square, got shape {:?}",
-            input.display(),
-            arr.shape
-        ),
+        [_, _] | [_, _, _] => bail!("{}: fields must be square, got shape {:?}", input.display(), arr.shape),
         _ => bail!(
             "{}: expected shape [res, res] or [count, res, res], got {:?} (rank {})",
             input.display(),
@@ -294,7 +285,12 @@ impl Dataset {
         let u = npy::read(&dir.join("u.npy"))?;
         for (name, arr) in [("a.npy", &a), ("u.npy", &u)] {
             if arr.shape[..] != meta.shape[..] {
-                bail!("{}: shape {:?} does not match meta.json's {:?}", dir.join(name).display(), arr.shape, meta.shape);
+                bail!(
+                    "{}: shape {:?} does not match meta.json's {:?}",
+                    dir.join(name).display(),
+                    arr.shape,
+                    meta.shape
+                );
             }
         }
         Ok(Self { meta, a: a.data, u: u.data })

@@ -38,10 +38,7 @@ pub struct GrfConfig {
 
 impl Default for GrfConfig {
     fn default() -> Self {
-        GrfConfig {
-            alpha: 2.0,
-            tau: 3.0,
-        }
+        GrfConfig { alpha: 2.0, tau: 3.0 }
     }
 }
 
@@ -50,11 +47,7 @@ impl GrfConfig {
     pub fn validate(&self) -> Result<(), PdeError> {
         for (name, value) in [("grf.alpha", self.alpha), ("grf.tau", self.tau)] {
             if !(value.is_finite() && value > 0.0) {
-                return Err(PdeError::InvalidConfig {
-                    name,
-                    value,
-                    reason: "must be finite and > 0",
-                });
+                return Err(PdeError::InvalidConfig { name, value, reason: "must be finite and > 0" });
             }
         }
         Ok(())
@@ -101,15 +94,8 @@ impl GrfSampler {
     pub fn new(n: usize, config: GrfConfig) -> Result<Self, PdeError> {
         config.validate()?;
         let grid = Grid::new(n)?;
-        let std = (0..n * n)
-            .map(|k| config.mode_variance(k / n, k % n).sqrt())
-            .collect();
-        Ok(GrfSampler {
-            grid,
-            config,
-            std,
-            dct: Dct1::new(n),
-        })
+        let std = (0..n * n).map(|k| config.mode_variance(k / n, k % n).sqrt()).collect();
+        Ok(GrfSampler { grid, config, std, dct: Dct1::new(n) })
     }
 
     /// The grid the samples live on.
@@ -134,10 +120,7 @@ impl GrfSampler {
 
     /// Fresh work buffers for this sampler's grid.
     pub fn scratch(&self) -> GrfScratch {
-        GrfScratch {
-            coeffs: vec![0.0; self.grid.len()],
-            dct: self.dct.scratch(),
-        }
+        GrfScratch { coeffs: vec![0.0; self.grid.len()], dct: self.dct.scratch() }
     }
 
     /// One sample on the n*n nodes, row-major.
@@ -145,8 +128,7 @@ impl GrfSampler {
         let mut out = vec![0.0; self.grid.len()];
         let mut scratch = self.scratch();
         self.draw_coefficients(rng, &mut scratch.coeffs);
-        self.dct
-            .synthesize(&scratch.coeffs, &mut out, &mut scratch.dct);
+        self.dct.synthesize(&scratch.coeffs, &mut out, &mut scratch.dct);
         out
     }
 
@@ -161,11 +143,7 @@ impl GrfSampler {
         let n2 = self.grid.len();
         check_len("grf output", out, n2)?;
         if scratch.coeffs.len() != n2 || scratch.dct.n != self.grid.n {
-            return Err(PdeError::ShapeMismatch {
-                field: "grf scratch",
-                expected: n2,
-                got: scratch.coeffs.len(),
-            });
+            return Err(PdeError::ShapeMismatch { field: "grf scratch", expected: n2, got: scratch.coeffs.len() });
         }
         self.draw_coefficients(rng, &mut scratch.coeffs);
         self.dct.synthesize(&scratch.coeffs, out, &mut scratch.dct);
@@ -188,8 +166,7 @@ impl GrfSampler {
     pub fn synthesize(&self, coeffs: &[f64]) -> Result<Vec<f64>, PdeError> {
         check_len("grf coefficients", coeffs, self.grid.len())?;
         let mut out = vec![0.0; self.grid.len()];
-        self.dct
-            .synthesize(coeffs, &mut out, &mut self.dct.scratch());
+        self.dct.synthesize(coeffs, &mut out, &mut self.dct.scratch());
         Ok(out)
     }
 }
@@ -250,18 +227,14 @@ pub fn project_reference(grid: Grid, field: &[f64]) -> Result<Vec<f64>, PdeError
     let mut half = vec![0.0; n * n]; // half[i][k2]
     for i in 0..n {
         for k2 in 0..n {
-            let s: f64 = (0..n)
-                .map(|j| weight(j) * field[i * n + j] * phi[k2 * n + j])
-                .sum();
+            let s: f64 = (0..n).map(|j| weight(j) * field[i * n + j] * phi[k2 * n + j]).sum();
             half[i * n + k2] = s / norm(k2);
         }
     }
     let mut out = vec![0.0; n * n];
     for k1 in 0..n {
         for k2 in 0..n {
-            let s: f64 = (0..n)
-                .map(|i| weight(i) * half[i * n + k2] * phi[k1 * n + i])
-                .sum();
+            let s: f64 = (0..n).map(|i| weight(i) * half[i * n + k2] * phi[k1 * n + i]).sum();
             out[k1 * n + k2] = s / norm(k1);
         }
     }
@@ -313,20 +286,10 @@ impl Dct1 {
     fn synthesize(&self, coeffs: &[f64], out: &mut [f64], s: &mut DctScratch) {
         let n = self.n;
         // Pass 1, along x: line k1 is c[k1][.]; node j goes to half[k1][j].
-        self.pass(
-            |line, k| coeffs[line * n + k],
-            (&mut s.half, n, 1),
-            &mut s.lines,
-            &mut s.fft,
-        );
+        self.pass(|line, k| coeffs[line * n + k], (&mut s.half, n, 1), &mut s.lines, &mut s.fft);
         // Pass 2, along y: line j is half[.][j]; node i goes to out[i][j].
         let half = &s.half;
-        self.pass(
-            |line, k| half[k * n + line],
-            (out, 1, n),
-            &mut s.lines,
-            &mut s.fft,
-        );
+        self.pass(|line, k| half[k * n + line], (out, 1, n), &mut s.lines, &mut s.fft);
     }
 
     /// Transforms the n lines `get(line, k)`, k = 0..n, and writes node `m`
@@ -384,10 +347,7 @@ mod tests {
 
     fn max_rel_diff(a: &[f64], b: &[f64]) -> f64 {
         let scale = b.iter().fold(0.0f64, |m, v| m.max(v.abs()));
-        a.iter()
-            .zip(b)
-            .fold(0.0f64, |m, (x, y)| m.max((x - y).abs()))
-            / scale
+        a.iter().zip(b).fold(0.0f64, |m, (x, y)| m.max((x - y).abs())) / scale
     }
 
     #[test]
@@ -414,37 +374,20 @@ mod tests {
         let a = sampler.sample(&mut ChaCha8Rng::seed_from_u64(3));
         let mut b = vec![0.0; 81];
         let mut scratch = sampler.scratch();
-        sampler
-            .sample_into(&mut ChaCha8Rng::seed_from_u64(3), &mut b, &mut scratch)
-            .unwrap();
+        sampler.sample_into(&mut ChaCha8Rng::seed_from_u64(3), &mut b, &mut scratch).unwrap();
         assert_eq!(a, b);
         let mut short = vec![0.0; 80];
         assert!(matches!(
             sampler.sample_into(&mut ChaCha8Rng::seed_from_u64(3), &mut short, &mut scratch),
-            Err(PdeError::ShapeMismatch {
-                expected: 81,
-                got: 80,
-                ..
-            })
+            Err(PdeError::ShapeMismatch { expected: 81, got: 80, .. })
         ));
     }
 
     #[test]
     fn config_is_validated() {
-        for (alpha, tau) in [
-            (0.0, 3.0),
-            (2.0, -1.0),
-            (f64::NAN, 3.0),
-            (2.0, f64::INFINITY),
-        ] {
-            assert!(matches!(
-                GrfSampler::new(8, GrfConfig { alpha, tau }),
-                Err(PdeError::InvalidConfig { .. })
-            ));
+        for (alpha, tau) in [(0.0, 3.0), (2.0, -1.0), (f64::NAN, 3.0), (2.0, f64::INFINITY)] {
+            assert!(matches!(GrfSampler::new(8, GrfConfig { alpha, tau }), Err(PdeError::InvalidConfig { .. })));
         }
-        assert!(matches!(
-            GrfSampler::new(2, GrfConfig::default()),
-            Err(PdeError::GridTooSmall { .. })
-        ));
+        assert!(matches!(GrfSampler::new(2, GrfConfig::default()), Err(PdeError::GridTooSmall { .. })));
     }
 }

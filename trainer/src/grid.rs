@@ -25,10 +25,7 @@ impl Grid {
     /// for, and `n*n` must fit in `usize`.
     pub fn new(n: usize) -> Result<Grid, PdeError> {
         if n < Self::MIN_N || n.checked_mul(n).is_none() {
-            return Err(PdeError::GridTooSmall {
-                n,
-                min: Self::MIN_N,
-            });
+            return Err(PdeError::GridTooSmall { n, min: Self::MIN_N });
         }
         Ok(Grid { n })
     }
@@ -118,12 +115,7 @@ mod tests {
         assert_eq!(g.idx(1, 3), 8);
         assert_eq!(g.ij(8), (1, 3));
         assert_eq!((g.x(3), g.y(1)), (0.75, 0.25));
-        assert!(
-            g.is_boundary(0, 2)
-                && g.is_boundary(4, 2)
-                && g.is_boundary(2, 0)
-                && g.is_boundary(2, 4)
-        );
+        assert!(g.is_boundary(0, 2) && g.is_boundary(4, 2) && g.is_boundary(2, 0) && g.is_boundary(2, 4));
         assert!(!g.is_boundary(2, 2));
     }
 

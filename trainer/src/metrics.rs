@@ -19,11 +19,7 @@ pub const DARCY_THRESHOLD: f64 = 7.5;
 
 fn check_same_len(pred: &[f32], gt: &[f32]) -> Result<(), PdeError> {
     if pred.len() != gt.len() {
-        return Err(PdeError::ShapeMismatch {
-            field: "pred",
-            expected: gt.len(),
-            got: pred.len(),
-        });
+        return Err(PdeError::ShapeMismatch { field: "pred", expected: gt.len(), got: pred.len() });
     }
     Ok(())
 }
@@ -31,11 +27,7 @@ fn check_same_len(pred: &[f32], gt: &[f32]) -> Result<(), PdeError> {
 fn check_square(field: &[f32], n: usize, name: &'static str) -> Result<(), PdeError> {
     let expected = n.saturating_mul(n);
     if field.len() != expected {
-        return Err(PdeError::ShapeMismatch {
-            field: name,
-            expected,
-            got: field.len(),
-        });
+        return Err(PdeError::ShapeMismatch { field: name, expected, got: field.len() });
     }
     Ok(())
 }
@@ -73,10 +65,7 @@ pub fn radial_power_spectrum(field: &[f32], n: usize) -> Result<Vec<f64>, PdeErr
     if nbins == 0 {
         return Ok(Vec::new());
     }
-    let mut data: Vec<Complex<f64>> = field
-        .iter()
-        .map(|&v| Complex::new(f64::from(v), 0.0))
-        .collect();
+    let mut data: Vec<Complex<f64>> = field.iter().map(|&v| Complex::new(f64::from(v), 0.0)).collect();
     fft2_in_place(&mut data, n);
 
     let mut sum = vec![0.0f64; nbins];
@@ -95,11 +84,7 @@ pub fn radial_power_spectrum(field: &[f32], n: usize) -> Result<Vec<f64>, PdeErr
             }
         }
     }
-    Ok(sum
-        .iter()
-        .zip(&count)
-        .map(|(&s, &c)| if c == 0 { 0.0 } else { s / c as f64 })
-        .collect())
+    Ok(sum.iter().zip(&count).map(|(&s, &c)| if c == 0 { 0.0 } else { s / c as f64 }).collect())
 }
 
 /// The integer frequency of DFT index `i` of `n`, in `[-n/2, n/2)` (numpy's
@@ -135,21 +120,21 @@ fn fft2_in_place(data: &mut [Complex<f64>], n: usize) {
 /// than 4 nodes per side there is no bin `k >= 1` and both means are NaN.
 pub fn spectral_error(pred: &[f32], gt: &[f32], n: usize) -> Result<(f64, f64), PdeError> {
     check_same_len(pred, gt)?;
-    let p_pred = radial_power_spectrum(pred, n)?;
-    let p_gt = radial_power_spectrum(gt, n)?;
-    let errors: Vec<f64> = p_pred
-        .iter()
-        .zip(&p_gt)
-        .skip(1)
-        .map(|(&p, &g)| (p - g).abs() / (g + SPECTRAL_EPS))
-        .collect();
+    Ok(spectrum_error(&radial_power_spectrum(pred, n)?, &radial_power_spectrum(gt, n)?))
+}
+
+/// The per-bin error of [`spectral_error`] on spectra already computed (or
+/// averaged over samples): `(geometric mean, arithmetic mean)` over bins
+/// `k >= 1`; NaN for both when there is no such bin.
+pub fn spectrum_error(p_pred: &[f64], p_gt: &[f64]) -> (f64, f64) {
+    let errors: Vec<f64> = p_pred.iter().zip(p_gt).skip(1).map(|(&p, &g)| (p - g).abs() / (g + SPECTRAL_EPS)).collect();
     if errors.is_empty() {
-        return Ok((f64::NAN, f64::NAN));
+        return (f64::NAN, f64::NAN);
     }
     let m = errors.len() as f64;
     let geometric = (errors.iter().map(|e| e.ln()).sum::<f64>() / m).exp();
     let arithmetic = errors.iter().sum::<f64>() / m;
-    Ok((geometric, arithmetic))
+    (geometric, arithmetic)
 }
 
 /// Darcy error rate: the fraction of nodes whose phase differs after
@@ -160,11 +145,8 @@ pub fn darcy_error_rate(pred: &[f32], gt: &[f32], threshold: f64) -> Result<f64,
     if gt.is_empty() {
         return Ok(0.0);
     }
-    let wrong = pred
-        .iter()
-        .zip(gt)
-        .filter(|&(&p, &g)| (f64::from(p) >= threshold) != (f64::from(g) >= threshold))
-        .count();
+    let wrong =
+        pred.iter().zip(gt).filter(|&(&p, &g)| (f64::from(p) >= threshold) != (f64::from(g) >= threshold)).count();
     Ok(wrong as f64 / gt.len() as f64)
 }
 
@@ -216,10 +198,7 @@ mod tests {
     /// Relative + absolute tolerance check with a message that shows both.
     fn assert_close(got: f64, expected: f64, rel: f64, what: &str) {
         let tol = rel * expected.abs().max(1.0);
-        assert!(
-            (got - expected).abs() <= tol,
-            "{what}: got {got}, expected {expected} (tol {tol})"
-        );
+        assert!((got - expected).abs() <= tol, "{what}: got {got}, expected {expected} (tol {tol})");
     }
 
     #[test]
@@ -229,21 +208,9 @@ mod tests {
         assert_close(rel_l2(&twice, &gt).unwrap(), 1.0, 1e-12, "rel_l2(2 gt, gt)");
         assert_eq!(rel_l2(&gt, &gt).unwrap(), 0.0);
         // ||(0, 0) - (3, 4)|| / ||(3, 4)|| = 1; ||(3, 0) - (3, 4)|| / 5 = 0.8.
-        assert_close(
-            rel_l2(&[3.0, 0.0], &[3.0, 4.0]).unwrap(),
-            0.8,
-            1e-12,
-            "rel_l2 3-4-5",
-        );
+        assert_close(rel_l2(&[3.0, 0.0], &[3.0, 4.0]).unwrap(), 0.8, 1e-12, "rel_l2 3-4-5");
         assert_eq!(rel_l2(&[1.0], &[0.0]).unwrap(), f64::INFINITY);
-        assert!(matches!(
-            rel_l2(&[1.0], &gt),
-            Err(PdeError::ShapeMismatch {
-                expected: 4,
-                got: 1,
-                ..
-            })
-        ));
+        assert!(matches!(rel_l2(&[1.0], &gt), Err(PdeError::ShapeMismatch { expected: 4, got: 1, .. })));
     }
 
     #[test]
@@ -272,19 +239,12 @@ mod tests {
                 // The field itself is f32: relative error ~1e-7.
                 assert_close(v, expected_bin3, 1e-6, "P(3)");
             } else {
-                assert!(
-                    v.abs() < 1e-6 * expected_bin3,
-                    "bin {k} should be empty, got {v}"
-                );
+                assert!(v.abs() < 1e-6 * expected_bin3, "bin {k} should be empty, got {v}");
             }
         }
         // A diagonal wave (2, 2) has radius 2.83 -> bin 2.
         let p = radial_power_spectrum(&periodic_cosine(n, 2.0, 2.0), n).unwrap();
-        let argmax = p
-            .iter()
-            .enumerate()
-            .max_by(|a, b| a.1.total_cmp(b.1))
-            .map(|(k, _)| k);
+        let argmax = p.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1)).map(|(k, _)| k);
         assert_eq!(argmax, Some(2));
     }
 
@@ -317,24 +277,14 @@ mod tests {
         let gt = [12.0f32, 3.0, 12.0, 3.0];
         // Node 1 (3 -> 8) and node 2 (12 -> 7) cross the threshold 7.5.
         let pred = [11.0f32, 8.0, 7.0, 3.5];
-        assert_close(
-            darcy_error_rate(&pred, &gt, DARCY_THRESHOLD).unwrap(),
-            0.5,
-            1e-12,
-            "error rate",
-        );
+        assert_close(darcy_error_rate(&pred, &gt, DARCY_THRESHOLD).unwrap(), 0.5, 1e-12, "error rate");
         assert_eq!(darcy_error_rate(&gt, &gt, DARCY_THRESHOLD).unwrap(), 0.0);
         assert!(darcy_error_rate(&pred[..3], &gt, DARCY_THRESHOLD).is_err());
     }
 
     #[test]
     fn two_phase_fraction_counts_high_phase() {
-        assert_close(
-            two_phase_fraction(&[12.0, 3.0, 12.0, 7.5], DARCY_THRESHOLD),
-            0.75,
-            1e-12,
-            "fraction",
-        );
+        assert_close(two_phase_fraction(&[12.0, 3.0, 12.0, 7.5], DARCY_THRESHOLD), 0.75, 1e-12, "fraction");
         assert_eq!(two_phase_fraction(&[], DARCY_THRESHOLD), 0.0);
     }
 

@@ -95,8 +95,7 @@ fn parse(bytes: &[u8]) -> Result<NpyArray, ParseError> {
         .checked_add(header_len)
         .filter(|&end| end <= bytes.len())
         .ok_or_else(|| fmt("truncated header"))?;
-    let header = std::str::from_utf8(&bytes[header_start..data_start])
-        .map_err(|_| fmt("header is not text"))?;
+    let header = std::str::from_utf8(&bytes[header_start..data_start]).map_err(|_| fmt("header is not text"))?;
     let descr = dict_value(header, "descr").ok_or_else(|| fmt("header has no 'descr'"))?;
     let descr = descr.trim_matches(|c| c == '\'' || c == '"').to_string();
     let dtype = match descr.as_str() {
@@ -110,10 +109,7 @@ fn parse(bytes: &[u8]) -> Result<NpyArray, ParseError> {
     }
     let shape_text = dict_value(header, "shape").ok_or_else(|| fmt("header has no 'shape'"))?;
     let shape = parse_shape(shape_text).ok_or_else(|| ParseError::Format(format!("bad shape {shape_text}")))?;
-    let count = shape
-        .iter()
-        .try_fold(1usize, |acc, &d| acc.checked_mul(d))
-        .ok_or_else(|| fmt("shape overflows"))?;
+    let count = shape.iter().try_fold(1usize, |acc, &d| acc.checked_mul(d)).ok_or_else(|| fmt("shape overflows"))?;
     let width = match dtype {
         Dtype::F32 => 4,
         Dtype::F64 => 8,
@@ -128,10 +124,9 @@ fn parse(bytes: &[u8]) -> Result<NpyArray, ParseError> {
     }
     let data = match dtype {
         Dtype::F32 => payload.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect(),
-        Dtype::F64 => payload
-            .chunks_exact(8)
-            .map(|c| f64::from_le_bytes(c.try_into().expect("chunk of 8")) as f32)
-            .collect(),
+        Dtype::F64 => {
+            payload.chunks_exact(8).map(|c| f64::from_le_bytes(c.try_into().expect("chunk of 8")) as f32).collect()
+        }
     };
     Ok(NpyArray { shape, data })
 }
@@ -160,12 +155,7 @@ fn dict_value<'a>(header: &'a str, key: &str) -> Option<&'a str> {
 
 fn parse_shape(text: &str) -> Option<Vec<usize>> {
     let inner = text.trim().strip_prefix('(')?.strip_suffix(')')?;
-    inner
-        .split(',')
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-        .map(|s| s.trim_end_matches('L').parse().ok())
-        .collect()
+    inner.split(',').map(str::trim).filter(|s| !s.is_empty()).map(|s| s.trim_end_matches('L').parse().ok()).collect()
 }
 
 /// The header bytes of a float32 C-order array of `shape` (version 1.0,

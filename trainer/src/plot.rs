@@ -62,6 +62,42 @@ impl Canvas {
     }
 }
 
+/// A colour from a blue-white-red ramp for `t` in [0, 1].
+fn ramp(t: f64) -> [u8; 3] {
+    let t = t.clamp(0.0, 1.0);
+    let (lo, mid, hi) = ([59.0, 76.0, 192.0], [221.0, 221.0, 221.0], [180.0, 4.0, 38.0]);
+    let (a, b, u) = if t < 0.5 { (lo, mid, t * 2.0) } else { (mid, hi, t * 2.0 - 1.0) };
+    [0, 1, 2].map(|k| (a[k] + u * (b[k] - a[k])) as u8)
+}
+
+/// A grid of `n x n` fields drawn as heat maps, `cols` per row, one shared
+/// colour scale (min to max over all fields); row `i` of a field is drawn
+/// with `y` growing upwards, as `imshow(origin='lower')` shows it.
+pub fn heatmaps(path: &Path, fields: &[&[f32]], n: usize, cols: usize) -> Result<()> {
+    let (scale, gap) = ((192 / n.max(1)).max(1), 6);
+    let cell = n * scale;
+    let cols = cols.max(1);
+    let rows = fields.len().div_ceil(cols).max(1);
+    let mut c = Canvas::new(cols * (cell + gap) + gap, rows * (cell + gap) + gap);
+    let (lo, hi) = fields
+        .iter()
+        .flat_map(|f| f.iter())
+        .filter(|v| v.is_finite())
+        .fold((f32::MAX, f32::MIN), |(a, b), &v| (a.min(v), b.max(v)));
+    let span = if hi > lo { (hi - lo) as f64 } else { 1.0 };
+    for (k, f) in fields.iter().enumerate() {
+        let (x0, y0) = (gap + (k % cols) * (cell + gap), gap + (k / cols) * (cell + gap));
+        for i in 0..n {
+            for j in 0..n {
+                let v = f.get(i * n + j).copied().unwrap_or(f32::NAN);
+                let col = if v.is_finite() { ramp((v - lo) as f64 / span) } else { [0, 0, 0] };
+                c.fill(x0 + j * scale, y0 + (n - 1 - i) * scale, scale, scale, col);
+            }
+        }
+    }
+    c.save(path)
+}
+
 /// Line chart of several `(x, y)` series, y on a log scale if `log_y`
 /// (non-positive values are skipped), with light grid lines at decades.
 pub fn line_chart(path: &Path, series: &[&[(f64, f64)]], log_y: bool) -> Result<()> {

@@ -13,8 +13,21 @@ fn ddis(args: &[&str]) -> Output {
 
 fn make_dataset(out: &Path, pde: &str, seed: &str, threads: &str) {
     let o = ddis(&[
-        "--quiet", "--threads", threads, "data", "gen", "--pde", pde, "--res", "16", "--count", "300", "--seed",
-        seed, "--out", out.to_str().unwrap(),
+        "--quiet",
+        "--threads",
+        threads,
+        "data",
+        "gen",
+        "--pde",
+        pde,
+        "--res",
+        "16",
+        "--count",
+        "300",
+        "--seed",
+        seed,
+        "--out",
+        out.to_str().unwrap(),
     ]);
     assert!(o.status.success(), "gen failed: {}", String::from_utf8_lossy(&o.stderr));
 }
@@ -54,7 +67,14 @@ fn solve_reproduces_the_generated_solutions() {
         make_dataset(&dir, pde, "3", "2");
         let out = tmp.path().join(format!("{pde}-u.npy"));
         let o = ddis(&[
-            "--quiet", "data", "solve", "--pde", pde, "--field", dir.join("a.npy").to_str().unwrap(), "--out",
+            "--quiet",
+            "data",
+            "solve",
+            "--pde",
+            pde,
+            "--field",
+            dir.join("a.npy").to_str().unwrap(),
+            "--out",
             out.to_str().unwrap(),
         ]);
         assert!(o.status.success(), "{pde}: {}", String::from_utf8_lossy(&o.stderr));
@@ -146,11 +166,7 @@ fn bad_input_is_a_one_line_error_with_no_output() {
     }
     // Unwritable output: a directory that does not exist.
     let bad_out = p("no/such/dir/u.npy");
-    assert_rejected(
-        &["data", "solve", "--field", &s(&p("ok.npy")), "--out", &s(&bad_out)],
-        "no/such/dir",
-        &bad_out,
-    );
+    assert_rejected(&["data", "solve", "--field", &s(&p("ok.npy")), "--out", &s(&bad_out)], "no/such/dir", &bad_out);
     // gen: existing output is not overwritten without --force; nonsense sizes.
     std::fs::create_dir(p("taken")).unwrap();
     std::fs::write(p("taken/keep.txt"), "mine").unwrap();
@@ -159,9 +175,5 @@ fn bad_input_is_a_one_line_error_with_no_output() {
     assert_eq!(std::fs::read_to_string(p("taken/keep.txt")).unwrap(), "mine");
     assert_rejected(&["data", "gen", "--res", "2", "--count", "2", "--out", &s(&p("tiny"))], "--res", &p("tiny"));
     assert_rejected(&["data", "gen", "--count", "0", "--out", &s(&p("none"))], "--count", &p("none"));
-    assert_rejected(
-        &["data", "gen", "--tau=-1", "--count", "2", "--out", &s(&p("neg_tau"))],
-        "tau",
-        &p("neg_tau"),
-    );
+    assert_rejected(&["data", "gen", "--tau=-1", "--count", "2", "--out", &s(&p("neg_tau"))], "tau", &p("neg_tau"));
 }

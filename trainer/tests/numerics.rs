@@ -22,10 +22,7 @@ struct Tol {
 
 impl Tol {
     /// Round-off level for O(n^3) sums of O(1) terms on grids up to ~100.
-    const ROUNDOFF: Tol = Tol {
-        abs: 1e-12,
-        rel: 1e-12,
-    };
+    const ROUNDOFF: Tol = Tol { abs: 1e-12, rel: 1e-12 };
 
     fn check(self, what: &str, got: f64, expected: f64) {
         let bound = self.abs + self.rel * expected.abs();
@@ -44,10 +41,7 @@ impl Tol {
         let scale = expected.iter().fold(0.0f64, |m, v| m.max(v.abs()));
         for (k, (g, e)) in got.iter().zip(expected).enumerate() {
             let bound = self.abs + self.rel * scale;
-            assert!(
-                (g - e).abs() <= bound,
-                "{what}[{k}]: got {g:e}, expected {e:e} (scale {scale:e})"
-            );
+            assert!((g - e).abs() <= bound, "{what}[{k}]: got {g:e}, expected {e:e} (scale {scale:e})");
         }
     }
 }
@@ -62,9 +56,7 @@ fn field(grid: Grid, f: impl Fn(f64, f64) -> f64) -> Vec<f64> {
 }
 
 fn max_abs_diff(a: &[f64], b: &[f64]) -> f64 {
-    a.iter()
-        .zip(b)
-        .fold(0.0f64, |m, (x, y)| m.max((x - y).abs()))
+    a.iter().zip(b).fold(0.0f64, |m, (x, y)| m.max((x - y).abs()))
 }
 
 // Manufactured solution u* = e^x sin(pi x) sin(2 pi y): zero on the boundary,
@@ -107,9 +99,7 @@ fn check_second_order(cfg: PdeConfig) {
                 solver.solve_rhs(Some(&a), &field(grid, darcy_f)).unwrap()
             }
             PdeKind::Poisson => solver.solve(&field(grid, lap_u_star)).unwrap(),
-            PdeKind::Helmholtz => solver
-                .solve(&field(grid, |x, y| lap_u_star(x, y) + k2 * u_star(x, y)))
-                .unwrap(),
+            PdeKind::Helmholtz => solver.solve(&field(grid, |x, y| lap_u_star(x, y) + k2 * u_star(x, y))).unwrap(),
         };
         errors.push((cells, max_abs_diff(&u, &field(grid, u_star))));
     }
@@ -119,10 +109,7 @@ fn check_second_order(cfg: PdeConfig) {
     }
     for w in errors.windows(2) {
         let order = (w[0].1 / w[1].1).log2();
-        println!(
-            "  n-1 = {:>2} -> {:>2}: error {:.3e} -> {:.3e}, order {order:.3}",
-            w[0].0, w[1].0, w[0].1, w[1].1
-        );
+        println!("  n-1 = {:>2} -> {:>2}: error {:.3e} -> {:.3e}, order {order:.3}", w[0].0, w[1].0, w[0].1, w[1].1);
         assert!(
             (order - 2.0).abs() <= 0.2,
             "{}: observed order {order} between n-1 = {} and {}",
@@ -148,10 +135,7 @@ fn helmholtz_converges_at_second_order() {
     check_second_order(PdeConfig::for_kind(PdeKind::Helmholtz));
     // k^2 = 36 lies between the first two eigenvalues of -Laplacian
     // (2 pi^2, 5 pi^2): the operator is indefinite, which LU must handle.
-    check_second_order(PdeConfig {
-        helmholtz_k: 6.0,
-        ..PdeConfig::for_kind(PdeKind::Helmholtz)
-    });
+    check_second_order(PdeConfig { helmholtz_k: 6.0, ..PdeConfig::for_kind(PdeKind::Helmholtz) });
 }
 
 #[test]
@@ -175,26 +159,17 @@ fn generated_samples_have_small_residuals() {
                 if grid.is_boundary(i, j) {
                     assert_eq!(u[k], 0.0, "{kind}: u not zero at boundary node [{i}, {j}]");
                     if kind == PdeKind::Helmholtz {
-                        assert_eq!(
-                            input[k], 0.0,
-                            "helmholtz: f not zero at boundary node [{i}, {j}]"
-                        );
+                        assert_eq!(input[k], 0.0, "helmholtz: f not zero at boundary node [{i}, {j}]");
                     }
                 }
             }
             if kind == PdeKind::Darcy {
-                assert!(
-                    input.iter().all(|&a| a == 12.0 || a == 3.0),
-                    "darcy input is not two-phase"
-                );
+                assert!(input.iter().all(|&a| a == 12.0 || a == 3.0), "darcy input is not two-phase");
             }
             // A solution that is not one must show a large residual.
             let mut wrong = u.clone();
             wrong[grid.idx(n / 2, n / 3)] += 1e-3;
-            assert!(
-                solver.residual(&input, &wrong).unwrap() > 1e3 * MAX_RESIDUAL,
-                "{kind}: residual blind to errors"
-            );
+            assert!(solver.residual(&input, &wrong).unwrap() > 1e3 * MAX_RESIDUAL, "{kind}: residual blind to errors");
         }
     }
 }
@@ -205,9 +180,7 @@ fn grf_fast_path_matches_direct_reference() {
         let grid = Grid::new(n).unwrap();
         let sampler = GrfSampler::new(n, GrfConfig::default()).unwrap();
         let mut rng = ChaCha8Rng::seed_from_u64(7);
-        let coeffs: Vec<f64> = (0..grid.len())
-            .map(|_| rng.sample(StandardNormal))
-            .collect();
+        let coeffs: Vec<f64> = (0..grid.len()).map(|_| rng.sample(StandardNormal)).collect();
         let fast = sampler.synthesize(&coeffs).unwrap();
         let slow = synthesize_reference(grid, &coeffs).unwrap();
         Tol::ROUNDOFF.check_field(&format!("synthesis n={n}"), &fast, &slow);
@@ -215,11 +188,7 @@ fn grf_fast_path_matches_direct_reference() {
         let sample = sampler.sample(&mut rng);
         let c = project_reference(grid, &sample).unwrap();
         Tol::ROUNDOFF.check("constant mode of a sample", c[0], 0.0);
-        Tol::ROUNDOFF.check_field(
-            &format!("round trip n={n}"),
-            &synthesize_reference(grid, &c).unwrap(),
-            &sample,
-        );
+        Tol::ROUNDOFF.check_field(&format!("round trip n={n}"), &synthesize_reference(grid, &c).unwrap(), &sample);
     }
 }
 
@@ -269,10 +238,7 @@ fn grf_spectrum_matches_target() {
             power[bin] / m,
             target[bin] / m
         );
-        assert!(
-            z.abs() <= Z_MAX,
-            "bin |k| = {bin}: mean c^2/var = {ratio:.4}, {z:+.2} standard errors off"
-        );
+        assert!(z.abs() <= Z_MAX, "bin |k| = {bin}: mean c^2/var = {ratio:.4}, {z:+.2} standard errors off");
     }
 }
 
@@ -283,11 +249,7 @@ fn same_seed_same_sample_and_solution() {
         let cfg = PdeConfig::for_kind(kind);
         let grf = cfg.grf_sampler(n).unwrap();
         let mut solver = cfg.solver(n).unwrap();
-        let draw = |seed| {
-            solver
-                .sample_input(&grf, &mut ChaCha8Rng::seed_from_u64(seed))
-                .unwrap()
-        };
+        let draw = |seed| solver.sample_input(&grf, &mut ChaCha8Rng::seed_from_u64(seed)).unwrap();
         let (a1, a2, b) = (draw(11), draw(11), draw(12));
         assert_eq!(a1, a2, "{kind}: same seed gave different inputs");
         assert_ne!(a1, b, "{kind}: different seeds gave the same input");
@@ -295,25 +257,13 @@ fn same_seed_same_sample_and_solution() {
         // again, and with a fresh solver, gives the same bits.
         let u1 = solver.solve(&a1).unwrap();
         let _ = solver.solve(&b).unwrap();
-        assert_eq!(
-            solver.solve(&a1).unwrap(),
-            u1,
-            "{kind}: solver state leaked between solves"
-        );
-        assert_eq!(
-            cfg.solver(n).unwrap().solve(&a1).unwrap(),
-            u1,
-            "{kind}: fresh solver differs"
-        );
+        assert_eq!(solver.solve(&a1).unwrap(), u1, "{kind}: solver state leaked between solves");
+        assert_eq!(cfg.solver(n).unwrap().solve(&a1).unwrap(), u1, "{kind}: fresh solver differs");
     }
     // The raw GRF too, and on another thread.
     let grf = GrfSampler::new(n, GrfConfig::default()).unwrap();
     let here = grf.sample(&mut ChaCha8Rng::seed_from_u64(5));
-    let there = std::thread::scope(|s| {
-        s.spawn(|| grf.sample(&mut ChaCha8Rng::seed_from_u64(5)))
-            .join()
-            .unwrap()
-    });
+    let there = std::thread::scope(|s| s.spawn(|| grf.sample(&mut ChaCha8Rng::seed_from_u64(5))).join().unwrap());
     assert_eq!(here, there);
 }
 
@@ -329,54 +279,23 @@ fn bad_input_gives_typed_errors() {
 
     let mut a = good.clone();
     a[10] = f64::NAN;
-    assert_eq!(
-        solver.solve(&a),
-        Err(PdeError::NonFinite {
-            field: "a",
-            index: 10
-        })
-    );
+    assert_eq!(solver.solve(&a), Err(PdeError::NonFinite { field: "a", index: 10 }));
     a[10] = f64::INFINITY;
-    assert_eq!(
-        solver.solve(&a),
-        Err(PdeError::NonFinite {
-            field: "a",
-            index: 10
-        })
-    );
+    assert_eq!(solver.solve(&a), Err(PdeError::NonFinite { field: "a", index: 10 }));
 
     let mut a = good.clone();
     a[5] = 0.0;
     a[7] = -1.0;
-    assert_eq!(
-        solver.solve(&a),
-        Err(PdeError::NonPositiveCoefficient {
-            index: 5,
-            value: 0.0
-        })
-    );
+    assert_eq!(solver.solve(&a), Err(PdeError::NonPositiveCoefficient { index: 5, value: 0.0 }));
 
     assert_eq!(
         solver.solve(&good[..n * n - 1]),
-        Err(PdeError::ShapeMismatch {
-            field: "a",
-            expected: n * n,
-            got: n * n - 1
-        })
+        Err(PdeError::ShapeMismatch { field: "a", expected: n * n, got: n * n - 1 })
     );
     let mut rhs = vec![1.0; n * n];
     rhs[3] = f64::NAN;
-    assert_eq!(
-        solver.solve_rhs(Some(&good), &rhs),
-        Err(PdeError::NonFinite {
-            field: "rhs",
-            index: 3
-        })
-    );
-    assert!(matches!(
-        solver.residual(&good, &[0.0; 3]),
-        Err(PdeError::ShapeMismatch { field: "u", .. })
-    ));
+    assert_eq!(solver.solve_rhs(Some(&good), &rhs), Err(PdeError::NonFinite { field: "rhs", index: 3 }));
+    assert!(matches!(solver.residual(&good, &[0.0; 3]), Err(PdeError::ShapeMismatch { field: "u", .. })));
     // The solver still works after rejecting input.
     assert!(solver.solve(&good).is_ok());
 
@@ -384,18 +303,8 @@ fn bad_input_gives_typed_errors() {
         let mut s = PdeConfig::for_kind(kind).solver(n).unwrap();
         let mut f = vec![0.5; n * n];
         f[20] = f64::NEG_INFINITY;
-        assert_eq!(
-            s.solve(&f),
-            Err(PdeError::NonFinite {
-                field: "f",
-                index: 20
-            }),
-            "{kind}"
-        );
-        assert!(
-            matches!(s.solve(&[]), Err(PdeError::ShapeMismatch { got: 0, .. })),
-            "{kind}"
-        );
+        assert_eq!(s.solve(&f), Err(PdeError::NonFinite { field: "f", index: 20 }), "{kind}");
+        assert!(matches!(s.solve(&[]), Err(PdeError::ShapeMismatch { got: 0, .. })), "{kind}");
     }
 
     match "burgers".parse::<PdeKind>() {
@@ -416,23 +325,12 @@ fn helmholtz_rejects_resonant_wave_numbers() {
     let n = 17;
     let h = 1.0 / (n - 1) as f64;
     let lambda = 8.0 / (h * h) * (PI * h / 2.0).sin().powi(2);
-    let cfg = PdeConfig {
-        helmholtz_k: lambda.sqrt(),
-        ..PdeConfig::for_kind(PdeKind::Helmholtz)
-    };
-    assert!(matches!(
-        cfg.solver(n),
-        Err(PdeError::ResonantHelmholtz { .. })
-    ));
+    let cfg = PdeConfig { helmholtz_k: lambda.sqrt(), ..PdeConfig::for_kind(PdeKind::Helmholtz) };
+    assert!(matches!(cfg.solver(n), Err(PdeError::ResonantHelmholtz { .. })));
     // Close to, but resolvably off, an eigenvalue is a legitimate problem.
-    let cfg = PdeConfig {
-        helmholtz_k: (lambda * (1.0 + 1e-6)).sqrt(),
-        ..cfg
-    };
+    let cfg = PdeConfig { helmholtz_k: (lambda * (1.0 + 1e-6)).sqrt(), ..cfg };
     let mut solver = cfg.solver(n).unwrap();
-    let f = field(Grid::new(n).unwrap(), |x, y| {
-        (PI * x).sin() * (PI * y).sin()
-    });
+    let f = field(Grid::new(n).unwrap(), |x, y| (PI * x).sin() * (PI * y).sin());
     let u = solver.solve(&f).unwrap();
     let r = solver.residual(&f, &u).unwrap();
     assert!(r < 1e-6, "near-resonant residual {r:e}");
@@ -448,13 +346,8 @@ fn darcy_solve_timing() {
         let mut solver = cfg.solver(n).unwrap();
         let setup = t.elapsed();
         let grf = cfg.grf_sampler(n).unwrap();
-        let inputs: Vec<_> = (0..20)
-            .map(|s| {
-                solver
-                    .sample_input(&grf, &mut ChaCha8Rng::seed_from_u64(s))
-                    .unwrap()
-            })
-            .collect();
+        let inputs: Vec<_> =
+            (0..20).map(|s| solver.sample_input(&grf, &mut ChaCha8Rng::seed_from_u64(s)).unwrap()).collect();
         let t = Instant::now();
         for a in &inputs {
             std::hint::black_box(solver.solve(a).unwrap());

@@ -22,8 +22,23 @@ fn ok(o: Output) -> Output {
 
 fn train_operator(data: &Path, out: &Path, extra: &[&str]) -> Output {
     let mut args = vec![
-        "--quiet", "--threads", "1", "train", "operator", "--data", data.to_str().unwrap(), "--out",
-        out.to_str().unwrap(), "--steps", "6", "--batch", "4", "--checkpoint-every", "3", "--paired-fraction", "0.5",
+        "--quiet",
+        "--threads",
+        "1",
+        "train",
+        "operator",
+        "--data",
+        data.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--steps",
+        "6",
+        "--batch",
+        "4",
+        "--checkpoint-every",
+        "3",
+        "--paired-fraction",
+        "0.5",
     ];
     args.extend_from_slice(extra);
     ddis(&args)

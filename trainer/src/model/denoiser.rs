@@ -84,9 +84,7 @@ impl DenoiserConfig {
     /// The host size for `channels` data channels: width 32, 12 modes,
     /// 4 blocks, pad `n/4`, projection 128, a 64-wide embedding.
     pub fn host(channels: usize) -> Self {
-        Self::new(channels, 32, 12, 4, 0.25, 128)
-            .with_embed_frequencies(8)
-            .with_embed_width(64)
+        Self::new(channels, 32, 12, 4, 0.25, 128).with_embed_frequencies(8).with_embed_width(64)
     }
 
     /// Checks that every size is positive and the pad fraction in `[0, 1)`.
@@ -102,11 +100,7 @@ impl DenoiserConfig {
         ];
         for (name, value) in sizes {
             if value == 0 {
-                return Err(PdeError::InvalidConfig {
-                    name,
-                    value: 0.0,
-                    reason: "must be >= 1",
-                });
+                return Err(PdeError::InvalidConfig { name, value: 0.0, reason: "must be >= 1" });
             }
         }
         if !(self.pad_fraction.is_finite() && (0.0..1.0).contains(&self.pad_fraction)) {
@@ -129,10 +123,7 @@ impl DenoiserConfig {
     pub fn check_resolution(&self, n: usize) -> Result<(), PdeError> {
         let padded = n + 2 * self.pad_len(n);
         if n < 2 || check_grid(padded, padded, self.modes).is_err() {
-            return Err(PdeError::GridTooSmall {
-                n,
-                min: self.min_resolution(),
-            });
+            return Err(PdeError::GridTooSmall { n, min: self.min_resolution() });
         }
         Ok(())
     }
@@ -140,9 +131,7 @@ impl DenoiserConfig {
     /// Smallest `n` that [`check_resolution`](Self::check_resolution) accepts.
     pub fn min_resolution(&self) -> usize {
         (2..4096)
-            .find(|&n| {
-                check_grid(n + 2 * self.pad_len(n), n + 2 * self.pad_len(n), self.modes).is_ok()
-            })
+            .find(|&n| check_grid(n + 2 * self.pad_len(n), n + 2 * self.pad_len(n), self.modes).is_ok())
             .unwrap_or(usize::MAX)
     }
 
@@ -189,18 +178,10 @@ impl DenoiserConfig {
         let (f, e) = (2 * self.embed_frequencies, self.embed_width);
         Denoiser {
             lift: LinearConfig::new(c + 2, w).init(device),
-            spectral: (0..self.layers)
-                .map(|_| SpectralConvConfig::new(w, w, self.modes).init(device))
-                .collect(),
-            skip: (0..self.layers)
-                .map(|_| LinearConfig::new(w, w).init(device))
-                .collect(),
+            spectral: (0..self.layers).map(|_| SpectralConvConfig::new(w, w, self.modes).init(device)).collect(),
+            skip: (0..self.layers).map(|_| LinearConfig::new(w, w).init(device)).collect(),
             film: (0..self.layers)
-                .map(|_| {
-                    LinearConfig::new(e, 2 * w)
-                        .with_initializer(Initializer::Zeros)
-                        .init(device)
-                })
+                .map(|_| LinearConfig::new(e, 2 * w).with_initializer(Initializer::Zeros).init(device))
                 .collect(),
             embed_in: LinearConfig::new(f, e).init(device),
             embed_out: LinearConfig::new(e, e).init(device),
@@ -258,11 +239,7 @@ impl<B: Backend> Denoiser<B> {
     pub fn forward(&self, x_in: Tensor<B, 4>, c_noise: Tensor<B, 1>) -> Tensor<B, 4> {
         let [batch, c, n, n2] = x_in.dims();
         assert_eq!(n, n2, "the denoiser takes square fields, got {n}x{n2}");
-        assert_eq!(
-            c, self.channels,
-            "the denoiser was built for {} channels, got {c}",
-            self.channels
-        );
+        assert_eq!(c, self.channels, "the denoiser was built for {} channels, got {c}", self.channels);
         let device = x_in.device();
         let p = pad_len(self.pad_fraction, n);
         let width = self.skip.first().map_or(0, |s| s.weight.dims()[1]);
@@ -286,19 +263,11 @@ impl<B: Backend> Denoiser<B> {
     /// The noise embedding `[batch, embed_width]` of `c_noise` `[batch]`.
     pub fn embedding(&self, c_noise: Tensor<B, 1>) -> Tensor<B, 2> {
         let [batch] = c_noise.dims();
-        let freqs: Vec<f32> = (0..self.embed_frequencies)
-            .map(|k| (1u64 << k.min(63)) as f32)
-            .collect();
-        let freqs = Tensor::<B, 2>::from_data(
-            TensorData::new(freqs, [1, self.embed_frequencies]),
-            &c_noise.device(),
-        );
+        let freqs: Vec<f32> = (0..self.embed_frequencies).map(|k| (1u64 << k.min(63)) as f32).collect();
+        let freqs = Tensor::<B, 2>::from_data(TensorData::new(freqs, [1, self.embed_frequencies]), &c_noise.device());
         let phase = c_noise.reshape([batch, 1]) * freqs;
         let features = Tensor::cat(vec![phase.clone().sin(), phase.cos()], 1);
-        relu(
-            self.embed_out
-                .forward(relu(self.embed_in.forward(features))),
-        )
+        relu(self.embed_out.forward(relu(self.embed_in.forward(features))))
     }
 
     /// Number of trainable scalars.
@@ -347,22 +316,12 @@ impl ChannelNorm {
         }
         let (mut mean, mut std) = (Vec::with_capacity(channels), Vec::with_capacity(channels));
         for c in 0..channels {
-            let values = || {
-                data.chunks_exact(n * n)
-                    .skip(c)
-                    .step_by(channels)
-                    .flatten()
-                    .map(|&v| f64::from(v))
-            };
+            let values = || data.chunks_exact(n * n).skip(c).step_by(channels).flatten().map(|&v| f64::from(v));
             let count = (data.len() / channels) as f64;
             let m = values().sum::<f64>() / count;
             let var = values().map(|v| (v - m) * (v - m)).sum::<f64>() / count;
             mean.push(m);
-            std.push(if var.sqrt() > 1e-12 * m.abs().max(1.0) {
-                var.sqrt()
-            } else {
-                1.0
-            });
+            std.push(if var.sqrt() > 1e-12 * m.abs().max(1.0) { var.sqrt() } else { 1.0 });
         }
         Ok(Self::new(mean, std))
     }
@@ -370,16 +329,9 @@ impl ChannelNorm {
     /// Checks that both vectors are empty or have `channels` entries, and
     /// that every std is finite and positive.
     pub fn validate(&self, channels: usize) -> Result<(), PdeError> {
-        for (name, len) in [
-            ("normalization.mean", self.mean.len()),
-            ("normalization.std", self.std.len()),
-        ] {
+        for (name, len) in [("normalization.mean", self.mean.len()), ("normalization.std", self.std.len())] {
             if (len != 0 && len != channels) || self.mean.len() != self.std.len() {
-                return Err(PdeError::ShapeMismatch {
-                    field: name,
-                    expected: channels,
-                    got: len,
-                });
+                return Err(PdeError::ShapeMismatch { field: name, expected: channels, got: len });
             }
         }
         if let Some(&bad) = self.std.iter().find(|s| !(s.is_finite() && **s > 0.0)) {
@@ -394,10 +346,7 @@ impl ChannelNorm {
 
     /// `(mean, std)` of channel `c` (identity when empty).
     pub fn channel(&self, c: usize) -> (f64, f64) {
-        (
-            self.mean.get(c).copied().unwrap_or(0.0),
-            self.std.get(c).copied().unwrap_or(1.0),
-        )
+        (self.mean.get(c).copied().unwrap_or(0.0), self.std.get(c).copied().unwrap_or(1.0))
     }
 
     /// Physical -> normalised, `[batch, C, n, n]`.
@@ -424,13 +373,7 @@ impl ChannelNorm {
         self.map_slice(data, channels, field_len, |v, m, s| v * s + m);
     }
 
-    fn map_slice(
-        &self,
-        data: &mut [f32],
-        channels: usize,
-        field_len: usize,
-        f: impl Fn(f64, f64, f64) -> f64,
-    ) {
+    fn map_slice(&self, data: &mut [f32], channels: usize, field_len: usize, f: impl Fn(f64, f64, f64) -> f64) {
         for (k, field) in data.chunks_mut(field_len.max(1)).enumerate() {
             let (m, s) = self.channel(k % channels.max(1));
             for v in field {
@@ -440,15 +383,9 @@ impl ChannelNorm {
     }
 
     /// Mean and std as `[1, C, 1, 1]` tensors.
-    fn broadcast<B: Backend>(
-        &self,
-        channels: usize,
-        device: &B::Device,
-    ) -> (Tensor<B, 4>, Tensor<B, 4>) {
-        let (mean, std): (Vec<f32>, Vec<f32>) = (0..channels)
-            .map(|c| self.channel(c))
-            .map(|(m, s)| (m as f32, s as f32))
-            .unzip();
+    fn broadcast<B: Backend>(&self, channels: usize, device: &B::Device) -> (Tensor<B, 4>, Tensor<B, 4>) {
+        let (mean, std): (Vec<f32>, Vec<f32>) =
+            (0..channels).map(|c| self.channel(c)).map(|(m, s)| (m as f32, s as f32)).unzip();
         (
             Tensor::from_data(TensorData::new(mean, [1, channels, 1, 1]), device),
             Tensor::from_data(TensorData::new(std, [1, channels, 1, 1]), device),
@@ -492,19 +429,11 @@ impl EdmConfig {
             ("edm.noise_length_scale", self.noise_length_scale),
         ] {
             if !(value.is_finite() && value > 0.0) {
-                return Err(PdeError::InvalidConfig {
-                    name,
-                    value,
-                    reason: "must be finite and > 0",
-                });
+                return Err(PdeError::InvalidConfig { name, value, reason: "must be finite and > 0" });
             }
         }
         if !self.p_mean.is_finite() {
-            return Err(PdeError::InvalidConfig {
-                name: "edm.p_mean",
-                value: self.p_mean,
-                reason: "must be finite",
-            });
+            return Err(PdeError::InvalidConfig { name: "edm.p_mean", value: self.p_mean, reason: "must be finite" });
         }
         self.normalization.validate(self.denoiser.channels)
     }
@@ -513,10 +442,7 @@ impl EdmConfig {
     /// [`validate`](Self::validate).
     pub fn init<B: Backend>(&self, device: &B::Device) -> Result<EdmModel<B>, PdeError> {
         self.validate()?;
-        Ok(EdmModel {
-            denoiser: self.denoiser.init(device),
-            config: self.clone(),
-        })
+        Ok(EdmModel { denoiser: self.denoiser.init(device), config: self.clone() })
     }
 
     /// The smooth training noise for an `n x n` grid.
@@ -572,12 +498,7 @@ impl<B: Backend> EdmModel<B> {
     /// `x_clean` is normalised `[batch, C, n, n]`; `sigma: [batch]` and
     /// `noise` (like `x_clean`) come from the caller's host RNG
     /// ([`draw_training_noise`](Self::draw_training_noise)).
-    pub fn loss(
-        &self,
-        x_clean: Tensor<B, 4>,
-        sigma: Tensor<B, 1>,
-        noise: Tensor<B, 4>,
-    ) -> Tensor<B, 1> {
+    pub fn loss(&self, x_clean: Tensor<B, 4>, sigma: Tensor<B, 1>, noise: Tensor<B, 4>) -> Tensor<B, 1> {
         let [batch, ..] = x_clean.dims();
         let sd2 = self.config.sigma_data * self.config.sigma_data;
         let s = sigma.clone().reshape([batch, 1, 1, 1]);
@@ -600,9 +521,8 @@ impl<B: Backend> EdmModel<B> {
         device: &B::Device,
     ) -> (Tensor<B, 1>, Tensor<B, 4>) {
         let cfg = &self.config;
-        let sigmas: Vec<f32> = (0..batch)
-            .map(|_| edm::training_sigma(rng.sample(StandardNormal), cfg.p_mean, cfg.p_std) as f32)
-            .collect();
+        let sigmas: Vec<f32> =
+            (0..batch).map(|_| edm::training_sigma(rng.sample(StandardNormal), cfg.p_mean, cfg.p_std) as f32).collect();
         let sigmas = Tensor::from_data(TensorData::new(sigmas, [batch]), device);
         let fields = noise.sample_tensor(rng, batch, self.denoiser.channels, device);
         (sigmas, fields)
@@ -634,18 +554,12 @@ mod tests {
     fn preset_sizes_match_closed_form_and_budgets() {
         let device = Default::default();
         for channels in [1, 2] {
-            for (name, cfg) in [
-                ("device", DenoiserConfig::device(channels)),
-                ("host", DenoiserConfig::host(channels)),
-            ] {
+            for (name, cfg) in [("device", DenoiserConfig::device(channels)), ("host", DenoiserConfig::host(channels))]
+            {
                 cfg.validate().unwrap();
                 let _guard = crate::model::SEEDED_INIT.lock().unwrap_or_else(|e| e.into_inner());
                 let model = cfg.init::<B>(&device);
-                assert_eq!(
-                    model.param_count(),
-                    cfg.param_count(),
-                    "{name} preset, C = {channels}"
-                );
+                assert_eq!(model.param_count(), cfg.param_count(), "{name} preset, C = {channels}");
             }
         }
         let dev = DenoiserConfig::device(1);
@@ -669,10 +583,7 @@ mod tests {
             let model = cfg.init::<B>(&device).unwrap();
             for n in [16, 24] {
                 let x = Tensor::<B, 4>::ones([3, channels, n, n], &device);
-                let sigma = Tensor::<B, 1>::from_data(
-                    TensorData::new(vec![0.1f32, 1.0, 10.0], [3]),
-                    &device,
-                );
+                let sigma = Tensor::<B, 1>::from_data(TensorData::new(vec![0.1f32, 1.0, 10.0], [3]), &device);
                 let d = model.denoise(x, sigma);
                 assert_eq!(d.dims(), [3, channels, n, n], "C = {channels}, n = {n}");
                 assert!(to_vec(d).iter().all(|v| v.is_finite()));
@@ -685,14 +596,9 @@ mod tests {
         // c_skip -> 1 and c_out -> 0: D(x; s) -> x whatever the network says.
         let device = Default::default();
         let _guard = crate::model::SEEDED_INIT.lock().unwrap_or_else(|e| e.into_inner());
-        let model = EdmConfig::new(DenoiserConfig::new(1, 6, 4, 1, 0.125, 8))
-            .init::<B>(&device)
-            .unwrap();
+        let model = EdmConfig::new(DenoiserConfig::new(1, 6, 4, 1, 0.125, 8)).init::<B>(&device).unwrap();
         let x = Tensor::<B, 4>::from_data(
-            TensorData::new(
-                (0..64).map(|k| (k as f32 * 0.37).sin()).collect::<Vec<_>>(),
-                [1, 1, 8, 8],
-            ),
+            TensorData::new((0..64).map(|k| (k as f32 * 0.37).sin()).collect::<Vec<_>>(), [1, 1, 8, 8]),
             &device,
         );
         let d = to_vec(model.denoise_at(x.clone(), 1e-5));
@@ -705,9 +611,7 @@ mod tests {
     fn channel_norm_round_trips() {
         let device = Default::default();
         // Two samples, two channels, 2x2: channel 0 is 1..4 and 5..8 -> mean 4.5.
-        let data: Vec<f32> = vec![
-            1., 2., 3., 4., 10., 10., 10., 10., 5., 6., 7., 8., 10., 10., 10., 10.,
-        ];
+        let data: Vec<f32> = vec![1., 2., 3., 4., 10., 10., 10., 10., 5., 6., 7., 8., 10., 10., 10., 10.];
         let norm = ChannelNorm::fit(&data, 2, 2).unwrap();
         assert_eq!(norm.mean, vec![4.5, 10.0]);
         assert!((norm.std[0] - 5.25f64.sqrt()).abs() < 1e-12);
@@ -720,10 +624,7 @@ mod tests {
         norm.normalize_slice(&mut slice, 2, 4);
         // The slice path is f64 inside, the tensor path f32.
         for (s, t) in slice.iter().zip(to_vec(norm.normalize(x))) {
-            assert!(
-                (s - t).abs() < 1e-6,
-                "slice and tensor paths agree: {s} vs {t}"
-            );
+            assert!((s - t).abs() < 1e-6, "slice and tensor paths agree: {s} vs {t}");
         }
         for (got, want) in back.iter().zip(&data) {
             assert!((got - want).abs() < 1e-5, "round trip: {got} vs {want}");
@@ -736,11 +637,7 @@ mod tests {
     /// Two-phase toy data at `n x n`: thresholded smooth noise of a longer
     /// length scale, values +-1 (mean ~0, variance 1 = sigma_data^2).
     fn two_phase_batch(noise: &SmoothNoise, batch: usize, rng: &mut impl Rng) -> Vec<f32> {
-        noise
-            .sample_batch(rng, batch)
-            .into_iter()
-            .map(|v| if v >= 0.0 { 1.0 } else { -1.0 })
-            .collect()
+        noise.sample_batch(rng, batch).into_iter().map(|v| if v >= 0.0 { 1.0 } else { -1.0 }).collect()
     }
 
     #[test]
@@ -759,12 +656,7 @@ mod tests {
         let mut losses = Vec::with_capacity(steps);
         for step in 0..steps {
             let mut rng = step_rng(seed, step);
-            let x = host_batch(
-                two_phase_batch(&data_noise, batch, &mut rng),
-                batch,
-                n,
-                &device,
-            );
+            let x = host_batch(two_phase_batch(&data_noise, batch, &mut rng), batch, n, &device);
             let (sigma, noise) = model.draw_training_noise(&train_noise, batch, &mut rng, &device);
             let loss = model.loss(x, sigma, noise);
             losses.push(f64::from(loss.clone().into_scalar()));
@@ -781,12 +673,7 @@ mod tests {
         );
     }
 
-    fn host_batch<BB: Backend>(
-        data: Vec<f32>,
-        batch: usize,
-        n: usize,
-        device: &BB::Device,
-    ) -> Tensor<BB, 4> {
+    fn host_batch<BB: Backend>(data: Vec<f32>, batch: usize, n: usize, device: &BB::Device) -> Tensor<BB, 4> {
         super::super::noise::host_batch_to_tensor(data, [batch, 1, n], device).unwrap()
     }
 
@@ -808,9 +695,7 @@ mod tests {
     fn training_noise_is_seeded_and_ordered() {
         let device = Default::default();
         let _guard = crate::model::SEEDED_INIT.lock().unwrap_or_else(|e| e.into_inner());
-        let model = EdmConfig::new(DenoiserConfig::new(1, 4, 2, 1, 0.0, 4))
-            .init::<B>(&device)
-            .unwrap();
+        let model = EdmConfig::new(DenoiserConfig::new(1, 4, 2, 1, 0.0, 4)).init::<B>(&device).unwrap();
         let noise = SmoothNoise::new(8, 0.05).unwrap();
         let (s1, n1) = model.draw_training_noise(&noise, 4, &mut step_rng(1, 5), &device);
         let (s2, n2) = model.draw_training_noise(&noise, 4, &mut step_rng(1, 5), &device);
@@ -818,11 +703,8 @@ mod tests {
         assert_eq!(to_vec(n1), to_vec(n2));
         // Sigmas come first in the stream: redrawing them by hand matches.
         let mut rng = step_rng(1, 5);
-        let want: Vec<f32> = (0..4)
-            .map(|_| {
-                edm::training_sigma(rng.sample(StandardNormal), edm::P_MEAN, edm::P_STD) as f32
-            })
-            .collect();
+        let want: Vec<f32> =
+            (0..4).map(|_| edm::training_sigma(rng.sample(StandardNormal), edm::P_MEAN, edm::P_STD) as f32).collect();
         assert_eq!(to_vec(s1), want);
     }
 }

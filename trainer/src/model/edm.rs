@@ -81,11 +81,7 @@ pub fn karras_sigmas(steps: usize, sigma_min: f64, sigma_max: f64, rho: f64) -> 
                 return sigma_min;
             }
             let t = i as f64 / (steps - 1) as f64;
-            if i == 0 {
-                sigma_max
-            } else {
-                (hi + t * (lo - hi)).powf(rho)
-            }
+            if i == 0 { sigma_max } else { (hi + t * (lo - hi)).powf(rho) }
         })
         .collect()
 }
@@ -110,13 +106,7 @@ pub struct HeunConfig {
 impl HeunConfig {
     /// Checks `steps >= 1`, `0 < sigma_min < sigma_max` (finite), `rho > 0`.
     pub fn validate(&self) -> Result<(), PdeError> {
-        let bad = |name, value, reason| {
-            Err(PdeError::InvalidConfig {
-                name,
-                value,
-                reason,
-            })
-        };
+        let bad = |name, value, reason| Err(PdeError::InvalidConfig { name, value, reason });
         if self.steps == 0 {
             return bad("heun.steps", 0.0, "must be >= 1");
         }
@@ -124,11 +114,7 @@ impl HeunConfig {
             return bad("heun.sigma_min", self.sigma_min, "must be finite and > 0");
         }
         if !(self.sigma_max.is_finite() && self.sigma_max > self.sigma_min) {
-            return bad(
-                "heun.sigma_max",
-                self.sigma_max,
-                "must be finite and > sigma_min",
-            );
+            return bad("heun.sigma_max", self.sigma_max, "must be finite and > sigma_min");
         }
         if !(self.rho.is_finite() && self.rho > 0.0) {
             return bad("heun.rho", self.rho, "must be finite and > 0");
@@ -202,12 +188,7 @@ mod tests {
             for s in [1e-3, 0.05, 0.3, 1.0, 4.0, 80.0] {
                 let what = format!("s {s}, s_d {sd}");
                 // Network input has unit variance: Var(c_in (x + s n)) = 1.
-                close(
-                    c_in(s, sd).powi(2) * (sd * sd + s * s),
-                    1.0,
-                    IDENTITY_TOL,
-                    &format!("c_in, {what}"),
-                );
+                close(c_in(s, sd).powi(2) * (sd * sd + s * s), 1.0, IDENTITY_TOL, &format!("c_in, {what}"));
                 // Training target (x - c_skip (x + s n)) / c_out has unit
                 // variance: ((1 - c_skip)^2 s_d^2 + c_skip^2 s^2) = c_out^2.
                 let (ck, co) = (c_skip(s, sd), c_out(s, sd));
@@ -218,39 +199,16 @@ mod tests {
                     &format!("target, {what}"),
                 );
                 // The loss weight cancels c_out^2.
-                close(
-                    loss_weight(s, sd) * co * co,
-                    1.0,
-                    IDENTITY_TOL,
-                    &format!("weight, {what}"),
-                );
+                close(loss_weight(s, sd) * co * co, 1.0, IDENTITY_TOL, &format!("weight, {what}"));
                 // c_skip + c_out^2 / s_d^2 = 1 (skip and output split the unit).
-                close(
-                    ck + co * co / (sd * sd),
-                    1.0,
-                    IDENTITY_TOL,
-                    &format!("split, {what}"),
-                );
+                close(ck + co * co / (sd * sd), 1.0, IDENTITY_TOL, &format!("split, {what}"));
             }
-            assert!(
-                (1.0 - c_skip(1e-8, sd)).abs() < 1e-12,
-                "c_skip -> 1 as s -> 0"
-            );
+            assert!((1.0 - c_skip(1e-8, sd)).abs() < 1e-12, "c_skip -> 1 as s -> 0");
             assert!(c_out(1e-8, sd) < 1e-7, "c_out -> 0 as s -> 0");
             assert!(c_skip(1e4, sd) < 1e-7, "c_skip -> 0 as s -> inf");
         }
-        close(
-            c_noise(std::f64::consts::E.powi(4)),
-            1.0,
-            IDENTITY_TOL,
-            "c_noise",
-        );
-        close(
-            training_sigma(0.0, P_MEAN, P_STD),
-            (-1.2f64).exp(),
-            IDENTITY_TOL,
-            "median sigma",
-        );
+        close(c_noise(std::f64::consts::E.powi(4)), 1.0, IDENTITY_TOL, "c_noise");
+        close(training_sigma(0.0, P_MEAN, P_STD), (-1.2f64).exp(), IDENTITY_TOL, "median sigma");
     }
 
     #[test]
@@ -258,15 +216,8 @@ mod tests {
         for steps in [2, 5, 18, 100] {
             let s = karras_sigmas(steps, 0.002, 80.0, RHO);
             assert_eq!(s.len(), steps);
-            assert_eq!(
-                (s[0], s[steps - 1]),
-                (80.0, 0.002),
-                "endpoints, {steps} steps"
-            );
-            assert!(
-                s.windows(2).all(|w| w[0] > w[1]),
-                "strictly decreasing, {steps} steps: {s:?}"
-            );
+            assert_eq!((s[0], s[steps - 1]), (80.0, 0.002), "endpoints, {steps} steps");
+            assert!(s.windows(2).all(|w| w[0] > w[1]), "strictly decreasing, {steps} steps: {s:?}");
         }
         // Even spacing in sigma^(1/rho): middle of 3 levels.
         let s = karras_sigmas(3, 0.01, 10.0, RHO);
@@ -333,18 +284,10 @@ mod tests {
         // Deterministic part: the tensor sampler scales every value exactly
         // as the f64 reference does (f32 round-off over 127 calls).
         let gain = heun_gain_reference(sd, &cfg.sigmas());
-        close(
-            var / var0,
-            gain * gain,
-            1e-4,
-            "variance ratio vs f64 reference",
-        );
+        close(var / var0, gain * gain, 1e-4, "variance ratio vs f64 reference");
         for (steps, bias) in [(18, 0.12), (64, 0.008)] {
             let gain = heun_gain_reference(sd, &HeunConfig::new().with_steps(steps).sigmas());
-            assert!(
-                (gain * gain / (sd * sd) - 1.0).abs() < bias,
-                "{steps} steps: variance bias above {bias}"
-            );
+            assert!((gain * gain / (sd * sd) - 1.0).abs() < bias, "{steps} steps: variance bias above {bias}");
         }
     }
 
@@ -352,24 +295,16 @@ mod tests {
     fn heun_is_second_order() {
         let sd = 1.0;
         let err = |steps: usize| {
-            let cfg = HeunConfig::new()
-                .with_steps(steps)
-                .with_sigma_max(10.0)
-                .with_sigma_min(0.05);
+            let cfg = HeunConfig::new().with_steps(steps).with_sigma_max(10.0).with_sigma_min(0.05);
             let one = Tensor::<B, 4>::ones([1, 1, 1, 1], &Default::default());
-            let got =
-                f64::from(heun_sample(gaussian_denoiser(sd), one, &cfg.sigmas()).into_scalar());
+            let got = f64::from(heun_sample(gaussian_denoiser(sd), one, &cfg.sigmas()).into_scalar());
             // Exact flow from s_max down to s_min, then the Euler step to 0,
             // which is exactly D(x; s_min).
-            let at_min = cfg.sigma_max
-                * ((cfg.sigma_min.powi(2) + sd * sd) / (cfg.sigma_max.powi(2) + sd * sd)).sqrt();
+            let at_min = cfg.sigma_max * ((cfg.sigma_min.powi(2) + sd * sd) / (cfg.sigma_max.powi(2) + sd * sd)).sqrt();
             let want = at_min * sd * sd / (cfg.sigma_min.powi(2) + sd * sd);
             (got - want).abs() / want
         };
         let (coarse, fine) = (err(8), err(16));
-        assert!(
-            coarse / fine > 3.0,
-            "halving the step should cut the error ~4x: {coarse:e} -> {fine:e}"
-        );
+        assert!(coarse / fine > 3.0, "halving the step should cut the error ~4x: {coarse:e} -> {fine:e}");
     }
 }

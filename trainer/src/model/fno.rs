@@ -66,20 +66,9 @@ fn mean_std(v: &[f32]) -> (f64, f64) {
     }
     let n = v.len() as f64;
     let mean = v.iter().map(|&x| f64::from(x)).sum::<f64>() / n;
-    let var = v
-        .iter()
-        .map(|&x| (f64::from(x) - mean).powi(2))
-        .sum::<f64>()
-        / n;
+    let var = v.iter().map(|&x| (f64::from(x) - mean).powi(2)).sum::<f64>() / n;
     let std = var.sqrt();
-    (
-        mean,
-        if std > 1e-12 * mean.abs().max(1.0) {
-            std
-        } else {
-            1.0
-        },
-    )
+    (mean, if std > 1e-12 * mean.abs().max(1.0) { std } else { 1.0 })
 }
 
 /// Hyper-parameters of an [`Fno`].
@@ -129,17 +118,14 @@ impl FnoConfig {
             return Err(format!("grid of {n} nodes per side is too small"));
         }
         let padded = n + 2 * self.pad_len(n);
-        check_grid(padded, padded, self.modes)
-            .map_err(|e| format!("n = {n} (padded to {padded}): {e}"))
+        check_grid(padded, padded, self.modes).map_err(|e| format!("n = {n} (padded to {padded}): {e}"))
     }
 
     /// Smallest `n` that [`check_resolution`](Self::check_resolution)
     /// accepts; `usize::MAX` if none does (zero modes).
     pub fn min_resolution(&self) -> usize {
         // n = 2m + 2 always passes (p >= 0, p < n), so the search is bounded.
-        (2..=2 * self.modes + 2)
-            .find(|&n| self.check_resolution(n).is_ok())
-            .unwrap_or(usize::MAX)
+        (2..=2 * self.modes + 2).find(|&n| self.check_resolution(n).is_ok()).unwrap_or(usize::MAX)
     }
 
     /// Parameter count of the model this config builds, in closed form.
@@ -156,12 +142,8 @@ impl FnoConfig {
         let w = self.width;
         Fno {
             lift: LinearConfig::new(3, w).init(device),
-            spectral: (0..self.layers)
-                .map(|_| SpectralConvConfig::new(w, w, self.modes).init(device))
-                .collect(),
-            skip: (0..self.layers)
-                .map(|_| LinearConfig::new(w, w).init(device))
-                .collect(),
+            spectral: (0..self.layers).map(|_| SpectralConvConfig::new(w, w, self.modes).init(device)).collect(),
+            skip: (0..self.layers).map(|_| LinearConfig::new(w, w).init(device)).collect(),
             proj_hidden: LinearConfig::new(w, self.proj_width).init(device),
             proj_out: LinearConfig::new(self.proj_width, 1).init(device),
             modes: self.modes,
@@ -201,9 +183,7 @@ impl<B: Backend> Fno<B> {
     pub fn forward(&self, a: Tensor<B, 3>) -> Tensor<B, 3> {
         let nz = &self.normalization;
         let a = (a - nz.a_mean).div_scalar(nz.a_std);
-        self.forward_normalized(a)
-            .mul_scalar(nz.u_std)
-            .add_scalar(nz.u_mean)
+        self.forward_normalized(a).mul_scalar(nz.u_std).add_scalar(nz.u_mean)
     }
 
     /// The network between the normalisations: normalised `a` in,
@@ -217,13 +197,7 @@ impl<B: Backend> Fno<B> {
         let device = a.device();
         let p = self.pad_len(n);
 
-        let x = Tensor::cat(
-            vec![
-                a.unsqueeze_dim::<4>(3),
-                coordinate_channels::<B>(batch, n, &device),
-            ],
-            3,
-        );
+        let x = Tensor::cat(vec![a.unsqueeze_dim::<4>(3), coordinate_channels::<B>(batch, n, &device)], 3);
         let mut h = self.lift.forward(reflect_pad(x, p));
         let bases = SpectralBases::new(n + 2 * p, n + 2 * p, self.modes, &device);
         for (spectral, skip) in self.spectral.iter().zip(&self.skip) {
@@ -272,10 +246,7 @@ pub fn reflect_pad<B: Backend>(x: Tensor<B, 4>, p: usize) -> Tensor<B, 4> {
     }
     let pad_dim = |t: Tensor<B, 4>, dim: usize| {
         let n = t.dims()[dim];
-        assert!(
-            p < n,
-            "reflect pad {p} needs more than {p} nodes, axis {dim} has {n}"
-        );
+        assert!(p < n, "reflect pad {p} needs more than {p} nodes, axis {dim} has {n}");
         let before = t.clone().narrow(dim, 1, p).flip([dim as isize]);
         let after = t.clone().narrow(dim, n - 1 - p, p).flip([dim as isize]);
         Tensor::cat(vec![before, t, after], dim)
@@ -293,10 +264,7 @@ pub fn crop<B: Backend>(x: Tensor<B, 4>, p: usize, n: usize) -> Tensor<B, 4> {
 ///
 /// A 1e-12 floor inside the numerator's square root keeps the gradient
 /// finite when `pred == target`; an all-zero target gives an infinite loss.
-pub fn rel_l2_loss<B: Backend, const D: usize>(
-    pred: Tensor<B, D>,
-    target: Tensor<B, D>,
-) -> Tensor<B, 1> {
+pub fn rel_l2_loss<B: Backend, const D: usize>(pred: Tensor<B, D>, target: Tensor<B, D>) -> Tensor<B, 1> {
     let batch = pred.dims()[0];
     let diff = (pred - target.clone()).reshape([batch as i32, -1]);
     let target = target.reshape([batch as i32, -1]);
@@ -323,10 +291,7 @@ mod tests {
     fn close(got: &[f32], want: &[f32], rel: f32, abs: f32, what: &str) {
         assert_eq!(got.len(), want.len(), "{what}: length");
         for (i, (g, w)) in got.iter().zip(want).enumerate() {
-            assert!(
-                (g - w).abs() <= abs + rel * w.abs(),
-                "{what}[{i}]: got {g}, expected {w}"
-            );
+            assert!((g - w).abs() <= abs + rel * w.abs(), "{what}[{i}]: got {g}, expected {w}");
         }
     }
 
@@ -335,9 +300,7 @@ mod tests {
         let device = Default::default();
         let (h, w, p) = (4, 5, 2);
         // Value encodes the node: 10 * i + j, two channels (+0, +100).
-        let v: Vec<f32> = (0..h * w * 2)
-            .map(|k| ((k / 2) / w * 10 + (k / 2) % w + (k % 2) * 100) as f32)
-            .collect();
+        let v: Vec<f32> = (0..h * w * 2).map(|k| ((k / 2) / w * 10 + (k / 2) % w + (k % 2) * 100) as f32).collect();
         let x = Tensor::<B, 4>::from_data(TensorData::new(v, [1, h, w, 2]), &device);
         let padded = reflect_pad(x, p);
         assert_eq!(padded.dims(), [1, h + 2 * p, w + 2 * p, 2]);
@@ -372,9 +335,7 @@ mod tests {
         let device = Default::default();
         let n = 6;
         let mut rng = ChaCha8Rng::seed_from_u64(3);
-        let v: Vec<f32> = (0..2 * n * n * 3)
-            .map(|_| rng.random_range(-1.0..1.0))
-            .collect();
+        let v: Vec<f32> = (0..2 * n * n * 3).map(|_| rng.random_range(-1.0..1.0)).collect();
         let x = Tensor::<B, 4>::from_data(TensorData::new(v.clone(), [2, n, n, 3]), &device);
         for p in [0, 1, 3, 5] {
             let back = crop(reflect_pad(x.clone(), p), p, n);
@@ -428,9 +389,7 @@ mod tests {
         let device = Default::default();
         let nz = Normalization::new(2.0, 0.5, -1.0, 0.01);
         let _guard = crate::model::SEEDED_INIT.lock().unwrap_or_else(|e| e.into_inner());
-        let model = FnoConfig::new(4, 2, 1, 0.25, 8)
-            .with_normalization(nz.clone())
-            .init::<B>(&device);
+        let model = FnoConfig::new(4, 2, 1, 0.25, 8).with_normalization(nz.clone()).init::<B>(&device);
         let mut rng = ChaCha8Rng::seed_from_u64(5);
         let v: Vec<f32> = (0..2 * 8 * 8).map(|_| rng.random_range(0.0..4.0)).collect();
         let a = Tensor::<B, 3>::from_data(TensorData::new(v, [2, 8, 8]), &device);
@@ -448,10 +407,7 @@ mod tests {
             let a = Tensor::<B, 3>::ones([2, n, n], &device);
             let u = model.forward(a);
             assert_eq!(u.dims(), [2, n, n], "output shape at n = {n}");
-            assert!(
-                to_vec(u).iter().all(|v| v.is_finite()),
-                "finite output at n = {n}"
-            );
+            assert!(to_vec(u).iter().all(|v| v.is_finite()), "finite output at n = {n}");
         }
     }
 
@@ -471,12 +427,8 @@ mod tests {
                         }
                     };
                     let (ii, jj) = (i as isize, j as isize);
-                    u[i * n + j] = (at(ii, jj)
-                        + at(ii - 1, jj)
-                        + at(ii + 1, jj)
-                        + at(ii, jj - 1)
-                        + at(ii, jj + 1))
-                        / 5.0;
+                    u[i * n + j] =
+                        (at(ii, jj) + at(ii - 1, jj) + at(ii + 1, jj) + at(ii, jj - 1) + at(ii, jj + 1)) / 5.0;
                 }
             }
         }
@@ -504,14 +456,8 @@ mod tests {
                 .collect();
             let field: Vec<f32> = (0..n * n)
                 .map(|k| {
-                    let (y, x) = (
-                        (k / n) as f32 / (n - 1) as f32,
-                        (k % n) as f32 / (n - 1) as f32,
-                    );
-                    1.0 + waves
-                        .iter()
-                        .map(|&(amp, fx, fy, ph)| amp * (3.0 * (fx * x + fy * y) + ph).sin())
-                        .sum::<f32>()
+                    let (y, x) = ((k / n) as f32 / (n - 1) as f32, (k % n) as f32 / (n - 1) as f32);
+                    1.0 + waves.iter().map(|&(amp, fx, fy, ph)| amp * (3.0 * (fx * x + fy * y) + ph).sin()).sum::<f32>()
                 })
                 .collect();
             u.extend(smooth(&field, n));

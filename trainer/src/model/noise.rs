@@ -66,9 +66,9 @@ impl SmoothNoise {
             let d = (i as f64 - j as f64) * h;
             (-d * d / (2.0 * length_scale * length_scale)).exp()
         });
-        let eig = k1.self_adjoint_eigen(Side::Lower).map_err(|e| {
-            PdeError::Factorisation(format!("RBF kernel eigendecomposition (n = {n}): {e:?}"))
-        })?;
+        let eig = k1
+            .self_adjoint_eigen(Side::Lower)
+            .map_err(|e| PdeError::Factorisation(format!("RBF kernel eigendecomposition (n = {n}): {e:?}")))?;
         let (u, s) = (eig.U(), eig.S().column_vector());
         let root: Vec<f64> = (0..n).map(|k| s[k].max(0.0).sqrt()).collect();
         let mut sqrt_k1 = vec![0.0f64; n * n];
@@ -80,12 +80,7 @@ impl SmoothNoise {
             }
         }
         let sqrt_k1_f32 = sqrt_k1.iter().map(|&v| v as f32).collect();
-        Ok(SmoothNoise {
-            n,
-            length_scale,
-            sqrt_k1,
-            sqrt_k1_f32,
-        })
+        Ok(SmoothNoise { n, length_scale, sqrt_k1, sqrt_k1_f32 })
     }
 
     /// Nodes per side.
@@ -153,15 +148,9 @@ impl SmoothNoise {
     /// Draws one noise field into `out` (`n * n`, row-major): `n * n`
     /// standard normals from `rng` in row-major order for `Z`, then
     /// [`color_into`](Self::color_into).
-    pub fn sample_into<R: Rng + ?Sized>(
-        &self,
-        rng: &mut R,
-        out: &mut [f32],
-    ) -> Result<(), PdeError> {
+    pub fn sample_into<R: Rng + ?Sized>(&self, rng: &mut R, out: &mut [f32]) -> Result<(), PdeError> {
         check_len("out", out.len(), self.len())?;
-        let white: Vec<f64> = (0..self.len())
-            .map(|_| rng.sample(StandardNormal))
-            .collect();
+        let white: Vec<f64> = (0..self.len()).map(|_| rng.sample(StandardNormal)).collect();
         self.color_into(&white, out)
     }
 
@@ -186,10 +175,7 @@ impl SmoothNoise {
         device: &B::Device,
     ) -> Tensor<B, 4> {
         let data = self.sample_batch(rng, batch * channels);
-        Tensor::from_data(
-            TensorData::new(data, [batch, channels, self.n, self.n]),
-            device,
-        )
+        Tensor::from_data(TensorData::new(data, [batch, channels, self.n, self.n]), device)
     }
 }
 
@@ -201,19 +187,12 @@ pub fn host_batch_to_tensor<B: Backend>(
     device: &B::Device,
 ) -> Result<Tensor<B, 4>, PdeError> {
     check_len("batch", data.len(), batch * channels * n * n)?;
-    Ok(Tensor::from_data(
-        TensorData::new(data, [batch, channels, n, n]),
-        device,
-    ))
+    Ok(Tensor::from_data(TensorData::new(data, [batch, channels, n, n]), device))
 }
 
 fn check_len(field: &'static str, got: usize, expected: usize) -> Result<(), PdeError> {
     if got != expected {
-        return Err(PdeError::ShapeMismatch {
-            field,
-            expected,
-            got,
-        });
+        return Err(PdeError::ShapeMismatch { field, expected, got });
     }
     Ok(())
 }
@@ -242,10 +221,7 @@ mod tests {
                     let got: f64 = (0..n).map(|k| sq[i * n + k] * sq[j * n + k]).sum();
                     let d = (i as f64 - j as f64) * h;
                     let want = (-d * d / (2.0 * l * l)).exp();
-                    assert!(
-                        (got - want).abs() <= tol,
-                        "n {n} l {l}: (L L^T)[{i}][{j}] = {got}, K1 = {want}"
-                    );
+                    assert!((got - want).abs() <= tol, "n {n} l {l}: (L L^T)[{i}][{j}] = {got}, K1 = {want}");
                     assert_eq!(sq[i * n + j], sq[j * n + i], "L symmetric at [{i}][{j}]");
                 }
             }
@@ -264,11 +240,8 @@ mod tests {
         for (di, dj) in [(0usize, 0usize), (0, 1), (0, 2), (1, 0), (1, 1)] {
             let p = base.0 * n + base.1;
             let q = (base.0 + di) * n + base.1 + dj;
-            let cov = fields
-                .chunks_exact(n * n)
-                .map(|f| f64::from(f[p]) * f64::from(f[q]))
-                .sum::<f64>()
-                / samples as f64;
+            let cov =
+                fields.chunks_exact(n * n).map(|f| f64::from(f[p]) * f64::from(f[q])).sum::<f64>() / samples as f64;
             let d2 = ((di * di + dj * dj) as f64) * h * h;
             let want = (-d2 / (2.0 * l * l)).exp();
             // Var(x y) = 1 + rho^2 for a standard bivariate normal pair.
@@ -283,18 +256,11 @@ mod tests {
         // have standard error sqrt(2 / samples) each.
         let mut worst = 0.0f64;
         for k in 0..n * n {
-            let var = fields
-                .chunks_exact(n * n)
-                .map(|f| f64::from(f[k]).powi(2))
-                .sum::<f64>()
-                / samples as f64;
+            let var = fields.chunks_exact(n * n).map(|f| f64::from(f[k]).powi(2)).sum::<f64>() / samples as f64;
             worst = worst.max((var - 1.0).abs());
         }
         // 256 nodes: allow 5 standard errors for the worst one.
-        assert!(
-            worst <= 5.0 * (2.0 / samples as f64).sqrt(),
-            "worst pointwise variance error {worst}"
-        );
+        assert!(worst <= 5.0 * (2.0 / samples as f64).sqrt(), "worst pointwise variance error {worst}");
     }
 
     #[test]
@@ -305,14 +271,9 @@ mod tests {
         let c = noise.sample_batch(&mut step_rng(3, 18), 3);
         assert_eq!(a, b, "same (seed, step) must give identical noise");
         assert_ne!(a, c, "another step must give other noise");
-        let t =
-            noise.sample_tensor::<NdArray<f32>, _>(&mut step_rng(3, 17), 3, 1, &Default::default());
+        let t = noise.sample_tensor::<NdArray<f32>, _>(&mut step_rng(3, 17), 3, 1, &Default::default());
         assert_eq!(t.dims(), [3, 1, 12, 12]);
-        assert_eq!(
-            t.into_data().to_vec::<f32>().unwrap(),
-            a,
-            "tensor helper draws in the same order"
-        );
+        assert_eq!(t.into_data().to_vec::<f32>().unwrap(), a, "tensor helper draws in the same order");
     }
 
     #[test]
@@ -324,15 +285,8 @@ mod tests {
         let mut out = vec![0.0f32; 63];
         assert!(matches!(
             noise.sample_into(&mut step_rng(0, 0), &mut out),
-            Err(PdeError::ShapeMismatch {
-                expected: 64,
-                got: 63,
-                ..
-            })
+            Err(PdeError::ShapeMismatch { expected: 64, got: 63, .. })
         ));
-        assert!(
-            host_batch_to_tensor::<NdArray<f32>>(vec![0.0; 10], [1, 1, 3], &Default::default())
-                .is_err()
-        );
+        assert!(host_batch_to_tensor::<NdArray<f32>>(vec![0.0; 10], [1, 1, 3], &Default::default()).is_err());
     }
 }

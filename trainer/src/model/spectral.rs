@@ -47,11 +47,7 @@ use burn::tensor::{Tensor, TensorData};
 /// `-modes..-1` in increasing order.
 pub fn row_frequency(r: usize, modes: usize) -> isize {
     debug_assert!(r < 2 * modes);
-    if r < modes {
-        r as isize
-    } else {
-        r as isize - 2 * modes as isize
-    }
+    if r < modes { r as isize } else { r as isize - 2 * modes as isize }
 }
 
 /// Weight of column frequency `k2` in the inverse real transform: 1 for the
@@ -71,16 +67,10 @@ pub fn check_grid(h: usize, w: usize, modes: usize) -> Result<(), String> {
         return Err("spectral convolution needs at least one mode".into());
     }
     if 2 * modes > h {
-        return Err(format!(
-            "{modes} modes need at least {} rows, the grid has {h}",
-            2 * modes
-        ));
+        return Err(format!("{modes} modes need at least {} rows, the grid has {h}", 2 * modes));
     }
     if modes > w / 2 + 1 {
-        return Err(format!(
-            "{modes} modes exceed the Nyquist limit of {w} columns ({} modes)",
-            w / 2 + 1
-        ));
+        return Err(format!("{modes} modes exceed the Nyquist limit of {w} columns ({} modes)", w / 2 + 1));
     }
     Ok(())
 }
@@ -115,12 +105,7 @@ pub struct SpectralBases<B: Backend> {
     inv_w_nsin: Tensor<B, 2>,
 }
 
-fn table<B: Backend>(
-    rows: usize,
-    cols: usize,
-    device: &B::Device,
-    f: impl Fn(usize, usize) -> f64,
-) -> Tensor<B, 2> {
+fn table<B: Backend>(rows: usize, cols: usize, device: &B::Device, f: impl Fn(usize, usize) -> f64) -> Tensor<B, 2> {
     let mut v = Vec::with_capacity(rows * cols);
     for r in 0..rows {
         for c in 0..cols {
@@ -160,12 +145,8 @@ impl<B: Backend> SpectralBases<B> {
             fwd_h_nsin: table(h, 2 * m, device, |y, r| -phase_h(y, r).sin()),
             inv_h_cos: table(2 * m, h, device, |r, y| phase_h(y, r).cos()),
             inv_h_sin: table(2 * m, h, device, |r, y| phase_h(y, r).sin()),
-            inv_w_cos: table(m, w, device, |k, x| {
-                column_weight(k, w) * scale * phase_w(x, k).cos()
-            }),
-            inv_w_nsin: table(m, w, device, |k, x| {
-                -column_weight(k, w) * scale * phase_w(x, k).sin()
-            }),
+            inv_w_cos: table(m, w, device, |k, x| column_weight(k, w) * scale * phase_w(x, k).cos()),
+            inv_w_nsin: table(m, w, device, |k, x| -column_weight(k, w) * scale * phase_w(x, k).sin()),
         }
     }
 }
@@ -189,17 +170,8 @@ impl SpectralConvConfig {
     pub fn init<B: Backend>(&self, device: &B::Device) -> SpectralConv2d<B> {
         let std = (1.0 / (self.in_channels + self.out_channels) as f64).sqrt();
         let init = Initializer::Normal { mean: 0.0, std };
-        let shape = [
-            self.in_channels,
-            self.out_channels,
-            2 * self.modes,
-            self.modes,
-        ];
-        SpectralConv2d {
-            weight_re: init.init(shape, device),
-            weight_im: init.init(shape, device),
-            modes: self.modes,
-        }
+        let shape = [self.in_channels, self.out_channels, 2 * self.modes, self.modes];
+        SpectralConv2d { weight_re: init.init(shape, device), weight_im: init.init(shape, device), modes: self.modes }
     }
 }
 
@@ -224,21 +196,9 @@ impl<B: Backend> SpectralConv2d<B> {
     /// If the shapes differ or are not of the form `[_, _, 2m, m]`.
     pub fn from_weights(weight_re: Tensor<B, 4>, weight_im: Tensor<B, 4>) -> Self {
         let dims = weight_re.dims();
-        assert_eq!(
-            dims,
-            weight_im.dims(),
-            "real and imaginary weights differ in shape"
-        );
-        assert_eq!(
-            dims[2],
-            2 * dims[3],
-            "weights must be [in, out, 2m, m], got {dims:?}"
-        );
-        Self {
-            weight_re: Param::from_tensor(weight_re),
-            weight_im: Param::from_tensor(weight_im),
-            modes: dims[3],
-        }
+        assert_eq!(dims, weight_im.dims(), "real and imaginary weights differ in shape");
+        assert_eq!(dims[2], 2 * dims[3], "weights must be [in, out, 2m, m], got {dims:?}");
+        Self { weight_re: Param::from_tensor(weight_re), weight_im: Param::from_tensor(weight_im), modes: dims[3] }
     }
 
     /// Input channels.
@@ -269,40 +229,27 @@ impl<B: Backend> SpectralConv2d<B> {
         let m = self.modes;
         let k1 = 2 * m;
         let c_out = self.out_channels();
-        assert_eq!(
-            (bases.h, bases.w, bases.modes),
-            (h, w, m),
-            "spectral bases built for another grid"
-        );
-        assert_eq!(
-            c,
-            self.in_channels(),
-            "input channels differ from the weights'"
-        );
+        assert_eq!((bases.h, bases.w, bases.modes), (h, w, m), "spectral bases built for another grid");
+        assert_eq!(c, self.in_channels(), "input channels differ from the weights'");
 
         // 1. Real -> complex along w: [b, h, c, w] @ [w, m].
         let xt = x.swap_dims(2, 3).reshape([b * h * c, w]);
         let to_rows = |t: Tensor<B, 2>| {
             // [b*h*c, m] -> [b, c, m, h] -> [b*c*m, h]
-            t.reshape([b, h, c, m])
-                .permute([0, 2, 3, 1])
-                .reshape([b * c * m, h])
+            t.reshape([b, h, c, m]).permute([0, 2, 3, 1]).reshape([b * c * m, h])
         };
         let xr = to_rows(xt.clone().matmul(bases.fwd_w_cos.clone()));
         let xi = to_rows(xt.matmul(bases.fwd_w_nsin.clone()));
 
         // 2. Complex DFT along h: (xr + i xi)(cos - i sin) -> [b*c*m, 2m].
-        let zr = xr.clone().matmul(bases.fwd_h_cos.clone())
-            - xi.clone().matmul(bases.fwd_h_nsin.clone());
+        let zr = xr.clone().matmul(bases.fwd_h_cos.clone()) - xi.clone().matmul(bases.fwd_h_nsin.clone());
         let zi = xi.matmul(bases.fwd_h_cos.clone()) + xr.matmul(bases.fwd_h_nsin.clone());
 
         // 3. Per-mode complex channel mixing as one batched real product:
         //    [zr | zi] @ [[Wr, Wi], [-Wi, Wr]] = [yr | yi].
         let modes_first = |t: Tensor<B, 2>| {
             // [b*c*m, 2m] -> [b, c, m, 2m] -> [2m, m, b, c] -> [2m*m, b, c]
-            t.reshape([b, c, m, k1])
-                .permute([3, 2, 0, 1])
-                .reshape([k1 * m, b, c])
+            t.reshape([b, c, m, k1]).permute([3, 2, 0, 1]).reshape([k1 * m, b, c])
         };
         let z = Tensor::cat(vec![modes_first(zr), modes_first(zi)], 2);
         let weights_modes_first = |p: &Param<Tensor<B, 4>>| {
@@ -311,37 +258,26 @@ impl<B: Backend> SpectralConv2d<B> {
         };
         let wr = weights_modes_first(&self.weight_re);
         let wi = weights_modes_first(&self.weight_im);
-        let w_big = Tensor::cat(
-            vec![
-                Tensor::cat(vec![wr.clone(), wi.clone()], 2),
-                Tensor::cat(vec![wi.neg(), wr], 2),
-            ],
-            1,
-        );
+        let w_big =
+            Tensor::cat(vec![Tensor::cat(vec![wr.clone(), wi.clone()], 2), Tensor::cat(vec![wi.neg(), wr], 2)], 1);
         let y = z.matmul(w_big); // [2m*m, b, 2*out]
         let back = |t: Tensor<B, 3>| {
             // [2m*m, b, o] -> [2m, m, b, o] -> [b, o, m, 2m] -> [b*o*m, 2m]
-            t.reshape([k1, m, b, c_out])
-                .permute([2, 3, 1, 0])
-                .reshape([b * c_out * m, k1])
+            t.reshape([k1, m, b, c_out]).permute([2, 3, 1, 0]).reshape([b * c_out * m, k1])
         };
         let yr = back(y.clone().narrow(2, 0, c_out));
         let yi = back(y.narrow(2, c_out, c_out));
 
         // 4. Inverse complex DFT along h: (yr + i yi)(cos + i sin) -> [b*o*m, h].
-        let vr =
-            yr.clone().matmul(bases.inv_h_cos.clone()) - yi.clone().matmul(bases.inv_h_sin.clone());
+        let vr = yr.clone().matmul(bases.inv_h_cos.clone()) - yi.clone().matmul(bases.inv_h_sin.clone());
         let vi = yi.matmul(bases.inv_h_cos.clone()) + yr.matmul(bases.inv_h_sin.clone());
 
         // 5. Complex -> real along w, weighted by c(k2) / (H W).
         let to_cols = |t: Tensor<B, 2>| {
             // [b*o*m, h] -> [b, o, m, h] -> [b, h, o, m] -> [b*h*o, m]
-            t.reshape([b, c_out, m, h])
-                .permute([0, 3, 1, 2])
-                .reshape([b * h * c_out, m])
+            t.reshape([b, c_out, m, h]).permute([0, 3, 1, 2]).reshape([b * h * c_out, m])
         };
-        let out = to_cols(vr).matmul(bases.inv_w_cos.clone())
-            + to_cols(vi).matmul(bases.inv_w_nsin.clone());
+        let out = to_cols(vr).matmul(bases.inv_w_cos.clone()) + to_cols(vi).matmul(bases.inv_w_nsin.clone());
         out.reshape([b, h, c_out, w]).swap_dims(2, 3)
     }
 }
@@ -398,8 +334,7 @@ mod tests {
                     for (ci, xc) in xs.iter_mut().enumerate() {
                         for y in 0..h {
                             for xx in 0..w {
-                                let th = tau
-                                    * (k1 * y as f64 / h as f64 + k2 as f64 * xx as f64 / w as f64);
+                                let th = tau * (k1 * y as f64 / h as f64 + k2 as f64 * xx as f64 / w as f64);
                                 let v = x[((bi * h + y) * w + xx) * c + ci];
                                 xc.0 += v * th.cos();
                                 xc.1 -= v * th.sin();
@@ -416,10 +351,8 @@ mod tests {
                         let cw = column_weight(k2, w) / (h * w) as f64;
                         for y in 0..h {
                             for xx in 0..w {
-                                let th = tau
-                                    * (k1 * y as f64 / h as f64 + k2 as f64 * xx as f64 / w as f64);
-                                out[((bi * h + y) * w + xx) * o + oi] +=
-                                    cw * (yr * th.cos() - yi * th.sin());
+                                let th = tau * (k1 * y as f64 / h as f64 + k2 as f64 * xx as f64 / w as f64);
+                                out[((bi * h + y) * w + xx) * o + oi] += cw * (yr * th.cos() - yi * th.sin());
                             }
                         }
                     }
@@ -445,12 +378,7 @@ mod tests {
         assert_eq!(got.dims(), [b, h, w, o]);
         let got = got.into_data().to_vec::<f32>().unwrap();
         let want = naive_spectral_conv(&x, &wr, &wi, (b, h, w, c), o, m);
-        assert_close(
-            &got,
-            &want,
-            F32_REL_TOL,
-            &format!("spectral conv b{b} {h}x{w} c{c}->{o} m{m}"),
-        );
+        assert_close(&got, &want, F32_REL_TOL, &format!("spectral conv b{b} {h}x{w} c{c}->{o} m{m}"));
     }
 
     #[test]
@@ -485,16 +413,8 @@ mod tests {
             }
             Tensor::<B, 4>::from_data(TensorData::new(v, [1, n, n, 2]), &device)
         };
-        let coarse = layer
-            .forward(field(12))
-            .into_data()
-            .to_vec::<f32>()
-            .unwrap();
-        let fine = layer
-            .forward(field(24))
-            .into_data()
-            .to_vec::<f32>()
-            .unwrap();
+        let coarse = layer.forward(field(12)).into_data().to_vec::<f32>().unwrap();
+        let fine = layer.forward(field(24)).into_data().to_vec::<f32>().unwrap();
         let mut shared = Vec::new();
         for i in 0..12 {
             for j in 0..12 {
@@ -503,12 +423,7 @@ mod tests {
                 }
             }
         }
-        assert_close(
-            &coarse,
-            &shared,
-            F32_REL_TOL,
-            "coarse vs fine at shared nodes",
-        );
+        assert_close(&coarse, &shared, F32_REL_TOL, "coarse vs fine at shared nodes");
     }
 
     #[test]

@@ -78,12 +78,7 @@ impl StencilMatrix {
             }
         }
         let mat = SparseColMat::<usize, f64>::try_new_from_triplets(unknowns, unknowns, &triplets)
-            .map_err(|e| {
-                PdeError::Factorisation(format!(
-                    "building the {}x{} pattern: {e:?}",
-                    grid.n, grid.n
-                ))
-            })?;
+            .map_err(|e| PdeError::Factorisation(format!("building the {}x{} pattern: {e:?}", grid.n, grid.n)))?;
 
         let sym = mat.symbolic();
         let mut slots = Vec::with_capacity(sym.row_idx().len());
@@ -109,10 +104,7 @@ impl StencilMatrix {
             *value = if row == col {
                 // Boundary neighbours contribute their face to the diagonal;
                 // their u is the zero Dirichlet value.
-                let sum = face(a, col, col - n)
-                    + face(a, col, col - 1)
-                    + face(a, col, col + 1)
-                    + face(a, col, col + n);
+                let sum = face(a, col, col - n) + face(a, col, col - 1) + face(a, col, col + 1) + face(a, col, col + n);
                 sign * sum * inv_h2 + shift
             } else {
                 -sign * face(a, row, col) * inv_h2
@@ -133,12 +125,7 @@ pub(crate) fn apply_diffusion(grid: Grid, a: Option<&[f64]>, u: &[f64], out: &mu
         for j in 1..n - 1 {
             let c = i * n + j;
             let mut acc = 0.0;
-            for nb in [
-                (i - 1) * n + j,
-                i * n + j - 1,
-                i * n + j + 1,
-                (i + 1) * n + j,
-            ] {
+            for nb in [(i - 1) * n + j, i * n + j - 1, i * n + j + 1, (i + 1) * n + j] {
                 acc += face(a, c, nb) * (u[c] - u[nb]);
             }
             out[p] = acc * inv_h2;
@@ -187,10 +174,7 @@ mod tests {
             sm.fill(Some(&a), 1.0, 0.0);
             let got = dense_apply(&sm, storage, &x);
             for (p, (g, e)) in got.iter().zip(&expected).enumerate() {
-                assert!(
-                    (g - e).abs() <= 1e-12 * e.abs().max(1.0),
-                    "{storage:?} p={p}: got {g}, expected {e}"
-                );
+                assert!((g - e).abs() <= 1e-12 * e.abs().max(1.0), "{storage:?} p={p}: got {g}, expected {e}");
             }
         }
     }

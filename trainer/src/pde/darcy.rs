@@ -25,13 +25,7 @@ impl DarcySolver {
         let grid = Grid::new(grid.n)?;
         let matrix = StencilMatrix::new(grid, Storage::Upper)?;
         let factor = Cholesky::new(matrix.matrix().as_ref())?;
-        Ok(DarcySolver {
-            grid,
-            matrix,
-            factor,
-            x: vec![0.0; grid.interior_len()],
-            unit_rhs: vec![1.0; grid.len()],
-        })
+        Ok(DarcySolver { grid, matrix, factor, x: vec![0.0; grid.interior_len()], unit_rhs: vec![1.0; grid.len()] })
     }
 
     /// The right-hand side `f = 1` of the data problem, on all n*n nodes.
@@ -41,12 +35,7 @@ impl DarcySolver {
 
     /// Solves `-div(a grad u) = rhs` (`rhs = 1` when `None`) into `u`
     /// (n*n, zero boundary). `a` must be finite and > 0 on all n*n nodes.
-    pub fn solve_into(
-        &mut self,
-        a: &[f64],
-        rhs: Option<&[f64]>,
-        u: &mut [f64],
-    ) -> Result<(), PdeError> {
+    pub fn solve_into(&mut self, a: &[f64], rhs: Option<&[f64]>, u: &mut [f64]) -> Result<(), PdeError> {
         let n2 = self.grid.len();
         validate_coefficient(a, n2)?;
         let rhs = match rhs {

@@ -21,9 +21,8 @@ const MAX_CONDITION: f64 = 1e12;
 /// `mu_p = (4/h^2) sin^2(p pi h / 2)`, `p = 1..n-2`.
 fn condition_number(grid: Grid, k: f64) -> f64 {
     let h = grid.h();
-    let mu: Vec<f64> = (1..grid.n - 1)
-        .map(|p| 4.0 / (h * h) * (p as f64 * std::f64::consts::PI * h / 2.0).sin().powi(2))
-        .collect();
+    let mu: Vec<f64> =
+        (1..grid.n - 1).map(|p| 4.0 / (h * h) * (p as f64 * std::f64::consts::PI * h / 2.0).sin().powi(2)).collect();
     let k2 = k * k;
     let (mut smallest, mut largest) = (f64::INFINITY, 0.0f64);
     for &mp in &mu {
@@ -49,11 +48,7 @@ impl HelmholtzSolver {
     pub fn new(grid: Grid, k: f64) -> Result<Self, PdeError> {
         let grid = Grid::new(grid.n)?;
         if !k.is_finite() {
-            return Err(PdeError::InvalidConfig {
-                name: "helmholtz_k",
-                value: k,
-                reason: "must be finite",
-            });
+            return Err(PdeError::InvalidConfig { name: "helmholtz_k", value: k, reason: "must be finite" });
         }
         let condition = condition_number(grid, k);
         if condition > MAX_CONDITION {
@@ -62,12 +57,7 @@ impl HelmholtzSolver {
         let mut matrix = StencilMatrix::new(grid, Storage::Full)?;
         matrix.fill(None, -1.0, k * k);
         let factor = Lu::new(matrix.matrix().as_ref())?;
-        Ok(HelmholtzSolver {
-            grid,
-            k,
-            factor,
-            x: vec![0.0; grid.interior_len()],
-        })
+        Ok(HelmholtzSolver { grid, k, factor, x: vec![0.0; grid.interior_len()] })
     }
 
     /// The wave number.

@@ -177,11 +177,7 @@ pub struct DarcyConfig {
 
 impl Default for DarcyConfig {
     fn default() -> Self {
-        DarcyConfig {
-            a_high: 12.0,
-            a_low: 3.0,
-            threshold: 0.0,
-        }
+        DarcyConfig { a_high: 12.0, a_low: 3.0, threshold: 0.0 }
     }
 }
 
@@ -190,11 +186,7 @@ impl DarcyConfig {
     pub fn validate(&self) -> Result<(), PdeError> {
         for (name, value) in [("darcy.a_high", self.a_high), ("darcy.a_low", self.a_low)] {
             if !(value.is_finite() && value > 0.0) {
-                return Err(PdeError::InvalidConfig {
-                    name,
-                    value,
-                    reason: "must be finite and > 0",
-                });
+                return Err(PdeError::InvalidConfig { name, value, reason: "must be finite and > 0" });
             }
         }
         if !self.threshold.is_finite() {
@@ -210,11 +202,7 @@ impl DarcyConfig {
     /// Thresholds a GRF field in place into the two-phase coefficient.
     pub fn threshold_in_place(&self, field: &mut [f64]) {
         for v in field {
-            *v = if *v >= self.threshold {
-                self.a_high
-            } else {
-                self.a_low
-            };
+            *v = if *v >= self.threshold { self.a_high } else { self.a_low };
         }
     }
 }
@@ -236,22 +224,14 @@ pub struct PdeConfig {
 
 impl Default for PdeConfig {
     fn default() -> Self {
-        PdeConfig {
-            kind: PdeKind::Darcy,
-            darcy: DarcyConfig::default(),
-            helmholtz_k: 1.0,
-            grf: GrfConfig::default(),
-        }
+        PdeConfig { kind: PdeKind::Darcy, darcy: DarcyConfig::default(), helmholtz_k: 1.0, grf: GrfConfig::default() }
     }
 }
 
 impl PdeConfig {
     /// The published settings for `kind`.
     pub fn for_kind(kind: PdeKind) -> Self {
-        PdeConfig {
-            kind,
-            ..PdeConfig::default()
-        }
+        PdeConfig { kind, ..PdeConfig::default() }
     }
 
     /// Checks every field, including the ones the chosen PDE ignores, so a
@@ -279,11 +259,7 @@ impl PdeConfig {
             PdeKind::Poisson => Inner::Poisson(PoissonSolver::new(grid)?),
             PdeKind::Helmholtz => Inner::Helmholtz(HelmholtzSolver::new(grid, self.helmholtz_k)?),
         };
-        Ok(Solver {
-            config: *self,
-            grid,
-            inner,
-        })
+        Ok(Solver { config: *self, grid, inner })
     }
 
     /// A GRF sampler with this configuration's GRF settings.
@@ -371,11 +347,7 @@ impl Solver {
     /// Solves the operator with a general right-hand side: Darcy needs
     /// `coefficient = Some(a)`, Poisson and Helmholtz need `None`. Used by
     /// manufactured-solution tests and anything that needs `A(a)^{-1} b`.
-    pub fn solve_rhs(
-        &mut self,
-        coefficient: Option<&[f64]>,
-        rhs: &[f64],
-    ) -> Result<Vec<f64>, PdeError> {
+    pub fn solve_rhs(&mut self, coefficient: Option<&[f64]>, rhs: &[f64]) -> Result<Vec<f64>, PdeError> {
         let mut u = vec![0.0; self.grid.len()];
         let kind = self.kind();
         match (&mut self.inner, coefficient) {
@@ -402,12 +374,7 @@ impl Solver {
 
     /// [`Solver::residual`] for a general right-hand side, with the same
     /// `coefficient` rule as [`Solver::solve_rhs`].
-    pub fn residual_rhs(
-        &self,
-        coefficient: Option<&[f64]>,
-        rhs: &[f64],
-        u: &[f64],
-    ) -> Result<f64, PdeError> {
+    pub fn residual_rhs(&self, coefficient: Option<&[f64]>, rhs: &[f64], u: &[f64]) -> Result<f64, PdeError> {
         match (self.kind(), coefficient) {
             (PdeKind::Darcy, None) => Err(PdeError::MissingCoefficient { pde: self.kind() }),
             (PdeKind::Poisson | PdeKind::Helmholtz, Some(_)) => {
@@ -417,12 +384,7 @@ impl Solver {
         }
     }
 
-    fn residual_of(
-        &self,
-        coefficient: Option<&[f64]>,
-        rhs: &[f64],
-        u: &[f64],
-    ) -> Result<f64, PdeError> {
+    fn residual_of(&self, coefficient: Option<&[f64]>, rhs: &[f64], u: &[f64]) -> Result<f64, PdeError> {
         let n2 = self.grid.len();
         if let Some(a) = coefficient {
             validate_coefficient(a, n2)?;
@@ -445,20 +407,12 @@ impl Solver {
             r2 += (au - rhs[node]).powi(2);
             b2 += rhs[node].powi(2);
         }
-        Ok(if b2 > 0.0 {
-            (r2 / b2).sqrt()
-        } else {
-            r2.sqrt()
-        })
+        Ok(if b2 > 0.0 { (r2 / b2).sqrt() } else { r2.sqrt() })
     }
 
     /// Draws one input for this PDE: a GRF sample mapped by
     /// [`PdeConfig::input_from_grf`]. The sampler's grid must match.
-    pub fn sample_input<R: Rng + ?Sized>(
-        &self,
-        grf: &GrfSampler,
-        rng: &mut R,
-    ) -> Result<Vec<f64>, PdeError> {
+    pub fn sample_input<R: Rng + ?Sized>(&self, grf: &GrfSampler, rng: &mut R) -> Result<Vec<f64>, PdeError> {
         if grf.grid() != self.grid {
             return Err(PdeError::ShapeMismatch {
                 field: "grf sampler grid",
@@ -472,27 +426,15 @@ impl Solver {
     }
 }
 
-pub(crate) fn check_len(
-    field: &'static str,
-    values: &[f64],
-    expected: usize,
-) -> Result<(), PdeError> {
+pub(crate) fn check_len(field: &'static str, values: &[f64], expected: usize) -> Result<(), PdeError> {
     if values.len() != expected {
-        return Err(PdeError::ShapeMismatch {
-            field,
-            expected,
-            got: values.len(),
-        });
+        return Err(PdeError::ShapeMismatch { field, expected, got: values.len() });
     }
     Ok(())
 }
 
 /// Length and finiteness of a field on the grid.
-pub(crate) fn validate_field(
-    field: &'static str,
-    values: &[f64],
-    expected: usize,
-) -> Result<(), PdeError> {
+pub(crate) fn validate_field(field: &'static str, values: &[f64], expected: usize) -> Result<(), PdeError> {
     check_len(field, values, expected)?;
     match values.iter().position(|v| !v.is_finite()) {
         Some(index) => Err(PdeError::NonFinite { field, index }),
@@ -505,10 +447,7 @@ pub(crate) fn validate_field(
 pub(crate) fn validate_coefficient(a: &[f64], expected: usize) -> Result<(), PdeError> {
     validate_field("a", a, expected)?;
     match a.iter().position(|&v| v <= 0.0) {
-        Some(index) => Err(PdeError::NonPositiveCoefficient {
-            index,
-            value: a[index],
-        }),
+        Some(index) => Err(PdeError::NonPositiveCoefficient { index, value: a[index] }),
         None => Ok(()),
     }
 }
@@ -540,18 +479,12 @@ mod tests {
         let err = "navier".parse::<PdeKind>().unwrap_err();
         assert_eq!(err, PdeError::UnknownPde("navier".into()));
         let msg = err.to_string();
-        assert!(
-            msg.contains("navier") && msg.contains("darcy") && msg.contains("helmholtz"),
-            "{msg}"
-        );
+        assert!(msg.contains("navier") && msg.contains("darcy") && msg.contains("helmholtz"), "{msg}");
     }
 
     #[test]
     fn config_round_trips_through_json() {
-        let cfg = PdeConfig {
-            helmholtz_k: 2.5,
-            ..PdeConfig::for_kind(PdeKind::Helmholtz)
-        };
+        let cfg = PdeConfig { helmholtz_k: 2.5, ..PdeConfig::for_kind(PdeKind::Helmholtz) };
         let json = serde_json::to_string(&cfg).unwrap();
         assert!(json.contains("\"kind\":\"helmholtz\""), "{json}");
         let back: PdeConfig = serde_json::from_str(&json).unwrap();
@@ -565,46 +498,21 @@ mod tests {
     fn config_validation_names_the_field() {
         let mut cfg = PdeConfig::default();
         cfg.darcy.a_low = 0.0;
-        assert!(matches!(
-            cfg.solver(8),
-            Err(PdeError::InvalidConfig {
-                name: "darcy.a_low",
-                ..
-            })
-        ));
-        let cfg = PdeConfig {
-            helmholtz_k: f64::NAN,
-            ..PdeConfig::default()
-        };
-        assert!(matches!(
-            cfg.validate(),
-            Err(PdeError::InvalidConfig {
-                name: "helmholtz_k",
-                ..
-            })
-        ));
-        assert!(matches!(
-            PdeConfig::default().solver(2),
-            Err(PdeError::GridTooSmall { n: 2, .. })
-        ));
+        assert!(matches!(cfg.solver(8), Err(PdeError::InvalidConfig { name: "darcy.a_low", .. })));
+        let cfg = PdeConfig { helmholtz_k: f64::NAN, ..PdeConfig::default() };
+        assert!(matches!(cfg.validate(), Err(PdeError::InvalidConfig { name: "helmholtz_k", .. })));
+        assert!(matches!(PdeConfig::default().solver(2), Err(PdeError::GridTooSmall { n: 2, .. })));
     }
 
     #[test]
     fn coefficient_arity_is_checked() {
         let mut darcy = PdeConfig::for_kind(PdeKind::Darcy).solver(5).unwrap();
         let ones = vec![1.0; 25];
-        assert_eq!(
-            darcy.solve_rhs(None, &ones),
-            Err(PdeError::MissingCoefficient {
-                pde: PdeKind::Darcy
-            })
-        );
+        assert_eq!(darcy.solve_rhs(None, &ones), Err(PdeError::MissingCoefficient { pde: PdeKind::Darcy }));
         let mut poisson = PdeConfig::for_kind(PdeKind::Poisson).solver(5).unwrap();
         assert_eq!(
             poisson.solve_rhs(Some(&ones), &ones),
-            Err(PdeError::UnexpectedCoefficient {
-                pde: PdeKind::Poisson
-            })
+            Err(PdeError::UnexpectedCoefficient { pde: PdeKind::Poisson })
         );
     }
 }

@@ -23,11 +23,7 @@ impl PoissonSolver {
         matrix.fill(None, 1.0, 0.0);
         let mut factor = Cholesky::new(matrix.matrix().as_ref())?;
         factor.factor(matrix.matrix().as_ref())?;
-        Ok(PoissonSolver {
-            grid,
-            factor,
-            x: vec![0.0; grid.interior_len()],
-        })
+        Ok(PoissonSolver { grid, factor, x: vec![0.0; grid.interior_len()] })
     }
 
     /// Solves `Laplacian(u) = f` into `u` (n*n, zero boundary); only the

@@ -39,14 +39,12 @@ impl Cholesky {
             Default::default(),
         )
         .map_err(|e| PdeError::Factorisation(format!("symbolic Cholesky: {e:?}")))?;
-        let factor_req =
-            symbolic.factorize_numeric_llt_scratch::<f64>(Par::Seq, Default::default());
+        let factor_req = symbolic.factorize_numeric_llt_scratch::<f64>(Par::Seq, Default::default());
         let solve_req: StackReq = symbolic.solve_in_place_scratch::<f64>(1, Par::Seq);
         Ok(Cholesky {
             l_values: vec![0.0; symbolic.len_val()],
             factor_mem: MemBuffer::try_new(factor_req).map_err(|_| out_of_memory("Cholesky"))?,
-            solve_mem: MemBuffer::try_new(solve_req)
-                .map_err(|_| out_of_memory("Cholesky solve"))?,
+            solve_mem: MemBuffer::try_new(solve_req).map_err(|_| out_of_memory("Cholesky solve"))?,
             symbolic,
             factored: false,
         })
@@ -76,9 +74,7 @@ impl Cholesky {
     /// Overwrites `rhs` with `A^{-1} rhs`.
     pub(crate) fn solve_in_place(&mut self, rhs: &mut [f64]) -> Result<(), PdeError> {
         if !self.factored {
-            return Err(PdeError::Factorisation(
-                "Cholesky solve before a successful factorisation".into(),
-            ));
+            return Err(PdeError::Factorisation("Cholesky solve before a successful factorisation".into()));
         }
         let n = rhs.len();
         LltRef::new(&self.symbolic, &self.l_values).solve_in_place_with_conj(
@@ -105,26 +101,15 @@ impl Lu {
         let symbolic = lu::factorize_symbolic_lu(mat.symbolic(), Default::default())
             .map_err(|e| PdeError::Factorisation(format!("symbolic LU: {e:?}")))?;
         let mut numeric = NumericLu::new();
-        let mut factor_mem = MemBuffer::try_new(
-            symbolic.factorize_numeric_lu_scratch::<f64>(Par::Seq, Default::default()),
-        )
-        .map_err(|_| out_of_memory("LU"))?;
+        let mut factor_mem =
+            MemBuffer::try_new(symbolic.factorize_numeric_lu_scratch::<f64>(Par::Seq, Default::default()))
+                .map_err(|_| out_of_memory("LU"))?;
         symbolic
-            .factorize_numeric_lu(
-                &mut numeric,
-                mat,
-                Par::Seq,
-                MemStack::new(&mut factor_mem),
-                Default::default(),
-            )
+            .factorize_numeric_lu(&mut numeric, mat, Par::Seq, MemStack::new(&mut factor_mem), Default::default())
             .map_err(|e| PdeError::Factorisation(format!("numeric LU: {e:?}")))?;
         let solve_mem = MemBuffer::try_new(symbolic.solve_in_place_scratch::<f64>(1, Par::Seq))
             .map_err(|_| out_of_memory("LU solve"))?;
-        Ok(Lu {
-            symbolic,
-            numeric,
-            solve_mem,
-        })
+        Ok(Lu { symbolic, numeric, solve_mem })
     }
 
     /// Overwrites `rhs` with `A^{-1} rhs`.

@@ -48,5 +48,7 @@ pub fn cuda_device() -> Result<burn::backend::cuda::CudaDevice> {
 /// get it.
 #[cfg(not(feature = "cuda"))]
 pub fn cuda_unavailable() -> Result<()> {
-    anyhow::bail!("--backend cuda: this ddis was built without CUDA; rebuild with `cargo build --release -p ddis-trainer --features cuda`")
+    anyhow::bail!(
+        "--backend cuda: this ddis was built without CUDA; rebuild with `cargo build --release -p ddis-trainer --features cuda`"
+    )
 }

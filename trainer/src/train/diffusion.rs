@@ -99,7 +99,13 @@ impl<B: Backend> DiffusionTask<B> {
         host_batch_to_tensor(x, [idx.len(), self.channels, n], device).expect("lengths match by construction")
     }
 
-    fn loss_on<BB: Backend>(&self, model: &EdmModel<BB>, idx: &[usize], rng: &mut ChaCha8Rng, device: &BB::Device) -> Tensor<BB, 1> {
+    fn loss_on<BB: Backend>(
+        &self,
+        model: &EdmModel<BB>,
+        idx: &[usize],
+        rng: &mut ChaCha8Rng,
+        device: &BB::Device,
+    ) -> Tensor<BB, 1> {
         let x = self.clean_batch::<BB>(idx, device);
         let (sigma, noise) = model.draw_training_noise(&self.noise, idx.len(), rng, device);
         model.loss(x, sigma, noise)
@@ -224,7 +230,13 @@ pub fn train_diffusion<B: AutodiffBackend>(opts: &DiffusionOptions, device: &B::
     let model = trained.model.valid();
     super::save_model(&run, model.clone())?;
 
-    let stats = sample_statistics(&model, &data, &split.test, opts.stat_samples, opts.train.seed, device)?;
+    let (stats, samples) = sample_statistics(&model, &data, &split.test, opts.stat_samples, opts.train.seed, device)?;
+    // Top row: test data; bottom row: unconditional samples (channel a).
+    let per = n * n;
+    let shown = 6.min(samples.len() / (channels * per)).min(split.test.len());
+    let mut panels: Vec<&[f32]> = split.test[..shown].iter().map(|&k| &data.a[k * per..(k + 1) * per]).collect();
+    panels.extend(samples.chunks(per).step_by(channels).take(shown));
+    crate::plot::heatmaps(&run.path().join("samples.png"), &panels, n, shown.max(1))?;
     let summary = DiffusionSummary {
         params,
         samples: pool.len(),
@@ -237,7 +249,8 @@ pub fn train_diffusion<B: AutodiffBackend>(opts: &DiffusionOptions, device: &B::
 }
 
 /// Draws `count` unconditional samples (EDM Heun, 18 levels, from
-/// `sigma_max = 80`) and compares channel `a` with the test data.
+/// `sigma_max = 80`) and compares channel `a` with the test data. Also
+/// returns the samples, physical units, `[count, C, n*n]`.
 pub fn sample_statistics<B: Backend>(
     model: &EdmModel<B>,
     data: &Dataset,
@@ -245,7 +258,7 @@ pub fn sample_statistics<B: Backend>(
     count: usize,
     seed: u64,
     device: &B::Device,
-) -> Result<DiffusionSummary> {
+) -> Result<(DiffusionSummary, Vec<f32>)> {
     let n = data.res();
     let per = n * n;
     let cfg = model.config();
@@ -278,12 +291,12 @@ pub fn sample_statistics<B: Backend>(
     };
     let spectrum_samples = mean_spectrum(&a_samples)?;
     let spectrum_data = mean_spectrum(&a_data)?;
-    let (geo, arith) = spectrum_error(&spectrum_samples, &spectrum_data);
+    let (geo, arith) = metrics::spectrum_error(&spectrum_samples, &spectrum_data);
     let darcy = data.meta.pde.kind == PdeKind::Darcy;
     let fraction = |fields: &[&[f32]]| {
         fields.iter().map(|f| metrics::two_phase_fraction(f, 7.5)).sum::<f64>() / fields.len().max(1) as f64
     };
-    Ok(DiffusionSummary {
+    let summary = DiffusionSummary {
         params: model.denoiser.param_count(),
         samples: 0,
         train_seconds: 0.0,
@@ -294,16 +307,8 @@ pub fn sample_statistics<B: Backend>(
         mean_spectrum_error_arithmetic: arith,
         spectrum_samples,
         spectrum_data,
-    })
-}
-
-/// DESIGN.md section 6's per-bin error `|P - P_ref| / (P_ref + 1e-10)` over
-/// bins k >= 1, as (geometric, arithmetic) means, on already averaged spectra.
-fn spectrum_error(p: &[f64], reference: &[f64]) -> (f64, f64) {
-    let errs: Vec<f64> = p.iter().zip(reference).skip(1).map(|(a, b)| (a - b).abs() / (b + 1e-10)).collect();
-    let k = errs.len().max(1) as f64;
-    let geo = (errs.iter().map(|e| e.max(1e-300).ln()).sum::<f64>() / k).exp();
-    (geo, errs.iter().sum::<f64>() / k)
+    };
+    Ok((summary, samples))
 }
 
 /// Loads a trained prior or joint model from its run directory.

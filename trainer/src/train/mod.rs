@@ -288,7 +288,8 @@ where
     O: Optimizer<M, B>,
 {
     let root = run.path();
-    let Some(dir) = [root.join("checkpoint"), root.join("checkpoint.old")].into_iter().find(|d| d.join("state.json").exists())
+    let Some(dir) =
+        [root.join("checkpoint"), root.join("checkpoint.old")].into_iter().find(|d| d.join("state.json").exists())
     else {
         return Ok(None);
     };

@@ -111,7 +111,8 @@ impl RunDir {
     /// Reads a run's `config.json`.
     pub fn read_config(path: &Path) -> Result<serde_json::Value> {
         let p = path.join("config.json");
-        let text = std::fs::read_to_string(&p).with_context(|| format!("{} is not a ddis run (no config.json)", path.display()))?;
+        let text = std::fs::read_to_string(&p)
+            .with_context(|| format!("{} is not a ddis run (no config.json)", path.display()))?;
         serde_json::from_str(&text).with_context(|| format!("{} is damaged", p.display()))
     }
 
