@@ -40,7 +40,7 @@ macro_rules! on_backend {
 /// Reconstructs a physical field from a few sensor readings with a diffusion
 /// prior and a neural-operator model of the PDE.
 #[derive(Debug, Parser)]
-#[command(name = "ddis", version, about, long_about = None)]
+#[command(name = "ddis", version, long_about = None)]
 pub struct Cli {
     /// Hide progress bars.
     #[arg(long, short, global = true)]
