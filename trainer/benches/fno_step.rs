@@ -14,11 +14,13 @@ use std::time::Instant;
 
 use burn::backend::{Autodiff, NdArray};
 use burn::optim::{AdamConfig, GradientsParams, Optimizer};
-use burn::tensor::backend::Backend;
+use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::{Distribution, Tensor};
 use ddis_trainer::model::fno::{Fno, FnoConfig, rel_l2_loss};
 
-type B = Autodiff<NdArray<f32>>;
+type BNd = Autodiff<NdArray<f32>>;
+#[cfg(feature = "flex")]
+type BFlex = Autodiff<burn::backend::Flex<f32>>;
 
 const BATCH: usize = 16;
 const N: usize = 32;
@@ -27,16 +29,21 @@ fn env_usize(name: &str, default: usize) -> usize {
     std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
 }
 
-fn step<O: Optimizer<Fno<B>, B>>(model: Fno<B>, optim: &mut O, a: &Tensor<B, 3>, u: &Tensor<B, 3>) -> (Fno<B>, f32) {
+fn step<B: AutodiffBackend, O: Optimizer<Fno<B>, B>>(
+    model: Fno<B>,
+    optim: &mut O,
+    a: &Tensor<B, 3>,
+    u: &Tensor<B, 3>,
+) -> (Fno<B>, f32) {
     let loss = rel_l2_loss(model.forward(a.clone()), u.clone());
-    let value = loss.clone().into_scalar();
+    let value: f32 = loss.clone().into_data().iter::<f32>().next().unwrap_or(f32::NAN);
     let grads = GradientsParams::from_grads(loss.backward(), &model);
     (optim.step(1e-3, model, grads), value)
 }
 
 /// Median steps/s over `repeats` timings of `steps` steps each (after one
 /// warm-up step).
-fn measure(cfg: &FnoConfig, repeats: usize, steps: usize) -> (f64, f32) {
+fn measure<B: AutodiffBackend>(cfg: &FnoConfig, repeats: usize, steps: usize) -> (f64, f32) {
     let device = Default::default();
     B::seed(&device, 0);
     let mut model = cfg.init::<B>(&device);
@@ -75,7 +82,11 @@ fn main() {
     let steps = env_usize("FNO_BENCH_STEPS", 3).max(1);
     if let Ok(which) = std::env::var("FNO_BENCH_CHILD") {
         let (_, cfg) = configs().into_iter().find(|(name, _)| *name == which).expect("known config");
-        let (rate, loss) = measure(&cfg, repeats, steps);
+        let (rate, loss) = match std::env::var("FNO_BENCH_BACKEND").as_deref() {
+            #[cfg(feature = "flex")]
+            Ok("flex") => measure::<BFlex>(&cfg, repeats, steps),
+            _ => measure::<BNd>(&cfg, repeats, steps),
+        };
         println!("{rate} {loss}");
         return;
     }
@@ -84,33 +95,41 @@ fn main() {
         "fno_step: forward + rel-L2 + backward + Adam, batch {BATCH}, {N}x{N}; median of {repeats} x {steps} steps"
     );
     println!(
-        "{:<16} {:>9} {:>14} {:>14} {:>8}",
-        "config",
+        "{:<24} {:>9} {:>14} {:>14} {:>8}",
+        "backend/config",
         "params",
         "1 thread /s",
         format!("{all} threads /s"),
         "speedup"
     );
     let exe = std::env::current_exe().expect("own path");
-    for (name, cfg) in configs() {
-        let mut rates = Vec::new();
-        for threads in [1, all] {
-            let out = std::process::Command::new(&exe)
-                .env("FNO_BENCH_CHILD", name)
-                .env("MATMUL_NUM_THREADS", threads.to_string())
-                .env("RAYON_NUM_THREADS", threads.to_string())
-                .output()
-                .expect("run the benchmark child");
-            let text = String::from_utf8_lossy(&out.stdout);
-            let rate: f64 = text.split_whitespace().next().and_then(|v| v.parse().ok()).unwrap_or(f64::NAN);
-            rates.push(rate);
+    let mut backends = vec!["ndarray"];
+    if cfg!(feature = "flex") {
+        backends.push("flex");
+    }
+    for backend in backends {
+        for (name, cfg) in configs() {
+            let mut rates = Vec::new();
+            for threads in [1, all] {
+                let out = std::process::Command::new(&exe)
+                    .env("FNO_BENCH_CHILD", name)
+                    .env("FNO_BENCH_BACKEND", backend)
+                    .env("MATMUL_NUM_THREADS", threads.to_string())
+                    .env("RAYON_NUM_THREADS", threads.to_string())
+                    .output()
+                    .expect("run the benchmark child");
+                let text = String::from_utf8_lossy(&out.stdout);
+                let rate: f64 = text.split_whitespace().next().and_then(|v| v.parse().ok()).unwrap_or(f64::NAN);
+                rates.push(rate);
+            }
+            println!(
+                "{:<24} {:>9} {:>14.2} {:>14.2} {:>7.2}x",
+                format!("{backend}/{name}"),
+                cfg.param_count(),
+                rates[0],
+                rates[1],
+                rates[1] / rates[0]
+            );
         }
-        println!(
-            "{name:<16} {:>9} {:>14.2} {:>14.2} {:>7.2}x",
-            cfg.param_count(),
-            rates[0],
-            rates[1],
-            rates[1] / rates[0]
-        );
     }
 }

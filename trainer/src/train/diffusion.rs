@@ -15,8 +15,8 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
-use super::{RunDir, Session, Split, Task, TrainConfig};
-use crate::data::{Dataset, DatasetMeta};
+use super::{RunConfig, RunDir, Session, Split, Task, TrainConfig};
+use crate::data::Dataset;
 use crate::metrics;
 use crate::model::denoiser::{ChannelNorm, EdmConfig, EdmModel};
 use crate::model::edm::HeunConfig;
@@ -50,24 +50,7 @@ impl DiffusionKind {
 }
 
 /// What `RUN/config.json` holds for a prior or joint run.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct DiffusionRunConfig {
-    /// `prior` or `joint`.
-    pub kind: DiffusionKind,
-    /// The dataset directory.
-    pub data: String,
-    /// The dataset's description.
-    pub data_meta: DatasetMeta,
-    /// Seed of the split (shared by every model on the dataset).
-    pub split_seed: u64,
-    /// Fraction of pairs (the joint model trains on these only; the prior
-    /// uses every training `a`).
-    pub paired_fraction: f64,
-    /// Network, EDM constants, noise and normalisation.
-    pub model: EdmConfig,
-    /// The optimisation knobs.
-    pub train: TrainConfig,
-}
+pub type DiffusionRunConfig = RunConfig<DiffusionKind, EdmConfig>;
 
 /// Samples `[count, C, n*n]` of the dataset: `a`, then `u` for the joint model.
 fn stacked(data: &Dataset, idx: &[usize], channels: usize) -> Vec<f32> {
@@ -200,17 +183,8 @@ pub fn train_diffusion<B: AutodiffBackend>(opts: &DiffusionOptions, device: &B::
     );
     model_cfg.normalization = ChannelNorm::fit(&stacked(&data, &pool, channels), channels, n)?;
     model_cfg.denoiser.check_resolution(n)?;
-    let run_cfg = DiffusionRunConfig {
-        kind: opts.kind,
-        data: opts.data.display().to_string(),
-        data_meta: data.meta.clone(),
-        split_seed: opts.split_seed,
-        paired_fraction: opts.paired_fraction,
-        model: model_cfg.clone(),
-        train: opts.train.clone(),
-    };
-    let run = RunDir::open(&opts.out, &serde_json::to_value(&run_cfg)?, opts.session.resume)?;
-    run.write_split(&split)?;
+    let run_cfg = DiffusionRunConfig::new(opts.kind, &opts.data, &data, &split, model_cfg.clone(), opts.train.clone());
+    let run = RunDir::create(&opts.out, &run_cfg, &split, opts.session.resume)?;
 
     B::seed(device, opts.train.seed);
     let model = model_cfg.init::<B>(device)?;

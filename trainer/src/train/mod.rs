@@ -27,7 +27,7 @@ use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
 use crate::data::progress_bar;
-pub use run::{RunDir, Split};
+pub use run::{RunConfig, RunDir, Split};
 
 /// Knobs of the optimisation loop, written to `RUN/config.json`.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]

@@ -11,31 +11,15 @@ use burn::tensor::{Tensor, TensorData};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
-use super::{RunDir, Split, Task, TrainConfig};
+use super::{RunConfig, RunDir, Split, Task, TrainConfig};
 use crate::data::Dataset;
 use crate::model::fno::{Fno, FnoConfig, Normalization, rel_l2_loss};
 
 /// Samples per forward pass when evaluating.
 const EVAL_CHUNK: usize = 64;
 
-/// What `RUN/config.json` holds for an operator run.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct OperatorRunConfig {
-    /// Always `"operator"`.
-    pub kind: String,
-    /// The dataset directory.
-    pub data: String,
-    /// The dataset's description.
-    pub data_meta: crate::data::DatasetMeta,
-    /// Seed of the split (shared by every model on the dataset).
-    pub split_seed: u64,
-    /// Fraction of the dataset's pairs the surrogate sees.
-    pub paired_fraction: f64,
-    /// The model's hyper-parameters, normalisation included.
-    pub model: FnoConfig,
-    /// The optimisation knobs.
-    pub train: TrainConfig,
-}
+/// What `RUN/config.json` holds for an operator run (`kind` is `"operator"`).
+pub type OperatorRunConfig = RunConfig<String, FnoConfig>;
 
 struct OperatorTask<B: Backend> {
     data: Arc<Dataset>,
@@ -130,17 +114,9 @@ pub fn train_operator<B: AutodiffBackend>(opts: &OperatorOptions, device: &B::De
     let pu = data.gather(&data.u, &split.paired);
     model_cfg.normalization = Normalization::fit(&pa, &pu);
     model_cfg.check_resolution(data.res()).map_err(anyhow::Error::msg)?;
-    let run_cfg = OperatorRunConfig {
-        kind: "operator".into(),
-        data: opts.data.display().to_string(),
-        data_meta: data.meta.clone(),
-        split_seed: opts.split_seed,
-        paired_fraction: opts.paired_fraction,
-        model: model_cfg.clone(),
-        train: opts.train.clone(),
-    };
-    let run = RunDir::open(&opts.out, &serde_json::to_value(&run_cfg)?, opts.session.resume)?;
-    run.write_split(&split)?;
+    let run_cfg =
+        OperatorRunConfig::new("operator".into(), &opts.data, &data, &split, model_cfg.clone(), opts.train.clone());
+    let run = RunDir::create(&opts.out, &run_cfg, &split, opts.session.resume)?;
 
     B::seed(device, opts.train.seed);
     let model = model_cfg.init::<B>(device);

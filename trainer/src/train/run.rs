@@ -56,6 +56,48 @@ impl Split {
     }
 }
 
+/// What `RUN/config.json` holds: the model kind `K` and settings `M`, the
+/// data, the split and the optimisation knobs.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct RunConfig<K, M> {
+    /// Which model (`"operator"`, `prior`, `joint`).
+    pub kind: K,
+    /// The dataset directory.
+    pub data: String,
+    /// The dataset's description.
+    pub data_meta: crate::data::DatasetMeta,
+    /// Seed of the split (shared by every model on the dataset).
+    pub split_seed: u64,
+    /// Fraction of the dataset's pairs the model may see.
+    pub paired_fraction: f64,
+    /// The model's hyper-parameters, normalisation included.
+    pub model: M,
+    /// The optimisation knobs.
+    pub train: super::TrainConfig,
+}
+
+impl<K, M> RunConfig<K, M> {
+    /// The record of a run of `kind`/`model` on the dataset in `data_dir`.
+    pub fn new(
+        kind: K,
+        data_dir: &Path,
+        data: &crate::data::Dataset,
+        split: &Split,
+        model: M,
+        train: super::TrainConfig,
+    ) -> Self {
+        Self {
+            kind,
+            data: data_dir.display().to_string(),
+            data_meta: data.meta.clone(),
+            split_seed: split.split_seed,
+            paired_fraction: split.paired_fraction,
+            model,
+            train,
+        }
+    }
+}
+
 /// A training run's directory.
 #[derive(Clone, Debug)]
 pub struct RunDir {
@@ -95,6 +137,18 @@ impl RunDir {
         std::fs::write(&config_path, serde_json::to_string_pretty(config)? + "\n")
             .with_context(|| format!("cannot write {}", config_path.display()))?;
         Ok(Self { path: path.to_path_buf() })
+    }
+
+    /// Opens `path` for `config` (see [`RunDir::open`]) and records `split`.
+    pub fn create<K: Serialize, M: Serialize>(
+        path: &Path,
+        config: &RunConfig<K, M>,
+        split: &Split,
+        resume: bool,
+    ) -> Result<Self> {
+        let run = Self::open(path, &serde_json::to_value(config)?, resume)?;
+        run.write_split(split)?;
+        Ok(run)
     }
 
     /// The directory.
