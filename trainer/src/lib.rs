@@ -11,6 +11,7 @@ pub mod grid;
 pub mod metrics;
 pub mod model;
 pub mod npy;
+pub mod observe;
 pub mod pde;
 pub mod plot;
 pub mod train;

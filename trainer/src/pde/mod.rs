@@ -9,6 +9,7 @@
 //! Adding a PDE: a variant in [`PdeKind`], a solver file beside `darcy.rs`,
 //! and one arm in each `match` of [`Solver`].
 
+mod adjoint;
 mod assemble;
 mod darcy;
 mod helmholtz;

@@ -1,0 +1,1 @@
+//! Sensor observations (placeholder, being written).

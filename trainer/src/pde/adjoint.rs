@@ -1,0 +1,1 @@
+//! Adjoints of the exact solvers (placeholder, being written).
