@@ -9,6 +9,8 @@ use anyhow::Result;
 use clap::{Args, Parser, Subcommand};
 
 use crate::data::{self, GenOptions};
+use crate::eval::{EvalOptions, Method, MethodSpec, Physics, ReconstructOptions, run_eval, run_reconstruct};
+use crate::sample::{DapsConfig, DpsConfig};
 use crate::grf::GrfConfig;
 use crate::model::denoiser::{DenoiserConfig, EdmConfig};
 use crate::model::fno::FnoConfig;
@@ -63,6 +65,164 @@ pub enum Command {
     Train(TrainCommand),
     /// Relative L2 of a trained surrogate on every sample of a dataset (any resolution).
     EvalOperator(EvalOperatorArgs),
+    /// Reconstruct a field from sensor readings (posterior mean, std, panel).
+    Reconstruct(ReconstructArgs),
+    /// Evaluate samplers on held-out cases: results.md, results.csv and panels.
+    Eval(EvalArgs),
+}
+
+/// Sampler knobs shared by `reconstruct` and `eval` (defaults in docs/results.md).
+#[derive(Debug, Args)]
+pub struct SamplerArgs {
+    /// DAPS schedule ANNEALINGxODExLANGEVIN for `--sampler daps` / DAPS methods [default: the full schedule]
+    #[arg(long)]
+    pub schedule: Option<String>,
+    /// DAPS likelihood width tau, relative to the RMS of the readings [default: per schedule]
+    #[arg(long)]
+    pub tau: Option<f64>,
+    /// DAPS Langevin step at the first level (capped by lr_cap * sigma^2)
+    #[arg(long)]
+    pub lr: Option<f64>,
+    /// DAPS highest annealing level
+    #[arg(long)]
+    pub sigma_max: Option<f64>,
+    /// DPS steps
+    #[arg(long)]
+    pub dps_steps: Option<usize>,
+    /// DPS guidance weight zeta
+    #[arg(long)]
+    pub zeta: Option<f64>,
+}
+
+impl SamplerArgs {
+    /// The DAPS and DPS settings after the overrides; `lite` starts from the
+    /// reduced-step schedule.
+    pub fn configs(&self, lite: bool) -> Result<(DapsConfig, DpsConfig)> {
+        let mut daps = if lite { DapsConfig::reduced() } else { DapsConfig::full() };
+        if let Some(s) = &self.schedule {
+            daps = daps.with_steps(s)?;
+        }
+        if let Some(v) = self.tau {
+            daps.tau = v;
+        }
+        if let Some(v) = self.lr {
+            daps.lr = v;
+        }
+        let mut dps = DpsConfig::default_for_budget(self.dps_steps.unwrap_or(DpsConfig::DEFAULT_STEPS));
+        if let Some(v) = self.sigma_max {
+            daps.sigma_max = v;
+            dps.sigma_max = v;
+        }
+        if let Some(v) = self.zeta {
+            dps.zeta = v;
+        }
+        daps.validate()?;
+        dps.validate()?;
+        Ok((daps, dps))
+    }
+}
+
+/// The sampler of `ddis reconstruct`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum SamplerKind {
+    /// DAPS with the full host schedule.
+    Daps,
+    /// DAPS with the reduced-step device schedule.
+    DapsLite,
+    /// DPS (gradient through the denoiser).
+    Dps,
+}
+
+/// Arguments of `ddis reconstruct`.
+#[derive(Debug, Args)]
+pub struct ReconstructArgs {
+    /// Prior run (`ddis train prior`).
+    #[arg(long, required_unless_present = "joint")]
+    pub prior: Option<PathBuf>,
+    /// Surrogate run (`ddis train operator`); needed with `--physics surrogate`.
+    #[arg(long)]
+    pub operator: Option<PathBuf>,
+    /// Sample the joint baseline of this run instead of prior + physics.
+    #[arg(long, conflicts_with_all = ["prior", "operator"])]
+    pub joint: Option<PathBuf>,
+    /// Sensor readings: CSV with header `x,y,value` (x, y in [0,1]) or .npy [K, 3].
+    #[arg(long)]
+    pub obs: PathBuf,
+    /// Output folder: mean.npy, std.npy, samples.npy, panel.png.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Sampler.
+    #[arg(long, value_enum, default_value_t = SamplerKind::Daps)]
+    pub sampler: SamplerKind,
+    /// Posterior samples (mean and std are over these).
+    #[arg(long, default_value_t = 8)]
+    pub samples: usize,
+    /// Seed of the sampler.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Standard deviation of the reading noise (physical units).
+    #[arg(long, default_value_t = 0.0)]
+    pub noise: f64,
+    /// Guide through the trained surrogate or the exact finite-difference solver.
+    #[arg(long, value_enum, default_value_t = Physics::Surrogate)]
+    pub physics: Physics,
+    #[command(flatten)]
+    pub sampler_args: SamplerArgs,
+}
+
+/// Arguments of `ddis eval`.
+#[derive(Debug, Args)]
+pub struct EvalArgs {
+    /// PDE of the runs and data: darcy, poisson or helmholtz.
+    #[arg(long)]
+    pub pde: PdeKind,
+    /// Grid of the runs and data.
+    #[arg(long, default_value_t = 32)]
+    pub res: usize,
+    /// Held-out cases (the first ones of the test split).
+    #[arg(long, default_value_t = 100)]
+    pub cases: usize,
+    /// Sensors per case (random interior nodes).
+    #[arg(long, default_value_t = 31)]
+    pub sensors: usize,
+    /// Methods, comma-separated, each `NAME[+key=value...]` (keys: schedule, tau, lr, lr_min_ratio, lr_cap, sigma_max, steps, zeta).
+    #[arg(long, default_value = "ddis-daps,ddis-dps,joint-dps,joint-daps")]
+    pub methods: String,
+    /// Paired-data fractions of the surrogate and joint runs, comma-separated.
+    #[arg(long, default_value = "1.0")]
+    pub paired: String,
+    /// Posterior samples per case.
+    #[arg(long, default_value_t = 4)]
+    pub samples: usize,
+    /// Cases per sampler batch.
+    #[arg(long, default_value_t = 25)]
+    pub batch_cases: usize,
+    /// Standard deviation of the reading noise (physical units).
+    #[arg(long, default_value_t = 0.0)]
+    pub noise: f64,
+    /// Physics of the decoupled methods.
+    #[arg(long, value_enum, default_value_t = Physics::Surrogate)]
+    pub physics: Physics,
+    /// Seed of sensors, reading noise and samplers.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Evaluate on validation cases (for tuning) instead of test cases.
+    #[arg(long)]
+    pub validation: bool,
+    /// Folder holding the trained runs (found by their config).
+    #[arg(long, default_value = "runs")]
+    pub runs: PathBuf,
+    /// Dataset (default: the prior run's).
+    #[arg(long)]
+    pub data: Option<PathBuf>,
+    /// Cases with a PNG panel per method.
+    #[arg(long, default_value_t = 3)]
+    pub panels: usize,
+    /// Report folder.
+    #[arg(long)]
+    pub out: PathBuf,
+    #[command(flatten)]
+    pub sampler_args: SamplerArgs,
 }
 
 /// `ddis train ...`
@@ -358,6 +518,77 @@ pub fn run(cli: Cli) -> Result<()> {
             let (mean, stderr, count) =
                 crate::train::operator::eval_operator::<Cpu>(&args.operator, &args.data, &Default::default())?;
             println!("relative L2 {mean:.4} +- {stderr:.4} over {count} samples of {}", args.data.display());
+        }
+        Command::Reconstruct(args) => {
+            let (daps, dps) = args.sampler_args.configs(args.sampler == SamplerKind::DapsLite)?;
+            let method = match (args.sampler, args.joint.is_some()) {
+                (SamplerKind::Dps, false) => Method::DdisDps,
+                (SamplerKind::Dps, true) => Method::JointDps,
+                (_, false) => Method::DdisDaps,
+                (_, true) => Method::JointDaps,
+            };
+            let opts = ReconstructOptions {
+                prior: args.prior,
+                operator: args.operator,
+                joint: args.joint,
+                obs: args.obs,
+                noise: args.noise,
+                method: MethodSpec { method, daps, dps },
+                physics: args.physics,
+                samples: args.samples,
+                seed: args.seed,
+                out: args.out.clone(),
+                progress,
+            };
+            let post = run_reconstruct::<CpuAutodiff>(&opts, &Default::default())?;
+            eprintln!(
+                "{} posterior samples in {:.2} s ({} denoiser calls, {} guide calls, {} clamped) -> {}",
+                post.samples,
+                post.seconds,
+                post.stats.denoiser_calls,
+                post.stats.guide_calls,
+                post.stats.clamped,
+                args.out.display()
+            );
+        }
+        Command::Eval(args) => {
+            let (daps, dps) = args.sampler_args.configs(false)?;
+            let methods = args
+                .methods
+                .split(',')
+                .filter(|m| !m.trim().is_empty())
+                .map(|m| MethodSpec::parse(m, &daps, &dps))
+                .collect::<Result<Vec<_>>>()?;
+            let paired = args
+                .paired
+                .split(',')
+                .map(|p| {
+                    p.trim().parse::<f64>().ok().filter(|v| *v > 0.0 && *v <= 1.0).ok_or_else(|| {
+                        anyhow::anyhow!("--paired: `{p}` is not a fraction in (0, 1]")
+                    })
+                })
+                .collect::<Result<Vec<_>>>()?;
+            let opts = EvalOptions {
+                pde: args.pde,
+                res: args.res,
+                cases: args.cases,
+                sensors: args.sensors,
+                noise: args.noise,
+                methods,
+                paired,
+                physics: args.physics,
+                samples: args.samples,
+                batch_cases: args.batch_cases,
+                seed: args.seed,
+                validation: args.validation,
+                runs: args.runs,
+                data: args.data,
+                panels: args.panels,
+                out: args.out.clone(),
+                progress,
+            };
+            run_eval::<CpuAutodiff>(&opts, &Default::default())?;
+            println!("wrote {}", args.out.join("results.md").display());
         }
     }
     Ok(())

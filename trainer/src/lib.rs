@@ -6,6 +6,7 @@
 
 pub mod cli;
 pub mod data;
+pub mod eval;
 pub mod grf;
 pub mod grid;
 pub mod metrics;
@@ -14,4 +15,5 @@ pub mod npy;
 pub mod observe;
 pub mod pde;
 pub mod plot;
+pub mod sample;
 pub mod train;

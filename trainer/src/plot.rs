@@ -74,18 +74,30 @@ fn ramp(t: f64) -> [u8; 3] {
 /// colour scale (min to max over all fields); row `i` of a field is drawn
 /// with `y` growing upwards, as `imshow(origin='lower')` shows it.
 pub fn heatmaps(path: &Path, fields: &[&[f32]], n: usize, cols: usize) -> Result<()> {
+    draw_fields(path, fields, n, cols, true)
+}
+
+/// Like [`heatmaps`], but every field gets its own colour scale (min to max
+/// of its finite values); non-finite values are drawn black. For panels
+/// that mix fields of different units (truth, sensors, std, error).
+pub fn panels(path: &Path, fields: &[&[f32]], n: usize, cols: usize) -> Result<()> {
+    draw_fields(path, fields, n, cols, false)
+}
+
+fn finite_range<'a>(values: impl Iterator<Item = &'a f32>) -> (f32, f64) {
+    let (lo, hi) = values.filter(|v| v.is_finite()).fold((f32::MAX, f32::MIN), |(a, b), &v| (a.min(v), b.max(v)));
+    (lo, if hi > lo { (hi - lo) as f64 } else { 1.0 })
+}
+
+fn draw_fields(path: &Path, fields: &[&[f32]], n: usize, cols: usize, shared: bool) -> Result<()> {
     let (scale, gap) = ((192 / n.max(1)).max(1), 6);
     let cell = n * scale;
     let cols = cols.max(1);
     let rows = fields.len().div_ceil(cols).max(1);
     let mut c = Canvas::new(cols * (cell + gap) + gap, rows * (cell + gap) + gap);
-    let (lo, hi) = fields
-        .iter()
-        .flat_map(|f| f.iter())
-        .filter(|v| v.is_finite())
-        .fold((f32::MAX, f32::MIN), |(a, b), &v| (a.min(v), b.max(v)));
-    let span = if hi > lo { (hi - lo) as f64 } else { 1.0 };
+    let all = finite_range(fields.iter().flat_map(|f| f.iter()));
     for (k, f) in fields.iter().enumerate() {
+        let (lo, span) = if shared { all } else { finite_range(f.iter()) };
         let (x0, y0) = (gap + (k % cols) * (cell + gap), gap + (k / cols) * (cell + gap));
         for i in 0..n {
             for j in 0..n {

@@ -115,6 +115,85 @@ pub enum PdeError {
         /// First offending flat (row-major) index of the solution.
         index: usize,
     },
+    /// A set of observations with no sensor in it.
+    #[error("no sensors: at least one observation is needed")]
+    NoSensors,
+    /// More sensors were asked for than the grid has places for.
+    #[error("{count} sensors, but only {available} {places}")]
+    TooManySensors {
+        /// Sensors requested.
+        count: usize,
+        /// Places available for them.
+        available: usize,
+        /// What the places are, e.g. "nodes on the 5x5 grid".
+        places: String,
+    },
+    /// A sensor's flat node index lies outside the grid.
+    #[error("sensor {sensor} is at node {node}, outside the grid of {len} nodes")]
+    SensorOffGrid {
+        /// 0-based sensor number.
+        sensor: usize,
+        /// The rejected flat (row-major) node index.
+        node: usize,
+        /// Number of nodes on the grid, `n*n`.
+        len: usize,
+    },
+    /// Two sensors sit on the same grid node.
+    #[error("sensors {first} and {second} are both at node {node}")]
+    DuplicateSensor {
+        /// 0-based number of the earlier sensor.
+        first: usize,
+        /// 0-based number of the later sensor.
+        second: usize,
+        /// The shared flat (row-major) node index.
+        node: usize,
+    },
+    /// A sensor reading is NaN or an infinity.
+    #[error("sensor {sensor} reads {value}, which is not finite")]
+    NonFiniteObservation {
+        /// 0-based sensor number.
+        sensor: usize,
+        /// The rejected reading.
+        value: f64,
+    },
+    /// A line of a sensor CSV file is malformed.
+    #[error("{path}:{line}: {reason}")]
+    ObservationFile {
+        /// The file involved.
+        path: String,
+        /// 1-based line number in the file.
+        line: usize,
+        /// What is wrong with the line.
+        reason: String,
+    },
+    /// A row of a sensor `.npy` array is malformed.
+    #[error("{path}: row {row}: {reason}")]
+    ObservationRow {
+        /// The file involved.
+        path: String,
+        /// 0-based row of the `[K, 3]` array.
+        row: usize,
+        /// What is wrong with the row.
+        reason: String,
+    },
+    /// A sensor file is unusable as a whole (no rows, wrong shape, unknown
+    /// extension, more rows than grid nodes).
+    #[error("{path}: {reason}")]
+    ObservationFormat {
+        /// The file involved.
+        path: String,
+        /// What is wrong with the file.
+        reason: String,
+    },
+    /// The file system refused; the message is kept as text so the error
+    /// stays `Clone + PartialEq`.
+    #[error("{path}: {message}")]
+    Io {
+        /// The file involved.
+        path: String,
+        /// The underlying I/O error, as text.
+        message: String,
+    },
 }
 
 /// Which PDE a dataset, model or solver is about.

@@ -1,0 +1,734 @@
+//! Reconstruction and evaluation on the host: `ddis reconstruct` (one set
+//! of readings -> posterior mean, std and a panel) and `ddis eval` (many
+//! test cases x methods x paired fractions -> results.md / results.csv /
+//! panels), DESIGN.md sections 5-6.
+//!
+//! This module owns the plumbing between trained runs and the samplers in
+//! `sample`: finding runs, building guides, batching cases, turning
+//! posterior samples into estimates and metrics. The samplers know nothing
+//! about files; the metrics know nothing about samplers.
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail, ensure};
+use burn::module::AutodiffModule;
+use burn::tensor::backend::AutodiffBackend;
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+
+use crate::data::{Dataset, progress_bar};
+use crate::metrics;
+use crate::model::denoiser::EdmModel;
+use crate::model::fno::Fno;
+use crate::observe::{Observations, random_interior_nodes};
+use crate::pde::{PdeConfig, PdeKind};
+use crate::sample::{
+    DapsConfig, DpsConfig, JointGuide, Noise, ObservationBatch, SampleStats, SolverGuide, SurrogateGuide,
+    daps_sample, dps_sample,
+};
+use crate::train::diffusion::{DiffusionKind, DiffusionRunConfig, load_diffusion};
+use crate::train::operator::load_operator;
+use crate::train::run::{RunDir, Split};
+
+/// Which sampler on which model pair.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+pub enum Method {
+    /// DDIS: DAPS on the prior, guided through the surrogate or the solver.
+    DdisDaps,
+    /// DPS on the prior, guided through the surrogate or the solver.
+    DdisDps,
+    /// DAPS on the joint `(a, u)` model, loss on the `u` channel.
+    JointDaps,
+    /// DPS on the joint model (DiffusionPDE).
+    JointDps,
+}
+
+impl Method {
+    /// The CLI name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Method::DdisDaps => "ddis-daps",
+            Method::DdisDps => "ddis-dps",
+            Method::JointDaps => "joint-daps",
+            Method::JointDps => "joint-dps",
+        }
+    }
+
+    fn parse(s: &str) -> Result<Self> {
+        Ok(match s {
+            "ddis-daps" => Method::DdisDaps,
+            "ddis-dps" => Method::DdisDps,
+            "joint-daps" => Method::JointDaps,
+            "joint-dps" => Method::JointDps,
+            _ => bail!("unknown method `{s}` (valid: ddis-daps, ddis-dps, joint-daps, joint-dps)"),
+        })
+    }
+
+    /// Whether it samples the joint model.
+    pub fn is_joint(self) -> bool {
+        matches!(self, Method::JointDaps | Method::JointDps)
+    }
+}
+
+/// Which physics guides the decoupled methods.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+pub enum Physics {
+    /// The trained FNO surrogate.
+    Surrogate,
+    /// The exact finite-difference solver with its adjoint.
+    Solver,
+}
+
+/// A method with its sampler settings.
+#[derive(Clone, Debug, PartialEq)]
+pub struct MethodSpec {
+    /// The method.
+    pub method: Method,
+    /// DAPS settings (DAPS methods).
+    pub daps: DapsConfig,
+    /// DPS settings (DPS methods).
+    pub dps: DpsConfig,
+}
+
+impl MethodSpec {
+    /// Parses `METHOD[+key=value...]`, keys `schedule` (AxOxL), `tau`, `lr`,
+    /// `lr_min_ratio`, `lr_cap`, `sigma_max` (DAPS), `steps`, `zeta` (DPS),
+    /// on top of the given defaults.
+    pub fn parse(spec: &str, daps: &DapsConfig, dps: &DpsConfig) -> Result<Self> {
+        let mut parts = spec.trim().split('+');
+        let method = Method::parse(parts.next().unwrap_or_default())?;
+        let (mut daps, mut dps) = (daps.clone(), dps.clone());
+        for kv in parts {
+            let (k, v) = kv.split_once('=').with_context(|| format!("`{kv}` in `{spec}`: expected key=value"))?;
+            let num = || -> Result<f64> { v.parse().with_context(|| format!("`{kv}` in `{spec}`: not a number")) };
+            match k {
+                "schedule" => daps = daps.with_steps(v)?,
+                "tau" => daps.tau = num()?,
+                "lr" => daps.lr = num()?,
+                "lr_min_ratio" => daps.lr_min_ratio = num()?,
+                "lr_cap" => daps.lr_cap = num()?,
+                "sigma_max" => {
+                    daps.sigma_max = num()?;
+                    dps.sigma_max = daps.sigma_max;
+                }
+                "steps" => dps.steps = num()? as usize,
+                "zeta" => dps.zeta = num()?,
+                _ => bail!(
+                    "unknown setting `{k}` in `{spec}` (valid: schedule, tau, lr, lr_min_ratio, lr_cap, sigma_max, steps, zeta)"
+                ),
+            }
+        }
+        daps.validate()?;
+        dps.validate()?;
+        Ok(Self { method, daps, dps })
+    }
+
+    /// A short description of the settings that matter for this method.
+    pub fn settings(&self) -> String {
+        match self.method {
+            Method::DdisDaps | Method::JointDaps => {
+                let d = &self.daps;
+                format!("DAPS {} tau={} lr={} s_max={}", d.label(), d.tau, d.lr, d.sigma_max)
+            }
+            Method::DdisDps | Method::JointDps => {
+                format!("DPS {} steps zeta={}", self.dps.steps, self.dps.zeta)
+            }
+        }
+    }
+}
+
+/// The trained runs a reconstruction may use.
+pub struct Models<AB: AutodiffBackend> {
+    /// The prior over `a` and its run config.
+    pub prior: Option<(EdmModel<AB>, DiffusionRunConfig)>,
+    /// The FNO surrogate.
+    pub operator: Option<Fno<AB>>,
+    /// The joint `(a, u)` model and its run config.
+    pub joint: Option<(EdmModel<AB>, DiffusionRunConfig)>,
+}
+
+/// Posterior samples of many cases, physical units.
+#[derive(Clone, Debug)]
+pub struct Posterior {
+    /// Nodes per side.
+    pub n: usize,
+    /// Samples per case.
+    pub samples: usize,
+    /// `[cases * samples, n * n]`, case-major.
+    pub fields: Vec<f32>,
+    /// What the sampler did.
+    pub stats: SampleStats,
+    /// Wall time of the sampler, seconds.
+    pub seconds: f64,
+}
+
+impl Posterior {
+    /// Per-case pixelwise mean and standard deviation (`n * n` each).
+    pub fn mean_std(&self, case: usize) -> (Vec<f32>, Vec<f32>) {
+        let per = self.n * self.n;
+        let m = self.samples;
+        let block = &self.fields[case * m * per..(case + 1) * m * per];
+        let mut mean = vec![0.0f64; per];
+        let mut sq = vec![0.0f64; per];
+        for s in block.chunks(per) {
+            for ((mu, q), &v) in mean.iter_mut().zip(sq.iter_mut()).zip(s) {
+                *mu += f64::from(v);
+                *q += f64::from(v) * f64::from(v);
+            }
+        }
+        let mean: Vec<f64> = mean.iter().map(|v| v / m as f64).collect();
+        let std = sq.iter().zip(&mean).map(|(q, mu)| ((q / m as f64 - mu * mu).max(0.0)).sqrt() as f32).collect();
+        (mean.iter().map(|&v| v as f32).collect(), std)
+    }
+}
+
+/// Runs one method on `cases` (same sensor count each), `samples` chains
+/// per case, in batches of `batch_cases` cases. Chain seeds depend only on
+/// `seed` and the batch index.
+#[allow(clippy::too_many_arguments)]
+pub fn reconstruct_cases<AB: AutodiffBackend>(
+    spec: &MethodSpec,
+    physics: Physics,
+    models: &Models<AB>,
+    pde: &PdeConfig,
+    cases: &[Observations],
+    samples: usize,
+    batch_cases: usize,
+    seed: u64,
+    progress: bool,
+    device: &AB::Device,
+) -> Result<Posterior> {
+    ensure!(!cases.is_empty(), "no cases to reconstruct");
+    ensure!(samples >= 1 && batch_cases >= 1, "--samples and the batch size must be >= 1");
+    let n = cases[0].n;
+    let per = n * n;
+    let (model, cfg) = if spec.method.is_joint() {
+        models.joint.as_ref().context("this method needs a joint run (--joint)")?
+    } else {
+        models.prior.as_ref().context("this method needs a prior run (--prior)")?
+    };
+    let edm = cfg.model.clone();
+    edm.denoiser.check_resolution(n)?;
+    let channels = edm.denoiser.channels;
+    let noise = Noise::Smooth(edm.smooth_noise(n)?);
+    let a_norm = edm.normalization.channel(0);
+    let bar = progress_bar(cases.len() as u64, progress, spec.method.name());
+    let start = Instant::now();
+    let mut fields = Vec::with_capacity(cases.len() * samples * per);
+    let mut stats = SampleStats::default();
+    for (k, chunk) in cases.chunks(batch_cases).enumerate() {
+        let obs = ObservationBatch::new(chunk, samples)?;
+        let batch = obs.len();
+        let chunk_seed = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15).wrapping_add(k as u64);
+        let inner = model.valid();
+        let x = match (spec.method, physics) {
+            (Method::JointDaps, _) => {
+                let mut g = JointGuide::new(obs, edm.normalization.channel(1));
+                daps_sample(&inner, &mut g, &noise, &spec.daps, [batch, channels], chunk_seed, device).map(|(x, s)| (x, s))?
+            }
+            (Method::JointDps, _) => {
+                let mut g = JointGuide::new(obs, edm.normalization.channel(1));
+                dps_sample(model, &mut g, &noise, &spec.dps, [batch, channels], chunk_seed, device)?
+            }
+            (Method::DdisDaps, Physics::Surrogate) => {
+                let fno = models.operator.clone().context("--physics surrogate needs an operator run (--operator)")?;
+                let mut g = SurrogateGuide::new(fno, obs, a_norm, device)?;
+                daps_sample(&inner, &mut g, &noise, &spec.daps, [batch, channels], chunk_seed, device)?
+            }
+            (Method::DdisDps, Physics::Surrogate) => {
+                let fno = models.operator.clone().context("--physics surrogate needs an operator run (--operator)")?;
+                let mut g = SurrogateGuide::new(fno, obs, a_norm, device)?;
+                dps_sample(model, &mut g, &noise, &spec.dps, [batch, channels], chunk_seed, device)?
+            }
+            (Method::DdisDaps, Physics::Solver) => {
+                let mut g = SolverGuide::new(pde.clone(), obs, a_norm)?;
+                daps_sample(&inner, &mut g, &noise, &spec.daps, [batch, channels], chunk_seed, device)?
+            }
+            (Method::DdisDps, Physics::Solver) => {
+                let mut g = SolverGuide::new(pde.clone(), obs, a_norm)?;
+                dps_sample(model, &mut g, &noise, &spec.dps, [batch, channels], chunk_seed, device)?
+            }
+        };
+        let (x, s) = x;
+        stats.denoiser_calls += s.denoiser_calls;
+        stats.denoiser_vjps += s.denoiser_vjps;
+        stats.guide_calls += s.guide_calls;
+        stats.clamped += s.clamped;
+        stats.non_finite += s.non_finite;
+        let mut data: Vec<f32> = x.into_data().to_vec().map_err(|e| anyhow::anyhow!("sampler output: {e:?}"))?;
+        edm.normalization.denormalize_slice(&mut data, channels, per);
+        // Keep channel 0 (a) of every chain.
+        fields.extend(data.chunks(per).step_by(channels).flatten().copied());
+        bar.inc(chunk.len() as u64);
+    }
+    bar.finish_and_clear();
+    Ok(Posterior { n, samples, fields, stats, seconds: start.elapsed().as_secs_f64() })
+}
+
+/// The point estimate of a case: the posterior mean, thresholded to the two
+/// phases for Darcy (DESIGN.md section 5: the better estimate for
+/// two-phase fields).
+pub fn point_estimate(pde: &PdeConfig, mean: &[f32]) -> Vec<f32> {
+    if pde.kind != PdeKind::Darcy {
+        return mean.to_vec();
+    }
+    let d = &pde.darcy;
+    mean.iter().map(|&v| if f64::from(v) >= d.threshold { d.a_high as f32 } else { d.a_low as f32 }).collect()
+}
+
+/// Fraction of nodes where the truth lies within `mean +- 2 std`.
+pub fn calibration(truth: &[f32], mean: &[f32], std: &[f32]) -> f64 {
+    let inside = truth.iter().zip(mean).zip(std).filter(|((t, m), s)| (*t - *m).abs() <= 2.0 * **s).count();
+    inside as f64 / truth.len().max(1) as f64
+}
+
+/// Metrics of one reconstructed case.
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct CaseMetrics {
+    /// Relative L2 of the point estimate.
+    pub rel_l2: f64,
+    /// Spectral error, geometric mean over bins.
+    pub spectral_geo: f64,
+    /// Spectral error, arithmetic mean over bins.
+    pub spectral_arith: f64,
+    /// Darcy error rate (fraction of nodes in the wrong phase), if Darcy.
+    pub error_rate: Option<f64>,
+    /// Fraction of nodes with the truth inside mean +- 2 std.
+    pub calibration: f64,
+}
+
+/// Metrics of one case from its posterior mean and std.
+pub fn case_metrics(pde: &PdeConfig, truth: &[f32], mean: &[f32], std: &[f32], n: usize) -> Result<CaseMetrics> {
+    let est = point_estimate(pde, mean);
+    let (geo, arith) = metrics::spectral_error(&est, truth, n)?;
+    Ok(CaseMetrics {
+        rel_l2: metrics::rel_l2(&est, truth)?,
+        spectral_geo: geo,
+        spectral_arith: arith,
+        error_rate: (pde.kind == PdeKind::Darcy).then(|| metrics::darcy_error_rate(mean, truth, pde.darcy.threshold)).transpose()?,
+        calibration: calibration(truth, mean, std),
+    })
+}
+
+/// Writes the panel of one case: truth (if known), sensors, posterior mean,
+/// std and error (if the truth is known), each on its own colour scale.
+pub fn write_panel(path: &Path, n: usize, truth: Option<&[f32]>, obs: &Observations, mean: &[f32], std: &[f32]) -> Result<()> {
+    let mut sensors = vec![f32::NAN; n * n];
+    for (&k, &v) in obs.nodes.iter().zip(&obs.values) {
+        sensors[k] = v as f32;
+    }
+    let mut fields: Vec<Vec<f32>> = vec![];
+    if let Some(t) = truth {
+        fields.push(t.to_vec());
+    }
+    fields.push(sensors);
+    fields.push(mean.to_vec());
+    fields.push(std.to_vec());
+    if let Some(t) = truth {
+        fields.push(mean.iter().zip(t).map(|(m, t)| (m - t).abs()).collect());
+    }
+    let refs: Vec<&[f32]> = fields.iter().map(|f| f.as_slice()).collect();
+    crate::plot::panels(path, &refs, n, refs.len())
+}
+
+/// A run found under `--runs`.
+#[derive(Clone, Debug)]
+pub struct FoundRun {
+    /// Its directory.
+    pub path: PathBuf,
+    /// `prior`, `joint` or `operator`.
+    pub kind: String,
+    /// PDE name.
+    pub pde: String,
+    /// Grid.
+    pub res: usize,
+    /// Paired fraction it was trained with.
+    pub paired_fraction: f64,
+    /// Its dataset directory.
+    pub data: String,
+}
+
+/// Every run directory directly under `root` with a readable config and a
+/// trained model.
+pub fn find_runs(root: &Path) -> Result<Vec<FoundRun>> {
+    let mut out = vec![];
+    let entries = std::fs::read_dir(root).with_context(|| format!("cannot read the runs folder {}", root.display()))?;
+    for e in entries.flatten() {
+        let path = e.path();
+        if !path.join("model.bin").is_file() {
+            continue;
+        }
+        let Ok(cfg) = RunDir::read_config(&path) else { continue };
+        let get = |k: &str| cfg.get(k).cloned().unwrap_or_default();
+        out.push(FoundRun {
+            kind: get("kind").as_str().unwrap_or_default().to_string(),
+            pde: cfg.pointer("/data_meta/pde/kind").and_then(|v| v.as_str()).unwrap_or_default().to_string(),
+            res: cfg.pointer("/data_meta/res").and_then(|v| v.as_u64()).unwrap_or_default() as usize,
+            paired_fraction: get("paired_fraction").as_f64().unwrap_or(f64::NAN),
+            data: get("data").as_str().unwrap_or_default().to_string(),
+            path,
+        });
+    }
+    out.sort_by(|a, b| a.path.cmp(&b.path));
+    Ok(out)
+}
+
+/// The one run of `kind` for this PDE and grid (and paired fraction, for
+/// operator and joint runs); an error lists the candidates otherwise.
+pub fn pick_run(runs: &[FoundRun], kind: &str, pde: &str, res: usize, paired: Option<f64>) -> Result<PathBuf> {
+    let hits: Vec<&FoundRun> = runs
+        .iter()
+        .filter(|r| r.kind == kind && r.pde == pde && r.res == res)
+        .filter(|r| paired.is_none_or(|p| (r.paired_fraction - p).abs() < 1e-9))
+        .collect();
+    let what = match paired {
+        Some(p) => format!("{kind} run for {pde} {res}x{res} with paired fraction {p}"),
+        None => format!("{kind} run for {pde} {res}x{res}"),
+    };
+    match hits.as_slice() {
+        [one] => Ok(one.path.clone()),
+        [] => bail!("no {what} under the runs folder; train one (`ddis train {kind} ...`) or pass its directory"),
+        many => bail!(
+            "several {what}: {}; pass the one to use explicitly",
+            many.iter().map(|r| r.path.display().to_string()).collect::<Vec<_>>().join(", ")
+        ),
+    }
+}
+
+/// `ddis eval` settings.
+#[derive(Clone, Debug)]
+pub struct EvalOptions {
+    /// PDE.
+    pub pde: PdeKind,
+    /// Grid.
+    pub res: usize,
+    /// Test (or validation) cases, the first ones of the split.
+    pub cases: usize,
+    /// Sensors per case.
+    pub sensors: usize,
+    /// Reading noise standard deviation.
+    pub noise: f64,
+    /// Methods with their settings.
+    pub methods: Vec<MethodSpec>,
+    /// Paired fractions.
+    pub paired: Vec<f64>,
+    /// Physics for the decoupled methods.
+    pub physics: Physics,
+    /// Posterior samples per case.
+    pub samples: usize,
+    /// Cases per sampler batch.
+    pub batch_cases: usize,
+    /// Seed of sensors, noise and samplers.
+    pub seed: u64,
+    /// Use validation cases instead of test cases (for tuning).
+    pub validation: bool,
+    /// Runs folder.
+    pub runs: PathBuf,
+    /// Dataset override.
+    pub data: Option<PathBuf>,
+    /// Cases with a PNG panel per method.
+    pub panels: usize,
+    /// Report folder.
+    pub out: PathBuf,
+    /// Show progress.
+    pub progress: bool,
+}
+
+/// One row of the report.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct EvalRow {
+    /// Method name.
+    pub method: String,
+    /// Sampler settings.
+    pub settings: String,
+    /// Paired fraction of the surrogate / joint model.
+    pub paired: f64,
+    /// Per-case metrics.
+    pub cases: Vec<CaseMetrics>,
+    /// Sampler wall time per case, seconds.
+    pub seconds_per_case: f64,
+    /// Sampler counters.
+    pub stats: SampleStats,
+}
+
+impl EvalRow {
+    fn summary(&self, f: impl Fn(&CaseMetrics) -> f64) -> (f64, f64) {
+        metrics::mean_and_stderr(&self.cases.iter().map(f).collect::<Vec<_>>())
+    }
+}
+
+/// Runs the evaluation and writes `results.md`, `results.csv`,
+/// `results.json` and panels into `opts.out`.
+pub fn run_eval<AB: AutodiffBackend>(opts: &EvalOptions, device: &AB::Device) -> Result<Vec<EvalRow>> {
+    ensure!(opts.cases >= 1 && opts.sensors >= 1, "--cases and --sensors must be >= 1");
+    ensure!(!opts.methods.is_empty() && !opts.paired.is_empty(), "need at least one method and one paired fraction");
+    let runs = find_runs(&opts.runs)?;
+    let pde_name = opts.pde.name();
+    let prior_path = pick_run(&runs, "prior", pde_name, opts.res, None)?;
+    let (prior, prior_cfg) = load_diffusion::<AB>(&prior_path, device)?;
+    ensure!(prior_cfg.kind == DiffusionKind::Prior, "{} is not a prior run", prior_path.display());
+    let data_dir = opts.data.clone().unwrap_or_else(|| PathBuf::from(&prior_cfg.data));
+    let data = Dataset::load(&data_dir)?;
+    ensure!(data.res() == opts.res, "{} is {}x{}, not {}x{}", data_dir.display(), data.res(), data.res(), opts.res, opts.res);
+    ensure!(data.meta.pde.kind == opts.pde, "{} holds {} data, not {pde_name}", data_dir.display(), data.meta.pde.kind.name());
+    let pde = data.meta.pde.clone();
+    let split = Split::new(data.len(), prior_cfg.split_seed, 1.0)?;
+    let pool = if opts.validation { &split.val } else { &split.test };
+    ensure!(opts.cases <= pool.len(), "--cases {} exceeds the {} cases of the split", opts.cases, pool.len());
+    let idx = &pool[..opts.cases];
+    let n = opts.res;
+    let per = n * n;
+
+    // Sensors and readings: case k draws from stream k of the seed.
+    let mut cases = vec![];
+    for (k, &i) in idx.iter().enumerate() {
+        let mut rng = crate::data::sample_rng(opts.seed ^ 0x0B5E_5E75, k as u64);
+        let nodes = random_interior_nodes(n, opts.sensors, &mut rng)?;
+        cases.push(Observations::measure(n, nodes, &data.u[i * per..(i + 1) * per], opts.noise, &mut rng)?);
+    }
+    std::fs::create_dir_all(&opts.out).with_context(|| format!("cannot create {}", opts.out.display()))?;
+    let mut rows = vec![];
+    for &paired in &opts.paired {
+        let needs_op = opts.methods.iter().any(|m| !m.method.is_joint()) && opts.physics == Physics::Surrogate;
+        let operator = if needs_op {
+            Some(load_operator::<AB>(&pick_run(&runs, "operator", pde_name, n, Some(paired))?, device)?)
+        } else {
+            None
+        };
+        let joint = if opts.methods.iter().any(|m| m.method.is_joint()) {
+            Some(load_diffusion::<AB>(&pick_run(&runs, "joint", pde_name, n, Some(paired))?, device)?)
+        } else {
+            None
+        };
+        let models = Models { prior: Some((prior.clone(), prior_cfg.clone())), operator, joint };
+        for spec in &opts.methods {
+            let post = reconstruct_cases(
+                spec,
+                opts.physics,
+                &models,
+                &pde,
+                &cases,
+                opts.samples,
+                opts.batch_cases,
+                opts.seed,
+                opts.progress,
+                device,
+            )?;
+            let mut metrics_rows = vec![];
+            for (k, &i) in idx.iter().enumerate() {
+                let truth = &data.a[i * per..(i + 1) * per];
+                let (mean, std) = post.mean_std(k);
+                metrics_rows.push(case_metrics(&pde, truth, &mean, &std, n)?);
+                if k < opts.panels {
+                    let name = format!("{}-p{}-case{k}.png", spec.method.name(), paired);
+                    write_panel(&opts.out.join(name), n, Some(truth), &cases[k], &mean, &std)?;
+                }
+            }
+            let row = EvalRow {
+                method: spec.method.name().to_string(),
+                settings: spec.settings(),
+                paired,
+                cases: metrics_rows,
+                seconds_per_case: post.seconds / opts.cases as f64,
+                stats: post.stats,
+            };
+            let (l2, l2_se) = row.summary(|c| c.rel_l2);
+            if opts.progress {
+                eprintln!(
+                    "{} (paired {paired}, {}): rel. L2 {:.2} % +- {:.2} %, {:.2} s/case",
+                    row.method,
+                    row.settings,
+                    100.0 * l2,
+                    100.0 * l2_se,
+                    row.seconds_per_case
+                );
+            }
+            rows.push(row);
+            write_report(opts, &rows, &prior_path, &data_dir)?;
+        }
+    }
+    Ok(rows)
+}
+
+fn write_report(opts: &EvalOptions, rows: &[EvalRow], prior: &Path, data: &Path) -> Result<()> {
+    let darcy = opts.pde == PdeKind::Darcy;
+    let mut md = String::new();
+    let _ = writeln!(md, "# ddis eval: {} {}x{}\n", opts.pde.name(), opts.res, opts.res);
+    let _ = writeln!(
+        md,
+        "{} {} cases of `{}`, {} sensors, reading noise {}, {} posterior samples per case, physics {:?}, seed {}; prior `{}`.\n",
+        opts.cases,
+        if opts.validation { "validation" } else { "test" },
+        data.display(),
+        opts.sensors,
+        opts.noise,
+        opts.samples,
+        opts.physics,
+        opts.seed,
+        prior.display()
+    );
+    let _ = writeln!(
+        md,
+        "Mean +- standard error over cases. Point estimate: the posterior mean{}. Calibration: fraction of nodes with the truth inside mean +- 2 std.\n",
+        if darcy { ", thresholded at 7.5 to the two phases" } else { "" }
+    );
+    let _ = writeln!(
+        md,
+        "| method | paired | settings | rel. L2 (%) | spectral err. geo | spectral err. arith |{} calibration | s / case | clamped |",
+        if darcy { " error rate (%) |" } else { "" }
+    );
+    let _ = writeln!(md, "|---|---|---|---|---|---|{}---|---|---|", if darcy { "---|" } else { "" });
+    let mut csv = String::from(
+        "method,paired,settings,rel_l2,rel_l2_se,spectral_geo,spectral_geo_se,spectral_arith,spectral_arith_se,error_rate,error_rate_se,calibration,seconds_per_case,clamped\n",
+    );
+    for r in rows {
+        let (l2, l2s) = r.summary(|c| c.rel_l2);
+        let (g, gs) = r.summary(|c| c.spectral_geo);
+        let (a, as_) = r.summary(|c| c.spectral_arith);
+        let (e, es) = r.summary(|c| c.error_rate.unwrap_or(f64::NAN));
+        let (cal, _) = r.summary(|c| c.calibration);
+        let er = if darcy { format!(" {:.2} +- {:.2} |", 100.0 * e, 100.0 * es) } else { String::new() };
+        let _ = writeln!(
+            md,
+            "| {} | {} | {} | {:.2} +- {:.2} | {:.3} +- {:.3} | {:.3} +- {:.3} |{er} {:.3} | {:.3} | {} |",
+            r.method,
+            r.paired,
+            r.settings,
+            100.0 * l2,
+            100.0 * l2s,
+            g,
+            gs,
+            a,
+            as_,
+            cal,
+            r.seconds_per_case,
+            r.stats.clamped
+        );
+        let _ = writeln!(
+            csv,
+            "{},{},\"{}\",{l2},{l2s},{g},{gs},{a},{as_},{},{},{cal},{},{}",
+            r.method,
+            r.paired,
+            r.settings,
+            if darcy { e.to_string() } else { String::new() },
+            if darcy { es.to_string() } else { String::new() },
+            r.seconds_per_case,
+            r.stats.clamped
+        );
+    }
+    // DDIS against the best joint baseline, per paired fraction.
+    let mut ratios = String::new();
+    for &p in &opts.paired {
+        let best = |joint: bool, f: &dyn Fn(&EvalRow) -> f64| {
+            rows.iter()
+                .filter(|r| r.paired == p && r.method.starts_with("joint") == joint)
+                .map(f)
+                .fold(f64::INFINITY, f64::min)
+        };
+        let l2 = |r: &EvalRow| r.summary(|c| c.rel_l2).0;
+        let es = |r: &EvalRow| r.summary(|c| c.spectral_geo).0;
+        let (d_l2, j_l2, d_es, j_es) = (best(false, &l2), best(true, &l2), best(false, &es), best(true, &es));
+        if d_l2.is_finite() && j_l2.is_finite() {
+            let _ = writeln!(
+                ratios,
+                "- paired {p}: best DDIS rel. L2 {:.2} % vs best joint {:.2} % ({:+.0} %); spectral error {:.3} vs {:.3} ({:+.0} %)",
+                100.0 * d_l2,
+                100.0 * j_l2,
+                100.0 * (d_l2 / j_l2 - 1.0),
+                d_es,
+                j_es,
+                100.0 * (d_es / j_es - 1.0)
+            );
+        }
+    }
+    if !ratios.is_empty() {
+        let _ = writeln!(md, "\n## DDIS against the best joint baseline\n\n{ratios}");
+    }
+    write_atomic(&opts.out.join("results.md"), md.as_bytes())?;
+    write_atomic(&opts.out.join("results.csv"), csv.as_bytes())?;
+    write_atomic(&opts.out.join("results.json"), serde_json::to_string_pretty(rows)?.as_bytes())?;
+    Ok(())
+}
+
+fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, bytes).with_context(|| format!("cannot write {}", tmp.display()))?;
+    std::fs::rename(&tmp, path).with_context(|| format!("cannot write {}", path.display()))
+}
+
+/// `ddis reconstruct` settings.
+#[derive(Clone, Debug)]
+pub struct ReconstructOptions {
+    /// Prior run.
+    pub prior: Option<PathBuf>,
+    /// Operator run.
+    pub operator: Option<PathBuf>,
+    /// Joint run (joint methods).
+    pub joint: Option<PathBuf>,
+    /// Readings (CSV or npy).
+    pub obs: PathBuf,
+    /// Reading noise standard deviation.
+    pub noise: f64,
+    /// Method and settings.
+    pub method: MethodSpec,
+    /// Physics.
+    pub physics: Physics,
+    /// Posterior samples.
+    pub samples: usize,
+    /// Seed.
+    pub seed: u64,
+    /// Output folder.
+    pub out: PathBuf,
+    /// Progress.
+    pub progress: bool,
+}
+
+/// Reconstructs one field from a readings file; writes `mean.npy`,
+/// `std.npy`, `samples.npy` and `panel.png`. Returns the posterior.
+pub fn run_reconstruct<AB: AutodiffBackend>(opts: &ReconstructOptions, device: &AB::Device) -> Result<Posterior> {
+    let prior = opts.prior.as_ref().map(|p| load_diffusion::<AB>(p, device)).transpose()?;
+    let joint = opts.joint.as_ref().map(|p| load_diffusion::<AB>(p, device)).transpose()?;
+    let operator = opts.operator.as_ref().map(|p| load_operator::<AB>(p, device)).transpose()?;
+    let model_cfg = if opts.method.method.is_joint() { &joint } else { &prior };
+    let (_, cfg) = model_cfg.as_ref().with_context(|| {
+        format!("{} needs {}", opts.method.method.name(), if opts.method.method.is_joint() { "--joint RUN" } else { "--prior RUN" })
+    })?;
+    let n = cfg.data_meta.res;
+    let pde = cfg.data_meta.pde.clone();
+    let obs = Observations::load(&opts.obs, n, opts.noise)?;
+    let models = Models { prior, operator, joint };
+    let post = reconstruct_cases(
+        &opts.method,
+        opts.physics,
+        &models,
+        &pde,
+        std::slice::from_ref(&obs),
+        opts.samples,
+        1,
+        opts.seed,
+        opts.progress,
+        device,
+    )?;
+    let (mean, std) = post.mean_std(0);
+    std::fs::create_dir_all(&opts.out).with_context(|| format!("cannot create {}", opts.out.display()))?;
+    crate::npy::write(&opts.out.join("mean.npy"), &[n, n], &mean)?;
+    crate::npy::write(&opts.out.join("std.npy"), &[n, n], &std)?;
+    crate::npy::write(&opts.out.join("samples.npy"), &[post.samples, n, n], &post.fields)?;
+    write_panel(&opts.out.join("panel.png"), n, None, &obs, &mean, &std)?;
+    Ok(post)
+}
+
+/// Draws a fresh ground truth from the PDE's generator, solves it and reads
+/// `sensors` random interior nodes: the demo's and the tests' source of cases.
+pub fn synthetic_case(pde: &PdeConfig, n: usize, sensors: usize, noise: f64, seed: u64) -> Result<(Vec<f32>, Observations)> {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let mut solver = pde.solver(n)?;
+    let grf = pde.grf_sampler(n)?;
+    let input = solver.sample_input(&grf, &mut rng)?;
+    let u: Vec<f32> = solver.solve(&input)?.iter().map(|&v| v as f32).collect();
+    let nodes = random_interior_nodes(n, sensors, &mut rng)?;
+    let obs = Observations::measure(n, nodes, &u, noise, &mut rng)?;
+    Ok((input.iter().map(|&v| v as f32).collect(), obs))
+}

@@ -1,0 +1,194 @@
+//! DAPS (Zhang et al., decoupled annealing posterior sampling), DESIGN.md
+//! section 5: at each annealing level, an ODE estimate `a0` of the clean
+//! field from the prior, then Langevin steps on
+//! `log p(y | a) - |a - a0|^2 / (2 s_i^2)` with no gradient through the
+//! prior, then re-noising to the next level.
+//!
+//! The full schedule and the reduced-step device schedule are the same code
+//! with other step counts ([`DapsConfig::full`], [`DapsConfig::reduced`]).
+
+use anyhow::{Result, ensure};
+use burn::tensor::Tensor;
+use burn::tensor::backend::Backend;
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+
+use super::{Denoise, Guide, Noise, SampleStats, clamp_counted};
+use crate::model::edm::{self, heun_sample};
+
+/// Settings of DAPS; every knob of the algorithm, with the defaults chosen
+/// on validation cases (docs/results.md).
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct DapsConfig {
+    /// Annealing levels `N`.
+    pub annealing: usize,
+    /// Denoiser ODE steps from each level to 0 (1 = Tweedie, one call;
+    /// `k > 1` = `k` Heun steps, `2k - 1` calls).
+    pub ode_steps: usize,
+    /// Langevin steps per level.
+    pub langevin: usize,
+    /// Highest annealing level `s_0`.
+    pub sigma_max: f64,
+    /// Lowest annealing level `s_{N-1}` (then 0).
+    pub sigma_min: f64,
+    /// EDM spacing curvature of the levels.
+    pub rho: f64,
+    /// Likelihood width `tau` in residual units (readings' RMS); raised to
+    /// the readings' noise when that is larger.
+    pub tau: f64,
+    /// Langevin step at the first level, as a fraction of `s_0^2`... see
+    /// [`DapsConfig::step_size`].
+    pub lr: f64,
+    /// The step decays linearly to `lr * lr_min_ratio` at the last level.
+    pub lr_min_ratio: f64,
+    /// Cap of the step relative to `s_i^2` (stability of the prior term
+    /// needs `< 2`).
+    pub lr_cap: f64,
+    /// Safety clamp on the normalised field (counted when it fires).
+    pub clamp: f64,
+}
+
+impl DapsConfig {
+    /// The full schedule the host runs by default.
+    pub fn full() -> Self {
+        Self {
+            annealing: 50,
+            ode_steps: 3,
+            langevin: 20,
+            sigma_max: 10.0,
+            sigma_min: 0.01,
+            rho: edm::RHO,
+            tau: 0.05,
+            lr: 1e-3,
+            lr_min_ratio: 0.01,
+            lr_cap: 0.5,
+            clamp: 10.0,
+        }
+    }
+
+    /// The reduced-step schedule the device runs (picked from the grid in
+    /// docs/results.md).
+    pub fn reduced() -> Self {
+        Self { annealing: 20, ode_steps: 1, langevin: 5, ..Self::full() }
+    }
+
+    /// Checks every knob; errors name the field.
+    pub fn validate(&self) -> Result<()> {
+        ensure!(self.annealing >= 1, "daps.annealing must be >= 1");
+        ensure!(self.ode_steps >= 1, "daps.ode_steps must be >= 1");
+        ensure!(
+            self.sigma_min.is_finite() && self.sigma_min > 0.0 && self.sigma_max.is_finite() && self.sigma_max > self.sigma_min,
+            "daps: need 0 < sigma_min < sigma_max, got {} and {}",
+            self.sigma_min,
+            self.sigma_max
+        );
+        for (name, v) in [("rho", self.rho), ("tau", self.tau), ("lr", self.lr), ("lr_cap", self.lr_cap), ("clamp", self.clamp)] {
+            ensure!(v.is_finite() && v > 0.0, "daps.{name} must be finite and > 0, got {v}");
+        }
+        ensure!(
+            self.lr_min_ratio.is_finite() && self.lr_min_ratio > 0.0 && self.lr_min_ratio <= 1.0,
+            "daps.lr_min_ratio must be in (0, 1], got {}",
+            self.lr_min_ratio
+        );
+        Ok(())
+    }
+
+    /// The annealing levels `s_0 > ... > s_{N-1}` (the final 0 implied).
+    pub fn sigmas(&self) -> Vec<f64> {
+        edm::karras_sigmas(self.annealing, self.sigma_min, self.sigma_max, self.rho)
+    }
+
+    /// The Langevin step at level `i` of `sigma`: linear decay from `lr` to
+    /// `lr * lr_min_ratio`, capped at `lr_cap * s_i^2`.
+    pub fn step_size(&self, i: usize, sigma: f64) -> f64 {
+        let t = if self.annealing > 1 { i as f64 / (self.annealing - 1) as f64 } else { 0.0 };
+        let decayed = self.lr * (1.0 - t * (1.0 - self.lr_min_ratio));
+        decayed.min(self.lr_cap * sigma * sigma)
+    }
+
+    /// Denoiser calls and guide calls per reconstruction.
+    pub fn cost(&self) -> (usize, usize) {
+        let ode = if self.ode_steps == 1 { 1 } else { 2 * self.ode_steps - 1 };
+        (self.annealing * ode, self.annealing * self.langevin)
+    }
+
+    /// `AxOxL`, e.g. `20x1x5`.
+    pub fn label(&self) -> String {
+        format!("{}x{}x{}", self.annealing, self.ode_steps, self.langevin)
+    }
+
+    /// Parses `AxOxL` (annealing x ODE x Langevin) onto `self`'s other knobs.
+    pub fn with_steps(&self, spec: &str) -> Result<Self> {
+        let parts: Vec<&str> = spec.trim().split('x').collect();
+        ensure!(parts.len() == 3, "schedule `{spec}`: expected ANNEALINGxODExLANGEVIN, e.g. 20x1x5");
+        let parse = |s: &str, what: &str| -> Result<usize> {
+            s.parse().map_err(|_| anyhow::anyhow!("schedule `{spec}`: {what} `{s}` is not a whole number"))
+        };
+        let out = Self {
+            annealing: parse(parts[0], "annealing steps")?,
+            ode_steps: parse(parts[1], "ODE steps")?,
+            langevin: parse(parts[2], "Langevin steps")?,
+            ..self.clone()
+        };
+        out.validate()?;
+        Ok(out)
+    }
+}
+
+/// Runs DAPS on `batch` independent chains of `channels`-channel fields and
+/// returns the final states (normalised prior coordinates).
+pub fn daps_sample<B, D, G>(
+    denoiser: &D,
+    guide: &mut G,
+    noise: &Noise,
+    cfg: &DapsConfig,
+    [batch, channels]: [usize; 2],
+    seed: u64,
+    device: &B::Device,
+) -> Result<(Tensor<B, 4>, SampleStats)>
+where
+    B: Backend,
+    D: Denoise<B>,
+    G: Guide<B>,
+{
+    cfg.validate()?;
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let mut stats = SampleStats::default();
+    let sigmas = cfg.sigmas();
+    let tau = cfg.tau.max(guide.noise_floor());
+    let inv_tau2 = 1.0 / (tau * tau);
+    let mut x = noise.draw::<B, _>(&mut rng, batch, channels, device).mul_scalar(sigmas[0]);
+    for (i, &s) in sigmas.iter().enumerate() {
+        // ODE from s to 0: Tweedie with one step, Heun on a sub-schedule otherwise.
+        let sub = if cfg.ode_steps == 1 {
+            vec![s]
+        } else {
+            edm::karras_sigmas(cfg.ode_steps, cfg.sigma_min.min(s * 0.5), s, cfg.rho)
+        };
+        let a0 = heun_sample(
+            |x, sigma| {
+                stats.denoiser_calls += 1;
+                denoiser.denoise(x, sigma)
+            },
+            x.div_scalar(s),
+            &sub,
+        );
+        let lr = cfg.step_size(i, s);
+        let mut a = a0.clone();
+        for _ in 0..cfg.langevin {
+            let (_, grad) = guide.loss_grad(a.clone())?;
+            stats.guide_calls += 1;
+            let drift = grad.mul_scalar(-inv_tau2) - (a.clone() - a0.clone()).div_scalar(s * s);
+            let eps = noise.draw::<B, _>(&mut rng, batch, channels, device);
+            a = a + drift.mul_scalar(lr) + eps.mul_scalar((2.0 * lr).sqrt());
+            a = clamp_counted(a, cfg.clamp, &mut stats);
+        }
+        let s_next = sigmas.get(i + 1).copied().unwrap_or(0.0);
+        x = if s_next > 0.0 {
+            a + noise.draw::<B, _>(&mut rng, batch, channels, device).mul_scalar(s_next)
+        } else {
+            a
+        };
+    }
+    Ok((x, stats))
+}

@@ -1,0 +1,267 @@
+//! The measurement-loss guides: the learned surrogate (gradient by burn's
+//! autodiff), the exact finite-difference solver (gradient by the adjoint
+//! method, `pde::adjoint`) and the `u` channel of the joint baseline.
+//!
+//! Each maps clean estimates in the prior's normalised coordinates to
+//! physical fields, predicts the readings and returns
+//! `L = 0.5 sum_k ((M(u)_k - y_k) / y_scale)^2` with its gradient. `y_scale`
+//! is the RMS of the case's readings, so `tau` means the same for every PDE.
+
+use anyhow::{Context, Result, ensure};
+use burn::tensor::backend::{AutodiffBackend, Backend};
+use burn::tensor::{Int, Tensor, TensorData};
+use rayon::prelude::*;
+
+use super::Guide;
+use crate::model::fno::Fno;
+use crate::observe::Observations;
+use crate::pde::{PdeConfig, PdeKind};
+
+/// Smallest Darcy coefficient the exact-solver guide passes to the solver;
+/// a sample below it is clamped there (with zero gradient) and counted.
+pub const DARCY_COEFFICIENT_FLOOR: f64 = 0.3;
+
+/// The readings of every batch element: element `b` belongs to case
+/// `b / repeat` (one case, `repeat` posterior samples).
+#[derive(Clone, Debug)]
+pub struct ObservationBatch {
+    /// Nodes per side.
+    pub n: usize,
+    /// Sensor nodes per element.
+    pub nodes: Vec<Vec<usize>>,
+    /// Readings per element.
+    pub values: Vec<Vec<f64>>,
+    /// Residual unit per element: the RMS of its readings.
+    pub scale: Vec<f64>,
+    /// The readings' noise standard deviation (physical units).
+    pub noise_sigma: f64,
+}
+
+impl ObservationBatch {
+    /// Expands `cases` to `repeat` elements each. All cases share the grid
+    /// and the noise level.
+    pub fn new(cases: &[Observations], repeat: usize) -> Result<Self> {
+        ensure!(!cases.is_empty() && repeat >= 1, "need at least one case and one sample per case");
+        let n = cases[0].n;
+        let noise_sigma = cases[0].noise_sigma;
+        let mut out = Self { n, nodes: vec![], values: vec![], scale: vec![], noise_sigma };
+        for (k, c) in cases.iter().enumerate() {
+            ensure!(c.n == n, "case {k} is on a {}x{} grid, case 0 on {n}x{n}", c.n, c.n);
+            let rms = (c.values.iter().map(|v| v * v).sum::<f64>() / c.values.len().max(1) as f64).sqrt();
+            // All-zero readings (possible for Poisson): fall back to unit scale.
+            let scale = if rms > 1e-12 { rms } else { 1.0 };
+            for _ in 0..repeat {
+                out.nodes.push(c.nodes.clone());
+                out.values.push(c.values.clone());
+                out.scale.push(scale);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Batch elements.
+    pub fn len(&self) -> usize {
+        self.nodes.len()
+    }
+
+    /// Whether the batch is empty (never, once built).
+    pub fn is_empty(&self) -> bool {
+        self.nodes.is_empty()
+    }
+
+    /// Largest noise level in residual units over the elements.
+    pub fn noise_floor(&self) -> f64 {
+        self.scale.iter().map(|s| self.noise_sigma / s).fold(0.0, f64::max)
+    }
+
+    /// Loss of element `b` for predicted readings `pred`, and `dL/dpred`.
+    fn residual_loss(&self, b: usize, pred: impl Iterator<Item = f64>) -> (f64, Vec<f64>) {
+        let s2 = self.scale[b] * self.scale[b];
+        let mut loss = 0.0;
+        let grad = pred
+            .zip(&self.values[b])
+            .map(|(p, y)| {
+                let d = p - y;
+                loss += 0.5 * d * d / s2;
+                d / s2
+            })
+            .collect();
+        (loss, grad)
+    }
+}
+
+fn to_vec<B: Backend, const D: usize>(t: Tensor<B, D>) -> Result<Vec<f32>> {
+    t.into_data().to_vec::<f32>().map_err(|e| anyhow::anyhow!("tensor data: {e:?}"))
+}
+
+/// Guidance through the learned FNO surrogate (gradient by autodiff).
+pub struct SurrogateGuide<AB: AutodiffBackend> {
+    fno: Fno<AB>,
+    obs: ObservationBatch,
+    /// `(mean, std)` of the prior's `a` channel.
+    a_norm: (f64, f64),
+    idx: Tensor<AB, 2, Int>,
+    y: Tensor<AB, 2>,
+    inv_scale: Tensor<AB, 2>,
+}
+
+impl<AB: AutodiffBackend> SurrogateGuide<AB> {
+    /// `a_norm` is the prior's `(mean, std)` of `a`. Every case must have
+    /// the same number of sensors.
+    pub fn new(fno: Fno<AB>, obs: ObservationBatch, a_norm: (f64, f64), device: &AB::Device) -> Result<Self> {
+        let k = obs.nodes[0].len();
+        ensure!(obs.nodes.iter().all(|v| v.len() == k), "the surrogate guide needs the same sensor count in every case");
+        let b = obs.len();
+        let idx: Vec<i64> = obs.nodes.iter().flatten().map(|&v| v as i64).collect();
+        let y: Vec<f32> = obs.values.iter().flatten().map(|&v| v as f32).collect();
+        let inv: Vec<f32> = obs.scale.iter().flat_map(|&s| std::iter::repeat_n((1.0 / s) as f32, k)).collect();
+        Ok(Self {
+            fno,
+            a_norm,
+            idx: Tensor::from_data(TensorData::new(idx, [b, k]), device),
+            y: Tensor::from_data(TensorData::new(y, [b, k]), device),
+            inv_scale: Tensor::from_data(TensorData::new(inv, [b, k]), device),
+            obs,
+        })
+    }
+}
+
+impl<AB: AutodiffBackend> Guide<AB::InnerBackend> for SurrogateGuide<AB> {
+    fn loss_grad(&mut self, x0: Tensor<AB::InnerBackend, 4>) -> Result<(Vec<f64>, Tensor<AB::InnerBackend, 4>)> {
+        let [b, _, n, _] = x0.dims();
+        let x = Tensor::<AB, 4>::from_inner(x0).require_grad();
+        let a = x.clone().mul_scalar(self.a_norm.1).add_scalar(self.a_norm.0).reshape([b, n, n]);
+        let u = self.fno.forward(a).reshape([b, n * n]);
+        let r = (u.gather(1, self.idx.clone()) - self.y.clone()) * self.inv_scale.clone();
+        let loss = r.square().sum_dim(1).mul_scalar(0.5);
+        let per: Vec<f64> = to_vec(loss.clone().inner())?.into_iter().map(f64::from).collect();
+        let grads = loss.sum().backward();
+        let g = x.grad(&grads).context("no gradient reached the surrogate's input")?;
+        Ok((per, g))
+    }
+
+    fn noise_floor(&self) -> f64 {
+        self.obs.noise_floor()
+    }
+}
+
+/// Guidance through the exact finite-difference solver (gradient by the
+/// adjoint method), one solve and one adjoint solve per element, in
+/// parallel over elements.
+pub struct SolverGuide {
+    pde: PdeConfig,
+    obs: ObservationBatch,
+    a_norm: (f64, f64),
+    /// Node values raised to [`DARCY_COEFFICIENT_FLOOR`] so far.
+    pub floored: usize,
+}
+
+impl SolverGuide {
+    /// `a_norm` is the prior's `(mean, std)` of the PDE's input.
+    pub fn new(pde: PdeConfig, obs: ObservationBatch, a_norm: (f64, f64)) -> Result<Self> {
+        pde.validate()?;
+        pde.solver(obs.n)?;
+        Ok(Self { pde, obs, a_norm, floored: 0 })
+    }
+}
+
+impl<B: Backend> Guide<B> for SolverGuide {
+    fn loss_grad(&mut self, x0: Tensor<B, 4>) -> Result<(Vec<f64>, Tensor<B, 4>)> {
+        let dims = x0.dims();
+        let device = x0.device();
+        let per = dims[2] * dims[3];
+        let x = to_vec(x0)?;
+        let (mean, std) = self.a_norm;
+        let darcy = self.pde.kind == PdeKind::Darcy;
+        let n = self.obs.n;
+        let obs = &self.obs;
+        let pde = &self.pde;
+        let results: Vec<Result<(f64, Vec<f32>, usize)>> = x
+            .par_chunks(per)
+            .enumerate()
+            .map_init(
+                || pde.solver(n),
+                |solver, (b, field)| {
+                    let solver = solver.as_mut().map_err(|e| anyhow::anyhow!("{e}"))?;
+                    let mut floored = 0;
+                    let mut mask = vec![true; per];
+                    let input: Vec<f64> = field
+                        .iter()
+                        .zip(mask.iter_mut())
+                        .map(|(&v, m)| {
+                            let a = f64::from(v) * std + mean;
+                            if darcy && a < DARCY_COEFFICIENT_FLOOR {
+                                floored += 1;
+                                *m = false;
+                                DARCY_COEFFICIENT_FLOOR
+                            } else {
+                                a
+                            }
+                        })
+                        .collect();
+                    let w = 1.0 / (obs.scale[b] * obs.scale[b]);
+                    let (loss, grad, _) = solver.observation_loss_grad(&input, &obs.nodes[b], &obs.values[b], w)?;
+                    let g: Vec<f32> =
+                        grad.iter().zip(&mask).map(|(&g, &m)| if m { (g * std) as f32 } else { 0.0 }).collect();
+                    Ok((loss, g, floored))
+                },
+            )
+            .collect();
+        let mut losses = Vec::with_capacity(results.len());
+        let mut grad = Vec::with_capacity(x.len());
+        for r in results {
+            let (l, g, f) = r?;
+            losses.push(l);
+            grad.extend(g);
+            self.floored += f;
+        }
+        Ok((losses, Tensor::from_data(TensorData::new(grad, dims), &device)))
+    }
+
+    fn noise_floor(&self) -> f64 {
+        self.obs.noise_floor()
+    }
+}
+
+/// Guidance on the `u` channel of the joint `(a, u)` model
+/// (DiffusionPDE/FunDPS): the gradient reaches `a` only through the prior.
+pub struct JointGuide {
+    obs: ObservationBatch,
+    /// `(mean, std)` of the joint model's `u` channel.
+    u_norm: (f64, f64),
+}
+
+impl JointGuide {
+    /// `u_norm` is the joint model's `(mean, std)` of channel 1.
+    pub fn new(obs: ObservationBatch, u_norm: (f64, f64)) -> Self {
+        Self { obs, u_norm }
+    }
+}
+
+impl<B: Backend> Guide<B> for JointGuide {
+    fn loss_grad(&mut self, x0: Tensor<B, 4>) -> Result<(Vec<f64>, Tensor<B, 4>)> {
+        let dims = x0.dims();
+        ensure!(dims[1] == 2, "the joint guide needs two channels (a, u), got {}", dims[1]);
+        let device = x0.device();
+        let per = dims[2] * dims[3];
+        let x = to_vec(x0)?;
+        let (mean, std) = self.u_norm;
+        let mut grad = vec![0.0f32; x.len()];
+        let mut losses = Vec::with_capacity(dims[0]);
+        for b in 0..dims[0] {
+            let u = &x[(2 * b + 1) * per..(2 * b + 2) * per];
+            let nodes = &self.obs.nodes[b];
+            let (loss, g) = self.obs.residual_loss(b, nodes.iter().map(|&k| f64::from(u[k]) * std + mean));
+            losses.push(loss);
+            let gu = &mut grad[(2 * b + 1) * per..(2 * b + 2) * per];
+            for (&k, gk) in nodes.iter().zip(g) {
+                gu[k] += (gk * std) as f32;
+            }
+        }
+        Ok((losses, Tensor::from_data(TensorData::new(grad, dims), &device)))
+    }
+
+    fn noise_floor(&self) -> f64 {
+        self.obs.noise_floor()
+    }
+}

@@ -1,0 +1,134 @@
+//! Posterior samplers on the host (DESIGN.md section 5): DAPS (the DDIS
+//! sampler, full and reduced-step) and DPS, for the decoupled pair (prior +
+//! surrogate or exact solver) and for the joint `(a, u)` baseline.
+//!
+//! The samplers only see three things, so the same code serves every row of
+//! the comparison and the Gaussian test with a known posterior:
+//!
+//! - a [`Denoise`]r `D(x; s)` in the prior's normalised coordinates (`C`
+//!   channels: 1 for the prior, 2 for the joint model);
+//! - a [`Guide`]: the measurement loss `L(x0) = 0.5 ||r||^2` of a clean
+//!   estimate and its gradient, where `r = (M(u) - y) / y_scale` are the
+//!   sensor residuals in units of the readings' RMS (`guide.rs` has the
+//!   surrogate, exact-solver and joint-channel guides);
+//! - a [`Noise`] source (the prior's smooth GRF noise, or white noise).
+//!
+//! Every case and every posterior sample is one element of a single batch,
+//! so one sampler call reconstructs a whole evaluation set. Randomness comes
+//! from one ChaCha8 stream per call: the same seed gives the same bits.
+
+pub mod daps;
+pub mod dps;
+pub mod guide;
+
+use anyhow::Result;
+use burn::tensor::Tensor;
+use burn::tensor::backend::Backend;
+use rand::Rng;
+
+use crate::model::denoiser::EdmModel;
+use crate::model::noise::SmoothNoise;
+
+pub use daps::{DapsConfig, daps_sample};
+pub use dps::{DpsConfig, dps_sample};
+pub use guide::{JointGuide, ObservationBatch, SolverGuide, SurrogateGuide};
+
+/// `D(x; sigma)` for a whole batch `[batch, C, n, n]` at one noise level.
+pub trait Denoise<B: Backend> {
+    /// The denoised estimate of the clean field.
+    fn denoise(&self, x: Tensor<B, 4>, sigma: f64) -> Tensor<B, 4>;
+}
+
+impl<B: Backend> Denoise<B> for EdmModel<B> {
+    fn denoise(&self, x: Tensor<B, 4>, sigma: f64) -> Tensor<B, 4> {
+        self.denoise_at(x, sigma)
+    }
+}
+
+/// Value and gradient of the measurement loss of clean estimates.
+pub trait Guide<B: Backend> {
+    /// `L_b = 0.5 ||r_b||^2` per batch element and `dL_b / dx0_b` (same shape
+    /// as `x0`: `[batch, C, n, n]`, normalised prior coordinates).
+    fn loss_grad(&mut self, x0: Tensor<B, 4>) -> Result<(Vec<f64>, Tensor<B, 4>)>;
+
+    /// The readings' noise standard deviation in residual units (the floor
+    /// of the likelihood width `tau`).
+    fn noise_floor(&self) -> f64;
+}
+
+/// Where the sampler's noise comes from.
+#[derive(Clone, Debug)]
+pub enum Noise {
+    /// The prior's smooth RBF noise (function-space diffusion).
+    Smooth(SmoothNoise),
+    /// Independent N(0, 1) per node (tests with a white Gaussian prior).
+    White {
+        /// Nodes per side.
+        n: usize,
+    },
+}
+
+impl Noise {
+    /// A `[batch, channels, n, n]` unit-variance noise tensor drawn from `rng`.
+    pub fn draw<B: Backend, R: Rng + ?Sized>(
+        &self,
+        rng: &mut R,
+        batch: usize,
+        channels: usize,
+        device: &B::Device,
+    ) -> Tensor<B, 4> {
+        match self {
+            Noise::Smooth(s) => s.sample_tensor(rng, batch, channels, device),
+            Noise::White { n } => {
+                let n = *n;
+                let data: Vec<f32> = (0..batch * channels * n * n)
+                    .map(|_| rng.sample::<f32, _>(rand_distr::StandardNormal))
+                    .collect();
+                Tensor::from_data(burn::tensor::TensorData::new(data, [batch, channels, n, n]), device)
+            }
+        }
+    }
+}
+
+/// What a sampler call did, for the reports.
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize)]
+pub struct SampleStats {
+    /// Denoiser evaluations (each on the whole batch).
+    pub denoiser_calls: usize,
+    /// Denoiser vector-Jacobian products (DPS only).
+    pub denoiser_vjps: usize,
+    /// Guide evaluations (loss and gradient, whole batch).
+    pub guide_calls: usize,
+    /// Node values the safety clamp changed (should stay 0).
+    pub clamped: usize,
+    /// Batch elements whose state became non-finite (reset to the clamp).
+    pub non_finite: usize,
+}
+
+/// Clamps every value of `x` into `[-limit, limit]` (NaN -> 0) and counts
+/// the changes. Returns the clamped tensor.
+pub(crate) fn clamp_counted<B: Backend>(x: Tensor<B, 4>, limit: f64, stats: &mut SampleStats) -> Tensor<B, 4> {
+    let dims = x.dims();
+    let device = x.device();
+    let mut data: Vec<f32> = x.into_data().to_vec().unwrap_or_default();
+    let lim = limit as f32;
+    let per = dims[1] * dims[2] * dims[3];
+    for sample in data.chunks_mut(per.max(1)) {
+        let mut bad = false;
+        for v in sample.iter_mut() {
+            if !v.is_finite() {
+                bad = true;
+                *v = 0.0;
+                stats.clamped += 1;
+            } else if v.abs() > lim {
+                *v = v.clamp(-lim, lim);
+                stats.clamped += 1;
+            }
+        }
+        stats.non_finite += usize::from(bad);
+    }
+    Tensor::from_data(burn::tensor::TensorData::new(data, dims), &device)
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,241 @@
+//! Sampler tests: DAPS on a Gaussian prior with a linear forward map, where
+//! the exact posterior is known in closed form, and finite-difference checks
+//! of the guides' gradients.
+
+use super::*;
+use burn::backend::{Autodiff, NdArray};
+use burn::tensor::TensorData;
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use rand_distr::{Distribution, StandardNormal};
+
+type B = NdArray<f32>;
+type AB = Autodiff<B>;
+
+/// Posterior-mean error allowed, in units of the Monte Carlo standard error
+/// of the sample mean plus an absolute allowance for DAPS's bias
+/// (it approximates `p(x0 | x_s)` by `N(D(x_s), s^2)`).
+const MEAN_Z: f64 = 5.0;
+const MEAN_BIAS: f64 = 0.05;
+/// Relative tolerance on the posterior standard deviations.
+const STD_REL: f64 = 0.25;
+/// Finite-difference check of guide gradients (f32 forward models).
+const FD_REL: f64 = 2e-2;
+
+/// The exact denoiser of N(0, I) data under white noise: `x / (1 + s^2)`.
+struct GaussianDenoiser;
+
+impl<BB: Backend> Denoise<BB> for GaussianDenoiser {
+    fn denoise(&self, x: Tensor<BB, 4>, sigma: f64) -> Tensor<BB, 4> {
+        x.div_scalar(1.0 + sigma * sigma)
+    }
+}
+
+/// `L = 0.5 ||H x - y||^2` with a dense `H` (K x d).
+struct LinearGuide {
+    h: Vec<Vec<f64>>,
+    y: Vec<f64>,
+}
+
+impl<BB: Backend> Guide<BB> for LinearGuide {
+    fn loss_grad(&mut self, x0: Tensor<BB, 4>) -> Result<(Vec<f64>, Tensor<BB, 4>)> {
+        let dims = x0.dims();
+        let d = dims[1] * dims[2] * dims[3];
+        let x: Vec<f32> = x0.clone().into_data().to_vec().unwrap();
+        let mut losses = vec![];
+        let mut grad = vec![0.0f32; x.len()];
+        for (b, xb) in x.chunks(d).enumerate() {
+            let mut loss = 0.0;
+            for (row, &yk) in self.h.iter().zip(&self.y) {
+                let r: f64 = row.iter().zip(xb).map(|(h, &v)| h * f64::from(v)).sum::<f64>() - yk;
+                loss += 0.5 * r * r;
+                for (g, h) in grad[b * d..(b + 1) * d].iter_mut().zip(row) {
+                    *g += (r * h) as f32;
+                }
+            }
+            losses.push(loss);
+        }
+        Ok((losses, Tensor::from_data(TensorData::new(grad, dims), &x0.device())))
+    }
+
+    fn noise_floor(&self) -> f64 {
+        0.0
+    }
+}
+
+/// Solves the small dense SPD system `m z = r` by Gaussian elimination.
+fn solve(mut m: Vec<Vec<f64>>, mut r: Vec<f64>) -> Vec<f64> {
+    let d = r.len();
+    for c in 0..d {
+        for i in c + 1..d {
+            let f = m[i][c] / m[c][c];
+            for j in c..d {
+                m[i][j] -= f * m[c][j];
+            }
+            r[i] -= f * r[c];
+        }
+    }
+    let mut z = vec![0.0; d];
+    for i in (0..d).rev() {
+        z[i] = (r[i] - (i + 1..d).map(|j| m[i][j] * z[j]).sum::<f64>()) / m[i][i];
+    }
+    z
+}
+
+#[test]
+fn daps_recovers_the_exact_gaussian_posterior() {
+    // x ~ N(0, I) on a 3x3 grid (d = 9), y = H x* + e, e ~ N(0, tau^2).
+    let (n, k, tau, chains) = (3, 4, 0.5, 4000);
+    let d = n * n;
+    let mut rng = ChaCha8Rng::seed_from_u64(7);
+    let h: Vec<Vec<f64>> = (0..k).map(|_| (0..d).map(|_| StandardNormal.sample(&mut rng)).collect()).collect();
+    let y: Vec<f64> = (0..k).map(|_| { let z: f64 = StandardNormal.sample(&mut rng); 2.0 * z }).collect();
+    // Posterior precision P = I + H^T H / tau^2, mean = P^-1 H^T y / tau^2.
+    let prec: Vec<Vec<f64>> = (0..d)
+        .map(|i| {
+            (0..d)
+                .map(|j| f64::from(u8::from(i == j)) + (0..k).map(|r| h[r][i] * h[r][j]).sum::<f64>() / (tau * tau))
+                .collect()
+        })
+        .collect();
+    let hty: Vec<f64> = (0..d).map(|i| (0..k).map(|r| h[r][i] * y[r]).sum::<f64>() / (tau * tau)).collect();
+    let mean = solve(prec.clone(), hty);
+    let var: Vec<f64> = (0..d)
+        .map(|i| {
+            let e: Vec<f64> = (0..d).map(|j| f64::from(u8::from(i == j))).collect();
+            solve(prec.clone(), e)[i]
+        })
+        .collect();
+
+    let cfg = DapsConfig {
+        annealing: 60,
+        ode_steps: 1,
+        langevin: 40,
+        sigma_max: 10.0,
+        sigma_min: 0.01,
+        rho: 7.0,
+        tau,
+        lr: 0.02,
+        lr_min_ratio: 0.01,
+        lr_cap: 0.5,
+        clamp: 100.0,
+    };
+    let mut guide = LinearGuide { h, y };
+    let device = Default::default();
+    let (x, stats) =
+        daps_sample::<B, _, _>(&GaussianDenoiser, &mut guide, &Noise::White { n }, &cfg, [chains, 1], 3, &device)
+            .unwrap();
+    assert_eq!(stats.clamped, 0);
+    assert_eq!(stats.guide_calls, 60 * 40);
+    let x: Vec<f32> = x.into_data().to_vec().unwrap();
+    for i in 0..d {
+        let vals: Vec<f64> = x.iter().skip(i).step_by(d).map(|&v| f64::from(v)).collect();
+        let m = vals.iter().sum::<f64>() / chains as f64;
+        let v = vals.iter().map(|t| (t - m).powi(2)).sum::<f64>() / (chains - 1) as f64;
+        let se = (var[i] / chains as f64).sqrt();
+        assert!(
+            (m - mean[i]).abs() <= MEAN_Z * se + MEAN_BIAS,
+            "node {i}: DAPS mean {m:.4}, exact posterior mean {:.4} (tolerance {:.4})",
+            mean[i],
+            MEAN_Z * se + MEAN_BIAS
+        );
+        assert!(
+            (v.sqrt() - var[i].sqrt()).abs() <= STD_REL * var[i].sqrt(),
+            "node {i}: DAPS std {:.4}, exact posterior std {:.4}",
+            v.sqrt(),
+            var[i].sqrt()
+        );
+    }
+}
+
+#[test]
+fn daps_is_reproducible_and_schedules_parse() {
+    let cfg = DapsConfig::reduced();
+    assert_eq!(cfg.with_steps("10x2x3").unwrap().cost(), (30, 30));
+    assert!(cfg.with_steps("10x0x3").is_err());
+    assert!(cfg.with_steps("10x3").is_err());
+    assert!(cfg.with_steps("ax1x1").is_err());
+    let small = cfg.with_steps("4x1x2").unwrap();
+    let run = |seed| {
+        let mut guide = LinearGuide { h: vec![vec![1.0; 9]], y: vec![1.0] };
+        let (x, _) = daps_sample::<B, _, _>(
+            &GaussianDenoiser,
+            &mut guide,
+            &Noise::White { n: 3 },
+            &small,
+            [5, 1],
+            seed,
+            &Default::default(),
+        )
+        .unwrap();
+        x.into_data().to_vec::<f32>().unwrap()
+    };
+    assert_eq!(run(1), run(1), "same seed, same bits");
+    assert_ne!(run(1), run(2));
+    // The step is capped by s^2 at low levels and decays linearly.
+    let full = DapsConfig::full();
+    assert!(full.step_size(full.annealing - 1, 0.01) <= full.lr_cap * 1e-4 + 1e-18);
+    assert!(full.step_size(0, 10.0) == full.lr);
+}
+
+/// Directional finite difference of a guide's loss against its gradient.
+fn check_guide_gradient<G: Guide<B>>(guide: &mut G, x: Vec<f32>, dims: [usize; 4], what: &str) {
+    let device = Default::default();
+    let mut rng = ChaCha8Rng::seed_from_u64(11);
+    let v: Vec<f32> = (0..x.len()).map(|_| StandardNormal.sample(&mut rng)).collect();
+    let t = |data: Vec<f32>| Tensor::<B, 4>::from_data(TensorData::new(data, dims), &device);
+    let (_, g) = guide.loss_grad(t(x.clone())).unwrap();
+    let g: Vec<f32> = g.into_data().to_vec().unwrap();
+    let eps = 1e-3f32;
+    let mut shifted = |sign: f32| -> f64 {
+        let xs: Vec<f32> = x.iter().zip(&v).map(|(a, b)| a + sign * eps * b).collect();
+        guide.loss_grad(t(xs)).unwrap().0.iter().sum()
+    };
+    let fd = (shifted(1.0) - shifted(-1.0)) / (2.0 * f64::from(eps));
+    let an: f64 = g.iter().zip(&v).map(|(a, b)| f64::from(*a) * f64::from(*b)).sum();
+    assert!((fd - an).abs() <= FD_REL * an.abs().max(1e-6), "{what}: finite difference {fd}, gradient {an}");
+}
+
+#[test]
+fn surrogate_guide_gradient_matches_finite_differences() {
+    use crate::model::fno::FnoConfig;
+    let device = Default::default();
+    let n = 16;
+    let _guard = crate::model::SEEDED_INIT.lock().unwrap_or_else(|e| e.into_inner());
+    <AB as Backend>::seed(&device, 5);
+    let mut cfg = FnoConfig::device();
+    cfg.width = 8;
+    cfg.modes = 4;
+    cfg.layers = 2;
+    let fno = cfg.init::<AB>(&device);
+    let mut rng = ChaCha8Rng::seed_from_u64(1);
+    let cases: Vec<crate::observe::Observations> = (0..2)
+        .map(|c| {
+            let nodes = crate::observe::random_interior_nodes(n, 10, &mut rng).unwrap();
+            let values = (0..10).map(|k| 0.01 * (k + c) as f64).collect();
+            crate::observe::Observations::new(n, nodes, values, 0.0).unwrap()
+        })
+        .collect();
+    let obs = ObservationBatch::new(&cases, 2).unwrap();
+    let mut guide = SurrogateGuide::new(fno, obs, (7.5, 4.5), &device).unwrap();
+    let x: Vec<f32> = (0..4 * n * n).map(|k| ((k as f32) * 0.37).sin()).collect();
+    check_guide_gradient(&mut guide, x, [4, 1, n, n], "surrogate guide");
+}
+
+#[test]
+fn solver_and_joint_guides_match_finite_differences() {
+    let n = 12;
+    let mut rng = ChaCha8Rng::seed_from_u64(2);
+    let nodes = crate::observe::random_interior_nodes(n, 8, &mut rng).unwrap();
+    let case = crate::observe::Observations::new(n, nodes, (0..8).map(|k| 0.02 + 0.001 * k as f64).collect(), 0.0)
+        .unwrap();
+    let obs = ObservationBatch::new(&[case], 2).unwrap();
+    let x: Vec<f32> = (0..2 * n * n).map(|k| 0.5 * ((k as f32) * 0.21).cos()).collect();
+    for kind in [crate::pde::PdeKind::Darcy, crate::pde::PdeKind::Poisson] {
+        let mut guide = SolverGuide::new(crate::pde::PdeConfig::for_kind(kind), obs.clone(), (7.5, 4.5)).unwrap();
+        check_guide_gradient(&mut guide, x.clone(), [2, 1, n, n], kind.name());
+        assert_eq!(guide.floored, 0);
+    }
+    let mut joint = JointGuide::new(obs, (0.03, 0.02));
+    check_guide_gradient(&mut joint, x, [1, 2, n, n], "joint guide");
+}
