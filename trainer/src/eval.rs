@@ -275,7 +275,15 @@ pub fn point_estimate(pde: &PdeConfig, mean: &[f32]) -> Vec<f32> {
         return mean.to_vec();
     }
     let d = &pde.darcy;
-    mean.iter().map(|&v| if f64::from(v) >= d.threshold { d.a_high as f32 } else { d.a_low as f32 }).collect()
+    let mid = phase_threshold(pde);
+    mean.iter().map(|&v| if f64::from(v) >= mid { d.a_high as f32 } else { d.a_low as f32 }).collect()
+}
+
+/// The value of `a` that separates the two Darcy phases: the midpoint of
+/// `a_low` and `a_high` (7.5 for the published 3 / 12). (`darcy.threshold`
+/// is the GRF level, not a value of `a`.)
+pub fn phase_threshold(pde: &PdeConfig) -> f64 {
+    0.5 * (pde.darcy.a_low + pde.darcy.a_high)
 }
 
 /// Fraction of nodes where the truth lies within `mean +- 2 std`.
@@ -307,7 +315,7 @@ pub fn case_metrics(pde: &PdeConfig, truth: &[f32], mean: &[f32], std: &[f32], n
         rel_l2: metrics::rel_l2(&est, truth)?,
         spectral_geo: geo,
         spectral_arith: arith,
-        error_rate: (pde.kind == PdeKind::Darcy).then(|| metrics::darcy_error_rate(mean, truth, pde.darcy.threshold)).transpose()?,
+        error_rate: (pde.kind == PdeKind::Darcy).then(|| metrics::darcy_error_rate(mean, truth, phase_threshold(pde))).transpose()?,
         calibration: calibration(truth, mean, std),
     })
 }
@@ -503,7 +511,7 @@ pub fn run_eval<AB: AutodiffBackend>(opts: &EvalOptions, device: &AB::Device) ->
             None
         };
         let models = Models { prior: Some((prior.clone(), prior_cfg.clone())), operator, joint };
-        for spec in &opts.methods {
+        for (m, spec) in opts.methods.iter().enumerate() {
             let post = reconstruct_cases(
                 spec,
                 opts.physics,
@@ -522,7 +530,7 @@ pub fn run_eval<AB: AutodiffBackend>(opts: &EvalOptions, device: &AB::Device) ->
                 let (mean, std) = post.mean_std(k);
                 metrics_rows.push(case_metrics(&pde, truth, &mean, &std, n)?);
                 if k < opts.panels {
-                    let name = format!("{}-p{}-case{k}.png", spec.method.name(), paired);
+                    let name = format!("m{m}-{}-p{paired}-case{k}.png", spec.method.name());
                     write_panel(&opts.out.join(name), n, Some(truth), &cases[k], &mean, &std)?;
                 }
             }

@@ -25,7 +25,8 @@ pub struct DpsConfig {
     pub rho: f64,
     /// Guidance weight `zeta` on `grad ||r||` (residual in readings' RMS).
     pub zeta: f64,
-    /// Safety clamp on the normalised field (counted when it fires).
+    /// Safety clamp on the normalised field, `clamp * (1 + s)` at level `s`
+    /// (counted when it fires).
     pub clamp: f64,
 }
 
@@ -94,7 +95,8 @@ where
         let s_next = sigmas.get(i + 1).copied().unwrap_or(0.0);
         let dx = (x.clone() - x0.clone()).div_scalar(s);
         let euler = x + dx.mul_scalar(s_next - s);
-        x = clamp_counted(euler - gx.mul_scalar(cfg.zeta), cfg.clamp, &mut stats);
+        // The state is noisy at level s_next: clamp relative to it.
+        x = clamp_counted(euler - gx.mul_scalar(cfg.zeta), cfg.clamp * (1.0 + s_next), &mut stats);
     }
     Ok((x, stats))
 }

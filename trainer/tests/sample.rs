@@ -1,0 +1,170 @@
+//! `ddis eval` and `ddis reconstruct` end to end through the binary, on
+//! tiny models trained for a few steps: every method runs, the reports and
+//! outputs are written, the same seed gives the same table, and bad input
+//! is a one-line error that names the problem.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use ddis_trainer::data::Dataset;
+use ddis_trainer::npy;
+
+fn ddis(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_ddis")).args(args).output().expect("run ddis")
+}
+
+fn ok(o: Output) -> Output {
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    o
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+/// A 16x16 Darcy dataset and a prior, a surrogate and a joint model trained
+/// for a handful of steps under `root/runs`.
+fn setup(root: &Path) -> (PathBuf, PathBuf) {
+    let data = root.join("data");
+    ok(ddis(&["--quiet", "data", "gen", "--res", "16", "--count", "60", "--seed", "3", "--out", s(&data)]));
+    let runs = root.join("runs");
+    let common = |kind: &str, name: &str, extra: &[&str]| {
+        let out = runs.join(name);
+        let mut args = vec![
+            "--quiet",
+            "--threads",
+            "1",
+            "train",
+            kind,
+            "--data",
+            s(&data),
+            "--out",
+            s(&out),
+            "--steps",
+            "3",
+            "--batch",
+            "4",
+        ];
+        args.extend_from_slice(extra);
+        ok(ddis(&args));
+    };
+    common("prior", "prior", &["--stat-samples", "2"]);
+    common("operator", "op", &["--paired-fraction", "1.0"]);
+    common("joint", "joint", &["--paired-fraction", "1.0"]);
+    (data, runs)
+}
+
+/// The metric columns of results.csv (wall time dropped).
+fn metric_columns(csv: &str) -> Vec<String> {
+    csv.lines().map(|l| l.rsplitn(3, ',').nth(2).unwrap_or_default().to_string()).collect()
+}
+
+#[test]
+fn eval_and_reconstruct_end_to_end() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (data, runs) = setup(tmp.path());
+    let methods = "ddis-daps+schedule=3x1x2,ddis-dps+steps=3,joint-daps+schedule=3x1x2,joint-dps+steps=3";
+    let eval_with = |out: &Path, methods: &str, extra: &[&str]| {
+        let mut args = vec![
+            "--quiet",
+            "--threads",
+            "1",
+            "eval",
+            "--pde",
+            "darcy",
+            "--res",
+            "16",
+            "--cases",
+            "2",
+            "--sensors",
+            "8",
+            "--samples",
+            "2",
+            "--methods",
+            methods,
+            "--runs",
+            s(&runs),
+            "--panels",
+            "1",
+            "--out",
+            s(out),
+        ];
+        args.extend_from_slice(extra);
+        ddis(&args)
+    };
+    let eval = |out: &Path, extra: &[&str]| eval_with(out, methods, extra);
+    let (r1, r2) = (tmp.path().join("r1"), tmp.path().join("r2"));
+    ok(eval(&r1, &[]));
+    ok(eval(&r2, &[]));
+    let md = std::fs::read_to_string(r1.join("results.md")).unwrap();
+    for m in ["ddis-daps", "ddis-dps", "joint-daps", "joint-dps", "error rate", "calibration", "best joint"] {
+        assert!(md.contains(m), "results.md lacks `{m}`:\n{md}");
+    }
+    let csv1 = std::fs::read_to_string(r1.join("results.csv")).unwrap();
+    let csv2 = std::fs::read_to_string(r2.join("results.csv")).unwrap();
+    assert_eq!(csv1.lines().count(), 5, "header + one row per method:\n{csv1}");
+    assert_eq!(metric_columns(&csv1), metric_columns(&csv2), "same seed, same table");
+    for m in 0..4 {
+        let any = std::fs::read_dir(&r1)
+            .unwrap()
+            .flatten()
+            .any(|e| e.file_name().to_string_lossy().starts_with(&format!("m{m}-")));
+        assert!(any, "no panel for method {m}");
+    }
+    // A different seed changes the sensors, hence the table.
+    let r3 = tmp.path().join("r3");
+    ok(eval(&r3, &["--seed", "1"]));
+    assert_ne!(metric_columns(&csv1), metric_columns(&std::fs::read_to_string(r3.join("results.csv")).unwrap()));
+    // Exact physics instead of the surrogate.
+    let r4 = tmp.path().join("r4");
+    ok(eval_with(&r4, "ddis-daps+schedule=3x1x2", &["--physics", "solver"]));
+
+    // reconstruct from a CSV of readings taken from the data.
+    let set = Dataset::load(&data).unwrap();
+    let n = 16;
+    let mut csv = String::from("x,y,value\n");
+    for (i, j) in [(3, 4), (8, 8), (12, 5), (5, 12), (10, 2)] {
+        let v = set.u[i * n + j];
+        csv += &format!("{},{},{v}\n", j as f64 / 15.0, i as f64 / 15.0);
+    }
+    let obs = tmp.path().join("obs.csv");
+    std::fs::write(&obs, &csv).unwrap();
+    let rec = tmp.path().join("rec");
+    let prior = runs.join("prior");
+    let op = runs.join("op");
+    let base =
+        ["--quiet", "reconstruct", "--obs", s(&obs), "--out", s(&rec), "--samples", "3", "--schedule", "3x1x2"];
+    ok(ddis(&[&base[..], &["--prior", s(&prior), "--operator", s(&op)]].concat()));
+    let mean = npy::read(&rec.join("mean.npy")).unwrap();
+    assert_eq!(mean.shape, vec![n, n]);
+    assert!(mean.data.iter().all(|v| v.is_finite()));
+    let std = npy::read(&rec.join("std.npy")).unwrap();
+    assert!(std.data.iter().all(|v| v.is_finite() && *v >= 0.0));
+    assert_eq!(npy::read(&rec.join("samples.npy")).unwrap().shape, vec![3, n, n]);
+    assert!(rec.join("panel.png").exists());
+    for sampler in ["daps-lite", "dps"] {
+        ok(ddis(&[&base[..], &["--prior", s(&prior), "--operator", s(&op), "--sampler", sampler]].concat()));
+    }
+    ok(ddis(&[&base[..], &["--joint", s(&runs.join("joint"))]].concat()));
+    ok(ddis(&[&base[..], &["--prior", s(&prior), "--physics", "solver"]].concat()));
+
+    // Bad input: one-line errors that say what is wrong.
+    let err = |o: Output| {
+        assert!(!o.status.success());
+        String::from_utf8_lossy(&o.stderr).to_string()
+    };
+    let e = err(ddis(&[&base[..], &["--prior", s(&prior)]].concat()));
+    assert!(e.contains("--operator"), "{e}");
+    std::fs::write(&obs, "x,y,value\n0.5,0.5,0.1\n0.2,NaN,0.3\n").unwrap();
+    let e = err(ddis(&[&base[..], &["--prior", s(&prior), "--operator", s(&op)]].concat()));
+    assert!(e.contains(":3"), "the error names line 3: {e}");
+    std::fs::write(&obs, "x,y,value\n0.5,1.5,0.1\n").unwrap();
+    let e = err(ddis(&[&base[..], &["--prior", s(&prior), "--operator", s(&op)]].concat()));
+    assert!(e.contains(":2"), "the error names line 2: {e}");
+    let e = err(eval_with(&tmp.path().join("r5"), "ddis-magic", &[]));
+    assert!(e.contains("unknown method"), "{e}");
+    let e = err(eval_with(&tmp.path().join("r6"), "ddis-daps+schedule=3x1", &[]));
+    assert!(e.contains("ANNEALINGxODExLANGEVIN"), "{e}");
+    let e = err(eval(&tmp.path().join("r7"), &["--paired", "0.5"]));
+    assert!(e.contains("paired fraction 0.5"), "{e}");
+}
