@@ -33,11 +33,11 @@ pub struct DpsConfig {
 impl DpsConfig {
     /// Steps when none are given (chosen for a wall time comparable to the
     /// full DAPS schedule; docs/results.md).
-    pub const DEFAULT_STEPS: usize = 200;
+    pub const DEFAULT_STEPS: usize = 100;
 
     /// Defaults chosen on validation cases (docs/results.md).
     pub fn default_for_budget(steps: usize) -> Self {
-        Self { steps, sigma_max: 10.0, sigma_min: 0.01, rho: edm::RHO, zeta: 0.3, clamp: 10.0 }
+        Self { steps, sigma_max: 10.0, sigma_min: 0.01, rho: edm::RHO, zeta: 10.0, clamp: 10.0 }
     }
 
     /// Checks every knob; errors name the field.
