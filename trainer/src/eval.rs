@@ -740,3 +740,71 @@ pub fn synthetic_case(pde: &PdeConfig, n: usize, sensors: usize, noise: f64, see
     let obs = Observations::measure(n, nodes, &u, noise, &mut rng)?;
     Ok((input.iter().map(|&v| v as f32).collect(), obs))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn calibration_and_point_estimate_hand_cases() {
+        // |t - m| = 0, 1, 2.5, 4 against 2 std = 2: nodes 0, 1 inside (2 exactly counts).
+        let truth = [0.0f32, 1.0, 2.5, 4.0];
+        let mean = [0.0f32; 4];
+        assert_eq!(calibration(&truth, &mean, &[1.0; 4]), 0.5);
+        assert_eq!(calibration(&truth, &mean, &[2.0; 4]), 1.0);
+        let darcy = PdeConfig::for_kind(PdeKind::Darcy);
+        assert_eq!(phase_threshold(&darcy), 7.5);
+        assert_eq!(point_estimate(&darcy, &[7.49, 7.5, 20.0, -1.0]), vec![3.0, 12.0, 12.0, 3.0]);
+        let poisson = PdeConfig::for_kind(PdeKind::Poisson);
+        assert_eq!(point_estimate(&poisson, &[7.49, -1.0]), vec![7.49, -1.0]);
+    }
+
+    #[test]
+    fn posterior_mean_and_std_per_case() {
+        // Two cases of a 1x1 "grid" (n = 1), three samples each.
+        let post = Posterior {
+            n: 1,
+            samples: 3,
+            fields: vec![1.0, 2.0, 3.0, 10.0, 10.0, 10.0],
+            stats: SampleStats::default(),
+            seconds: 0.0,
+        };
+        let (m, s) = post.mean_std(0);
+        assert_eq!(m, vec![2.0]);
+        assert!((s[0] - (2.0f32 / 3.0).sqrt()).abs() < 1e-6, "population std of 1, 2, 3: {}", s[0]);
+        assert_eq!(post.mean_std(1), (vec![10.0], vec![0.0]));
+    }
+
+    #[test]
+    fn method_specs_parse_with_overrides() {
+        let (d, p) = (DapsConfig::full(), DpsConfig::default_for_budget(100));
+        let m = MethodSpec::parse("ddis-daps+schedule=20x1x5+tau=0.01", &d, &p).unwrap();
+        assert_eq!((m.method, m.daps.annealing, m.daps.langevin, m.daps.tau), (Method::DdisDaps, 20, 5, 0.01));
+        let m = MethodSpec::parse("joint-dps+steps=30+zeta=2", &d, &p).unwrap();
+        assert_eq!((m.method, m.dps.steps, m.dps.zeta), (Method::JointDps, 30, 2.0));
+        assert!(m.method.is_joint());
+        for bad in ["ddis", "ddis-daps+tau", "ddis-daps+tau=x", "ddis-daps+tau=-1", "ddis-daps+color=3"] {
+            assert!(MethodSpec::parse(bad, &d, &p).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn run_lookup_is_unambiguous_or_an_error() {
+        let run = |path: &str, kind: &str, paired: f64| FoundRun {
+            path: PathBuf::from(path),
+            kind: kind.into(),
+            pde: "darcy".into(),
+            res: 32,
+            paired_fraction: paired,
+            data: String::new(),
+        };
+        let runs = vec![run("p", "prior", 1.0), run("o1", "operator", 1.0), run("o2", "operator", 0.01)];
+        assert_eq!(pick_run(&runs, "operator", "darcy", 32, Some(0.01)).unwrap(), PathBuf::from("o2"));
+        assert_eq!(pick_run(&runs, "prior", "darcy", 32, None).unwrap(), PathBuf::from("p"));
+        let e = pick_run(&runs, "operator", "darcy", 32, None).unwrap_err().to_string();
+        assert!(e.contains("several") && e.contains("o1") && e.contains("o2"), "{e}");
+        let e = pick_run(&runs, "joint", "darcy", 32, Some(1.0)).unwrap_err().to_string();
+        assert!(e.contains("no joint run"), "{e}");
+        assert!(pick_run(&runs, "prior", "poisson", 32, None).is_err());
+    }
+}
