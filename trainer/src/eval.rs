@@ -115,8 +115,9 @@ impl MethodSpec {
                 }
                 "steps" => dps.steps = num()? as usize,
                 "zeta" => dps.zeta = num()?,
+                "precondition" => daps.precondition = num()? != 0.0,
                 _ => bail!(
-                    "unknown setting `{k}` in `{spec}` (valid: schedule, tau, lr, lr_min_ratio, lr_cap, sigma_max, steps, zeta)"
+                    "unknown setting `{k}` in `{spec}` (valid: schedule, tau, lr, lr_min_ratio, lr_cap, sigma_max, precondition, steps, zeta)"
                 ),
             }
         }
@@ -130,7 +131,8 @@ impl MethodSpec {
         match self.method {
             Method::DdisDaps | Method::JointDaps => {
                 let d = &self.daps;
-                format!("DAPS {} tau={} lr={} s_max={}", d.label(), d.tau, d.lr, d.sigma_max)
+                let pre = if d.precondition { " precond." } else { "" };
+                format!("DAPS {} tau={} lr={} s_max={}{pre}", d.label(), d.tau, d.lr, d.sigma_max)
             }
             Method::DdisDps | Method::JointDps => {
                 format!("DPS {} steps zeta={}", self.dps.steps, self.dps.zeta)

@@ -119,6 +119,7 @@ fn daps_recovers_the_exact_gaussian_posterior() {
         lr_min_ratio: 0.01,
         lr_cap: 0.5,
         clamp: 100.0,
+        precondition: true,
     };
     let mut guide = LinearGuide { h, y };
     let device = Default::default();

@@ -1,0 +1,490 @@
+//! Export to the device artifact, the host half of
+//! `ddis_runtime::artifact` (which defines the format; docs/format.md
+//! describes it). Everything the device cannot compute well is folded here
+//! in f64: the DAPS schedule with the EDM coefficients, the prior's noise
+//! embedding and FiLM layers at every annealing level, the DFT twiddles,
+//! the smooth-noise square-root kernel. Weights are transposed to the
+//! runtime's row-per-output-channel layout and, for [`Quant::Int8`],
+//! quantised per row with the runtime's own [`quantize_row`].
+//!
+//! [`inspect`] describes an artifact; [`runtime_reconstruct`] runs the
+//! runtime's sampler on the host, the very code the device runs.
+
+use std::fmt::Write as _;
+
+use anyhow::{Context, Result, anyhow, ensure};
+use burn::nn::Linear;
+use burn::tensor::Tensor;
+use burn::tensor::backend::Backend;
+use ddis_runtime::artifact::{
+    self, Artifact, Body, Bytes, KIND_NOISE, KIND_PRIOR, KIND_SCHEDULE, KIND_SURROGATE, LEVEL_SCALARS, LinearParams,
+    OperatorParams, PriorParams, ScheduleParams, SurrogateParams, Weights,
+};
+use ddis_runtime::kernels::quantize_row;
+use ddis_runtime::operator::OperatorShape;
+use ddis_runtime::sampler::{self, SampleStats};
+use ddis_runtime::{Grid, Sensors};
+
+use crate::model::denoiser::{Denoiser, EdmModel};
+use crate::model::edm;
+use crate::model::fno::Fno;
+use crate::model::spectral::SpectralConv2d;
+use crate::observe::Observations;
+use crate::sample::DapsConfig;
+
+/// How weights are stored in the artifact.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Quant {
+    /// int8 weights with one f32 scale per output channel (per row of each
+    /// weight matrix; for spectral weights per mode and output channel).
+    Int8,
+    /// f32 weights (parity checks against burn; about 4x the bytes).
+    F32,
+}
+
+impl std::fmt::Display for Quant {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Quant::Int8 => "int8",
+            Quant::F32 => "f32",
+        })
+    }
+}
+
+fn le_bytes(v: &[f32]) -> Vec<u8> {
+    v.iter().flat_map(|x| x.to_le_bytes()).collect()
+}
+
+fn values<B: Backend, const D: usize>(t: Tensor<B, D>) -> Result<Vec<f32>> {
+    t.into_data().to_vec::<f32>().map_err(|e| anyhow!("tensor data: {e:?}"))
+}
+
+/// Owned bytes of one weight matrix (row-major, rows = output channels).
+struct OwnedWeights {
+    values: Vec<u8>,
+    q: Vec<u8>,
+    scales: Vec<u8>,
+    quant: Quant,
+}
+
+impl OwnedWeights {
+    fn new(w: &[f32], rows: usize, cols: usize, quant: Quant) -> Self {
+        debug_assert_eq!(w.len(), rows * cols);
+        match quant {
+            Quant::F32 => Self { values: le_bytes(w), q: vec![], scales: vec![], quant },
+            Quant::Int8 => {
+                let mut q = vec![0u8; rows * cols];
+                let scales: Vec<f32> = w
+                    .chunks_exact(cols.max(1))
+                    .zip(q.chunks_exact_mut(cols.max(1)))
+                    .map(|(row, q)| quantize_row(row, q))
+                    .collect();
+                Self { values: vec![], q, scales: le_bytes(&scales), quant }
+            }
+        }
+    }
+
+    fn weights(&self) -> Weights<'_> {
+        match self.quant {
+            Quant::F32 => Weights::F32 { values: Bytes(&self.values) },
+            Quant::Int8 => Weights::I8 { q: Bytes(&self.q), scales: Bytes(&self.scales) },
+        }
+    }
+}
+
+/// Owned bytes of a (possibly stacked) linear layer.
+struct OwnedLinear {
+    inputs: usize,
+    outputs: usize,
+    w: OwnedWeights,
+    bias: Vec<u8>,
+}
+
+impl OwnedLinear {
+    /// Stacks `layers` (each `inputs -> outputs_each`) into one layer whose
+    /// rows are `layer * outputs_each + o`.
+    fn stack<B: Backend>(layers: &[&Linear<B>], inputs: usize, quant: Quant, what: &str) -> Result<Self> {
+        let (mut w, mut bias) = (Vec::new(), Vec::new());
+        let mut outputs = 0;
+        for l in layers {
+            let [din, dout] = l.weight.dims();
+            ensure!(din == inputs, "{what}: expected {inputs} inputs, the layer has {din}");
+            let wt = values(l.weight.val())?; // [in, out] row-major
+            for o in 0..dout {
+                w.extend((0..din).map(|i| wt[i * dout + o]));
+            }
+            match &l.bias {
+                Some(b) => bias.extend(values(b.val())?),
+                None => bias.extend(std::iter::repeat_n(0.0, dout)),
+            }
+            outputs += dout;
+        }
+        Ok(Self { inputs, outputs, w: OwnedWeights::new(&w, outputs, inputs, quant), bias: le_bytes(&bias) })
+    }
+
+    fn params(&self) -> LinearParams<'_> {
+        LinearParams {
+            inputs: self.inputs as u32,
+            outputs: self.outputs as u32,
+            weight: self.w.weights(),
+            bias: Bytes(&self.bias),
+        }
+    }
+}
+
+/// Owned bytes of one operator network.
+struct OwnedNet {
+    shape: OperatorShape,
+    lift: OwnedLinear,
+    spectral: OwnedWeights,
+    skip: OwnedLinear,
+    proj_hidden: OwnedLinear,
+    proj_out: OwnedLinear,
+    twiddle: Vec<u8>,
+}
+
+/// The parts of an FNO-type network that the runtime's operator ships.
+struct NetParts<'m, B: Backend> {
+    lift: &'m Linear<B>,
+    spectral: &'m [SpectralConv2d<B>],
+    skip: &'m [Linear<B>],
+    proj_hidden: &'m Linear<B>,
+    proj_out: &'m Linear<B>,
+    modes: usize,
+    pad: usize,
+}
+
+/// `cos(2 pi j / p)` for `j < p`, then `sin(2 pi j / p)`, in f64 rounded
+/// once. The phase index is exact, as in `model::spectral`.
+fn twiddle(p: usize) -> Vec<f32> {
+    let tau = std::f64::consts::TAU;
+    let cos = (0..p).map(|j| (tau * j as f64 / p as f64).cos() as f32);
+    let sin = (0..p).map(|j| (tau * j as f64 / p as f64).sin() as f32);
+    cos.chain(sin).collect()
+}
+
+impl OwnedNet {
+    fn new<B: Backend>(parts: NetParts<'_, B>, n: usize, quant: Quant, what: &str) -> Result<Self> {
+        let layers = parts.spectral.len();
+        ensure!(layers >= 1 && parts.skip.len() == layers, "{what}: {layers} spectral layers, {} skips", parts.skip.len());
+        let width = parts.lift.weight.dims()[1];
+        let m = parts.modes;
+        let proj_width = parts.proj_hidden.weight.dims()[1];
+        ensure!(parts.proj_out.weight.dims()[1] == 1, "{what}: the device networks have one output channel");
+        let g = |name: &str| {
+            let groups = std::env::var("DDIS_INT8_GROUPS").unwrap_or_else(|_| "spectral,skip,lift,proj".into());
+            if quant == Quant::Int8 && groups.split(',').any(|x| x == name) { Quant::Int8 } else { Quant::F32 }
+        };
+        let lift = OwnedLinear::stack(&[parts.lift], 3, g("lift"), what)?;
+        ensure!(lift.outputs == width, "{what}: lift shape");
+        // Spectral weights [in, out, 2m, m] -> rows ((l 2m + r) m + k2) width + o,
+        // columns re(i) for i < width, then im(i).
+        let mut spec = Vec::with_capacity(layers * 2 * m * m * width * 2 * width);
+        for (l, sc) in parts.spectral.iter().enumerate() {
+            let dims = sc.weight_re.dims();
+            ensure!(
+                dims == [width, width, 2 * m, m],
+                "{what}: spectral layer {l} has weights {dims:?}, expected [{width}, {width}, {}, {m}]",
+                2 * m
+            );
+            let (wr, wi) = (values(sc.weight_re.val())?, values(sc.weight_im.val())?);
+            let at = |i: usize, o: usize, r: usize, k2: usize| ((i * width + o) * 2 * m + r) * m + k2;
+            for r in 0..2 * m {
+                for k2 in 0..m {
+                    for o in 0..width {
+                        spec.extend((0..width).map(|i| wr[at(i, o, r, k2)]));
+                        spec.extend((0..width).map(|i| wi[at(i, o, r, k2)]));
+                    }
+                }
+            }
+        }
+        let skip_refs: Vec<&Linear<B>> = parts.skip.iter().collect();
+        let shape = OperatorShape { n, width, modes: m, layers, pad: parts.pad, proj_width };
+        Ok(Self {
+            shape,
+            lift,
+            spectral: OwnedWeights::new(&spec, layers * 2 * m * m * width, 2 * width, g("spectral")),
+            skip: OwnedLinear::stack(&skip_refs, width, g("skip"), what)?,
+            proj_hidden: OwnedLinear::stack(&[parts.proj_hidden], width, g("proj"), what)?,
+            proj_out: OwnedLinear::stack(&[parts.proj_out], proj_width, g("proj"), what)?,
+            twiddle: le_bytes(&twiddle(shape.padded())),
+        })
+    }
+
+    fn params(&self) -> OperatorParams<'_> {
+        let s = self.shape;
+        OperatorParams {
+            width: s.width as u32,
+            modes: s.modes as u32,
+            layers: s.layers as u32,
+            pad: s.pad as u32,
+            proj_width: s.proj_width as u32,
+            lift: self.lift.params(),
+            spectral: self.spectral.weights(),
+            skip: self.skip.params(),
+            proj_hidden: self.proj_hidden.params(),
+            proj_out: self.proj_out.params(),
+            twiddle: Bytes(&self.twiddle),
+        }
+    }
+}
+
+/// `relu(W x + b)` (or without the ReLU) in f64 from a burn layer.
+fn dense<B: Backend>(l: &Linear<B>, x: &[f64], relu: bool) -> Result<Vec<f64>> {
+    let [din, dout] = l.weight.dims();
+    ensure!(din == x.len(), "embedding layer expects {din} inputs, got {}", x.len());
+    let w = values(l.weight.val())?;
+    let b = match &l.bias {
+        Some(b) => values(b.val())?,
+        None => vec![0.0; dout],
+    };
+    Ok((0..dout)
+        .map(|o| {
+            let v = f64::from(b[o]) + (0..din).map(|i| f64::from(w[i * dout + o]) * x[i]).sum::<f64>();
+            if relu { v.max(0.0) } else { v }
+        })
+        .collect())
+}
+
+/// The prior's FiLM table at noise level `sigma`, folded in f64: per layer
+/// `width` values of `1 + scale`, then `width` shifts.
+fn film_table<B: Backend>(net: &Denoiser<B>, sigma: f64) -> Result<Vec<f64>> {
+    let c = edm::c_noise(sigma);
+    let f = net.embed_frequencies;
+    let phase: Vec<f64> = (0..f).map(|k| c * (1u64 << k.min(63)) as f64).collect();
+    let features: Vec<f64> = phase.iter().map(|p| p.sin()).chain(phase.iter().map(|p| p.cos())).collect();
+    let emb = dense(&net.embed_out, &dense(&net.embed_in, &features, true)?, true)?;
+    let mut out = Vec::new();
+    for film in &net.film {
+        let ss = dense(film, &emb, false)?;
+        let w = ss.len() / 2;
+        out.extend(ss[..w].iter().map(|s| s + 1.0));
+        out.extend_from_slice(&ss[w..]);
+    }
+    Ok(out)
+}
+
+/// Builds the device artifact for an `n x n` grid: the surrogate, the
+/// prior (one data channel), the prior's smooth noise and the DAPS schedule
+/// `daps` (which must use one ODE step, as the device does). The result is
+/// parsed back by the runtime before it is returned.
+pub fn build_artifact<B: Backend>(
+    prior: &EdmModel<B>,
+    operator: &Fno<B>,
+    daps: &DapsConfig,
+    n: usize,
+    quant: Quant,
+) -> Result<Vec<u8>> {
+    daps.validate()?;
+    ensure!(daps.ode_steps == 1, "the device sampler takes one ODE step (Tweedie); the schedule has {}", daps.ode_steps);
+    let cfg = prior.config();
+    let den = &prior.denoiser;
+    ensure!(den.channels == 1, "the device prior has one data channel, this one has {}", den.channels);
+    cfg.denoiser.check_resolution(n).map_err(|e| anyhow!("prior at n = {n}: {e}"))?;
+    let fno_cfg_pad = operator.pad_len(n);
+    let fno_net = OwnedNet::new(
+        NetParts {
+            lift: &operator.lift,
+            spectral: &operator.spectral,
+            skip: &operator.skip,
+            proj_hidden: &operator.proj_hidden,
+            proj_out: &operator.proj_out,
+            modes: operator.modes,
+            pad: fno_cfg_pad,
+        },
+        n,
+        quant,
+        "surrogate",
+    )?;
+    let prior_net = OwnedNet::new(
+        NetParts {
+            lift: &den.lift,
+            spectral: &den.spectral,
+            skip: &den.skip,
+            proj_hidden: &den.proj_hidden,
+            proj_out: &den.proj_out,
+            modes: den.modes,
+            pad: cfg.denoiser.pad_len(n),
+        },
+        n,
+        quant,
+        "prior",
+    )?;
+
+    // The schedule, one row per level.
+    let sd = cfg.sigma_data;
+    let sigmas = daps.sigmas();
+    let mut table = Vec::with_capacity(sigmas.len() * (LEVEL_SCALARS + 2 * 16 * 4));
+    for (i, &s) in sigmas.iter().enumerate() {
+        let lr = daps.step_size(i, s);
+        let row = [
+            s,
+            edm::c_in(s, sd),
+            edm::c_skip(s, sd),
+            edm::c_out(s, sd),
+            lr,
+            (2.0 * lr).sqrt(),
+            1.0 / (s * s),
+            sigmas.get(i + 1).copied().unwrap_or(0.0),
+        ];
+        table.extend(row.iter().map(|&v| v as f32));
+        table.extend(film_table(den, s)?.iter().map(|&v| v as f32));
+    }
+    let table = le_bytes(&table);
+    let noise = cfg.smooth_noise(n).map_err(|e| anyhow!("smooth noise at n = {n}: {e}"))?;
+    let noise = le_bytes(noise.sqrt_kernel_f32());
+    let nz = &operator.normalization;
+    let (pm, ps) = cfg.normalization.channel(0);
+
+    let body = Body {
+        kind: KIND_SURROGATE | KIND_PRIOR | KIND_NOISE | KIND_SCHEDULE,
+        n: n as u32,
+        surrogate: Some(SurrogateParams {
+            net: fno_net.params(),
+            a_mean: nz.a_mean as f32,
+            a_std: nz.a_std as f32,
+            u_mean: nz.u_mean as f32,
+            u_std: nz.u_std as f32,
+        }),
+        prior: Some(PriorParams { net: prior_net.params(), mean: pm as f32, std: ps as f32, sigma_data: sd as f32 }),
+        noise: Some(Bytes(&noise)),
+        schedule: Some(ScheduleParams {
+            levels: sigmas.len() as u32,
+            langevin: daps.langevin as u32,
+            tau: daps.tau as f32,
+            clamp: daps.clamp as f32,
+            table: Bytes(&table),
+        }),
+    };
+    let mut out = vec![0u8; artifact::encoded_len(&body)?];
+    let len = artifact::encode(&body, &mut out)?;
+    out.truncate(len);
+    Artifact::parse(&out).context("the runtime rejects the artifact just built")?;
+    Ok(out)
+}
+
+fn describe_net(out: &mut String, name: &str, net: &ddis_runtime::operator::Operator<'_>) {
+    let s = net.shape();
+    let _ = writeln!(
+        out,
+        "{name}: width {}, modes {}, layers {}, pad {} (padded {}x{}), projection {}; {} parameters, {} weights, {} bytes",
+        s.width,
+        s.modes,
+        s.layers,
+        s.pad,
+        s.padded(),
+        s.padded(),
+        s.proj_width,
+        s.params(),
+        if net.is_int8() { "int8" } else { "f32" },
+        net.bytes()
+    );
+}
+
+/// A human-readable description of an artifact: kind, grid, shapes,
+/// parameter counts, sizes, workspace, CRC and schedule. Errors (damaged,
+/// wrong version, bad shapes) carry the runtime's message.
+pub fn inspect(bytes: &[u8]) -> Result<String> {
+    let art = Artifact::parse(bytes).map_err(|e| anyhow!("invalid artifact ({} bytes): {e}", bytes.len()))?;
+    let mut out = String::new();
+    let kind = art.kind();
+    let names: Vec<&str> = [
+        (artifact::KIND_SURROGATE, "surrogate"),
+        (artifact::KIND_PRIOR, "prior"),
+        (artifact::KIND_NOISE, "noise"),
+        (artifact::KIND_SCHEDULE, "schedule"),
+    ]
+    .iter()
+    .filter(|(f, _)| kind & f != 0)
+    .map(|&(_, name)| name)
+    .collect();
+    let _ = writeln!(out, "format: DDIS version {}", artifact::FORMAT_VERSION);
+    let _ = writeln!(out, "kind: {kind:#04x} ({})", names.join(" + "));
+    let _ = writeln!(out, "grid: {0} x {0}", art.n());
+    let _ = writeln!(out, "artifact: {} bytes ({:.1} KiB)", art.len_bytes(), art.len_bytes() as f64 / 1024.0);
+    let _ = writeln!(out, "crc32: {:#010x} (verified)", art.crc());
+    if let Some(f) = art.surrogate() {
+        describe_net(&mut out, "surrogate", f.net());
+        let (am, asd, um, usd) = f.normalization();
+        let _ = writeln!(out, "  normalisation: a {am} +- {asd}, u {um} +- {usd}");
+    }
+    if let Some(p) = art.prior() {
+        describe_net(&mut out, "prior", p.net());
+        let (m, s) = p.normalization();
+        let _ = writeln!(out, "  normalisation: a {m} +- {s}; sigma_data {}", p.sigma_data());
+    }
+    if let Some(nz) = art.noise() {
+        let _ = writeln!(out, "noise: {0} x {0} square-root kernel, {1} bytes", nz.n(), nz.bytes());
+    }
+    if let Some(s) = art.schedule() {
+        let _ = writeln!(
+            out,
+            "schedule: {} levels x {} Langevin steps (one ODE step), tau {}, clamp {}, {} bytes",
+            s.levels(),
+            s.langevin(),
+            s.tau(),
+            s.clamp(),
+            s.bytes()
+        );
+        let _ = writeln!(out, "  level   sigma        lr           sqrt(2 lr)   c_skip   c_out");
+        for i in 0..s.levels() {
+            if let Ok(l) = s.level(i) {
+                let _ = writeln!(
+                    out,
+                    "  {i:>5}   {:<11.4e}  {:<11.4e}  {:<11.4e}  {:<7.4}  {:<7.4}",
+                    l.sigma, l.lr, l.noise_std, l.c_skip, l.c_out
+                );
+            }
+        }
+    }
+    match art.workspace_bytes() {
+        Some(b) => {
+            let _ = writeln!(out, "workspace: {b} bytes ({:.1} KiB) for the sampler", b as f64 / 1024.0);
+            for k in [31usize, 100] {
+                if let Some(f) = sampler::flops(&art, k) {
+                    let _ = writeln!(out, "  {:.3e} FLOP per posterior sample with {k} sensors", f as f64);
+                }
+            }
+        }
+        None => {
+            let _ = writeln!(out, "workspace: n/a (not a complete sampler artifact)");
+        }
+    }
+    Ok(out)
+}
+
+/// What [`runtime_posterior`] returns.
+#[derive(Clone, Debug)]
+pub struct RuntimePosterior {
+    /// Pointwise posterior mean, physical units, `n * n`.
+    pub mean: Vec<f32>,
+    /// Pointwise posterior standard deviation (population), `n * n`.
+    pub std: Vec<f32>,
+    /// The sampler's counters, summed over the samples.
+    pub stats: SampleStats,
+}
+
+/// Runs the runtime's reduced-step DAPS on the host: `samples` posterior
+/// samples from `seed` for the readings `obs` (nodes and noise level as
+/// given), reduced to mean and std. Bit-identical to the device run.
+pub fn runtime_posterior(bytes: &[u8], obs: &Observations, samples: usize, seed: u64) -> Result<RuntimePosterior> {
+    let art = Artifact::parse(bytes).map_err(|e| anyhow!("invalid artifact: {e}"))?;
+    ensure!(obs.n == art.n(), "readings on a {0}x{0} grid, the artifact is for {1}x{1}", obs.n, art.n());
+    let mut sensors = Sensors::new(Grid::new(art.n())?);
+    for (k, (&node, &value)) in obs.nodes.iter().zip(&obs.values).enumerate() {
+        sensors.push_node(node, value as f32).with_context(|| format!("sensor {k}"))?;
+    }
+    let need = art.workspace_len().ok_or_else(|| anyhow!("the artifact lacks a section the sampler needs"))?;
+    let mut ws = vec![0.0f32; need];
+    let n2 = art.n() * art.n();
+    let (mut mean, mut std) = (vec![0.0f32; n2], vec![0.0f32; n2]);
+    let stats =
+        sampler::posterior(&art, &sensors, obs.noise_sigma as f32, seed, samples, &mut mean, &mut std, &mut ws)?;
+    Ok(RuntimePosterior { mean, std, stats })
+}
+
+/// [`runtime_posterior`] without the counters: `(mean, std)`.
+pub fn runtime_reconstruct(bytes: &[u8], obs: &Observations, samples: usize, seed: u64) -> Result<(Vec<f32>, Vec<f32>)> {
+    let p = runtime_posterior(bytes, obs, samples, seed)?;
+    Ok((p.mean, p.std))
+}
