@@ -1,5 +1,5 @@
 //! The grid convention shared with the trainer (DESIGN.md section 3): `n x n`
-//! nodes on [0,1]^2, boundary included; node `[i, j]` sits at
+//! nodes on `[0,1]^2`, boundary included; node `[i, j]` sits at
 //! `x = j/(n-1)`, `y = i/(n-1)`, stored row-major at `i*n + j`.
 
 use crate::Error;
@@ -12,9 +12,30 @@ pub struct Grid {
 }
 
 impl Grid {
-    /// A grid of `n` nodes per side; `n >= 3` so that it has an interior.
+    /// Largest side accepted: every flat node index `i * n + j` fits in a
+    /// `u32` (how sensor sets store them).
+    pub const MAX_N: usize = 65_535;
+
+    /// A grid of `n` nodes per side; `3 <= n <= MAX_N` so that it has an
+    /// interior and its node indices fit in `u32`.
     pub const fn new(n: usize) -> Result<Self, Error> {
-        if n < 3 { Err(Error::GridTooSmall { n }) } else { Ok(Self { n }) }
+        if n < 3 {
+            Err(Error::GridTooSmall { n })
+        } else if n > Self::MAX_N {
+            Err(Error::GridTooLarge { n, max: Self::MAX_N })
+        } else {
+            Ok(Self { n })
+        }
+    }
+
+    /// Nodes on the grid, `n * n`.
+    pub const fn len(&self) -> usize {
+        self.n * self.n
+    }
+
+    /// Always false (a grid has at least 3 x 3 nodes); for clippy.
+    pub const fn is_empty(&self) -> bool {
+        self.n == 0
     }
 
     /// Nodes per side.
@@ -58,5 +79,9 @@ mod tests {
             assert_eq!(g.nearest_node(x, y, k), Err(Error::SensorOffGrid { index: k }), "({x}, {y})");
         }
         assert_eq!(Grid::new(2), Err(Error::GridTooSmall { n: 2 }));
+        assert_eq!(Grid::new(usize::MAX), Err(Error::GridTooLarge { n: usize::MAX, max: Grid::MAX_N }));
+        let big = Grid::new(Grid::MAX_N).unwrap();
+        assert_eq!(big.nearest_node(1.0, 1.0, 0), Ok(big.len() - 1));
+        assert!(big.len() - 1 <= u32::MAX as usize);
     }
 }

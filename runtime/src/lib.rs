@@ -1,16 +1,43 @@
 //! ddis-runtime: the heap-free inference side of ddis.
 //!
-//! It will load an artifact written by `ddis-trainer` from a `&'static [u8]`
-//! and run the reduced-step DAPS sampler in a caller-provided workspace. It
-//! never allocates and never panics on input: every check happens once, at
-//! the edge, and returns an [`Error`]. Today it holds the pieces the artifact
-//! format builds on: the grid convention and the CRC-32 that seals a file.
+//! It parses an artifact written by `ddis-trainer` from a `&[u8]` (flash on
+//! the device) without copying ([`artifact`]), and runs the reduced-step
+//! DAPS sampler ([`sampler`]) in one caller-provided workspace whose size is
+//! known before the run ([`Artifact::workspace_len`],
+//! [`sampler::workspace_len`]). It never allocates and never panics on
+//! input: every check happens once, at the edge, and returns an [`Error`].
+//!
+//! Module map: [`artifact`] (format, parse, encode), [`kernels`] (weights
+//! and pointwise layers), [`operator`] (the FNO-type network with its
+//! in-place truncated-DFT spectral layers and their adjoints), [`fno`] (the
+//! surrogate and its vector-Jacobian product), [`denoiser`] (the EDM prior
+//! at a schedule level), [`schedule`], [`noise`] (smooth GRF noise),
+//! [`rng`], [`math`], [`sensors`], [`sampler`].
 #![cfg_attr(not(test), no_std)]
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+pub mod artifact;
 pub mod crc;
+pub mod denoiser;
 mod error;
+pub mod fno;
 pub mod grid;
+pub mod kernels;
+pub mod math;
+pub mod noise;
+pub mod operator;
+pub mod presets;
+pub mod rng;
+pub mod sampler;
+pub mod schedule;
+pub mod sensors;
+#[cfg(test)]
+mod tests;
+#[cfg(test)]
+mod testutil;
 
+pub use artifact::Artifact;
 pub use error::Error;
+pub use grid::Grid;
+pub use sensors::{MAX_SENSORS, Sensor, Sensors};

@@ -166,16 +166,16 @@ fn twiddle(p: usize) -> Vec<f32> {
 impl OwnedNet {
     fn new<B: Backend>(parts: NetParts<'_, B>, n: usize, quant: Quant, what: &str) -> Result<Self> {
         let layers = parts.spectral.len();
-        ensure!(layers >= 1 && parts.skip.len() == layers, "{what}: {layers} spectral layers, {} skips", parts.skip.len());
+        ensure!(
+            layers >= 1 && parts.skip.len() == layers,
+            "{what}: {layers} spectral layers, {} skips",
+            parts.skip.len()
+        );
         let width = parts.lift.weight.dims()[1];
         let m = parts.modes;
         let proj_width = parts.proj_hidden.weight.dims()[1];
         ensure!(parts.proj_out.weight.dims()[1] == 1, "{what}: the device networks have one output channel");
-        let g = |name: &str| {
-            let groups = std::env::var("DDIS_INT8_GROUPS").unwrap_or_else(|_| "spectral,skip,lift,proj".into());
-            if quant == Quant::Int8 && groups.split(',').any(|x| x == name) { Quant::Int8 } else { Quant::F32 }
-        };
-        let lift = OwnedLinear::stack(&[parts.lift], 3, g("lift"), what)?;
+        let lift = OwnedLinear::stack(&[parts.lift], 3, quant, what)?;
         ensure!(lift.outputs == width, "{what}: lift shape");
         // Spectral weights [in, out, 2m, m] -> rows ((l 2m + r) m + k2) width + o,
         // columns re(i) for i < width, then im(i).
@@ -203,10 +203,10 @@ impl OwnedNet {
         Ok(Self {
             shape,
             lift,
-            spectral: OwnedWeights::new(&spec, layers * 2 * m * m * width, 2 * width, g("spectral")),
-            skip: OwnedLinear::stack(&skip_refs, width, g("skip"), what)?,
-            proj_hidden: OwnedLinear::stack(&[parts.proj_hidden], width, g("proj"), what)?,
-            proj_out: OwnedLinear::stack(&[parts.proj_out], proj_width, g("proj"), what)?,
+            spectral: OwnedWeights::new(&spec, layers * 2 * m * m * width, 2 * width, quant),
+            skip: OwnedLinear::stack(&skip_refs, width, quant, what)?,
+            proj_hidden: OwnedLinear::stack(&[parts.proj_hidden], width, quant, what)?,
+            proj_out: OwnedLinear::stack(&[parts.proj_out], proj_width, quant, what)?,
             twiddle: le_bytes(&twiddle(shape.padded())),
         })
     }
@@ -266,8 +266,9 @@ fn film_table<B: Backend>(net: &Denoiser<B>, sigma: f64) -> Result<Vec<f64>> {
 
 /// Builds the device artifact for an `n x n` grid: the surrogate, the
 /// prior (one data channel), the prior's smooth noise and the DAPS schedule
-/// `daps` (which must use one ODE step, as the device does). The result is
-/// parsed back by the runtime before it is returned.
+/// `daps` (which must use one ODE step and no preconditioning, as the
+/// device does). The result is parsed back by the runtime before it is
+/// returned.
 pub fn build_artifact<B: Backend>(
     prior: &EdmModel<B>,
     operator: &Fno<B>,
@@ -276,7 +277,12 @@ pub fn build_artifact<B: Backend>(
     quant: Quant,
 ) -> Result<Vec<u8>> {
     daps.validate()?;
-    ensure!(daps.ode_steps == 1, "the device sampler takes one ODE step (Tweedie); the schedule has {}", daps.ode_steps);
+    ensure!(
+        daps.ode_steps == 1,
+        "the device sampler takes one ODE step (Tweedie); the schedule has {}",
+        daps.ode_steps
+    );
+    ensure!(!daps.precondition, "the device sampler does not precondition the Langevin steps (daps.precondition)");
     let cfg = prior.config();
     let den = &prior.denoiser;
     ensure!(den.channels == 1, "the device prior has one data channel, this one has {}", den.channels);
@@ -484,7 +490,12 @@ pub fn runtime_posterior(bytes: &[u8], obs: &Observations, samples: usize, seed:
 }
 
 /// [`runtime_posterior`] without the counters: `(mean, std)`.
-pub fn runtime_reconstruct(bytes: &[u8], obs: &Observations, samples: usize, seed: u64) -> Result<(Vec<f32>, Vec<f32>)> {
+pub fn runtime_reconstruct(
+    bytes: &[u8],
+    obs: &Observations,
+    samples: usize,
+    seed: u64,
+) -> Result<(Vec<f32>, Vec<f32>)> {
     let p = runtime_posterior(bytes, obs, samples, seed)?;
     Ok((p.mean, p.std))
 }

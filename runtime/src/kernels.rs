@@ -1,0 +1,421 @@
+//! Pointwise kernels over weights borrowed from the artifact: little-endian
+//! f32 arrays read without copying ([`F32s`]), weight matrices with f32 or
+//! int8 entries and one f32 scale per row ([`Matrix`]), and pointwise linear
+//! layers ([`Linear`]). Values are built only by the artifact parser, which
+//! checks every length once; the kernels then take slices and do not fail.
+//!
+//! Every fast kernel has a plain reference in the tests below (f64,
+//! dequantised weights, straight from the formula).
+
+use crate::Error;
+
+/// A validated little-endian f32 array inside the artifact. The bytes need
+/// no alignment: each value is read with `f32::from_le_bytes`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct F32s<'a> {
+    bytes: &'a [u8],
+}
+
+impl<'a> F32s<'a> {
+    /// `bytes` as `len` f32 values; every value must be finite.
+    pub(crate) fn new(bytes: &'a [u8], len: usize, field: &'static str) -> Result<Self, Error> {
+        let expected = len.checked_mul(4).ok_or(Error::Overflow { field })?;
+        if bytes.len() != expected {
+            return Err(Error::ShapeMismatch { field, expected, got: bytes.len() });
+        }
+        let out = Self { bytes };
+        if let Some(index) = out.iter().position(|v| !v.is_finite()) {
+            return Err(Error::NonFinite { field, index });
+        }
+        Ok(out)
+    }
+
+    /// An empty array.
+    pub(crate) const fn empty() -> Self {
+        Self { bytes: &[] }
+    }
+
+    /// Number of values.
+    pub fn len(&self) -> usize {
+        self.bytes.len() / 4
+    }
+
+    /// Whether there are no values.
+    pub fn is_empty(&self) -> bool {
+        self.bytes.len() < 4
+    }
+
+    /// Value `i`, or 0 past the end.
+    #[inline]
+    pub fn get(&self, i: usize) -> f32 {
+        match self.bytes.get(4 * i..4 * i + 4) {
+            Some(&[a, b, c, d]) => f32::from_le_bytes([a, b, c, d]),
+            _ => 0.0,
+        }
+    }
+
+    /// The values in order.
+    #[inline]
+    pub fn iter(&self) -> impl Iterator<Item = f32> + 'a {
+        self.bytes.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+    }
+
+    /// Values `start..start + len` (clipped to the array).
+    #[inline]
+    pub fn slice(&self, start: usize, len: usize) -> F32s<'a> {
+        let lo = start.saturating_mul(4).min(self.bytes.len());
+        let hi = start.saturating_add(len).saturating_mul(4).min(self.bytes.len());
+        F32s { bytes: &self.bytes[lo..hi] }
+    }
+}
+
+/// Storage of a [`Matrix`].
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Storage<'a> {
+    F32(F32s<'a>),
+    I8 { q: &'a [u8], scales: F32s<'a> },
+}
+
+/// A row-major `rows x cols` weight matrix, f32 or int8 with one f32 scale
+/// per row (the row is the output channel: `w[r][c] = q[r][c] * scale[r]`).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Matrix<'a> {
+    rows: usize,
+    cols: usize,
+    storage: Storage<'a>,
+}
+
+impl<'a> Matrix<'a> {
+    /// A checked f32 matrix.
+    pub(crate) fn f32(bytes: &'a [u8], rows: usize, cols: usize, field: &'static str) -> Result<Self, Error> {
+        let len = rows.checked_mul(cols).ok_or(Error::Overflow { field })?;
+        Ok(Self { rows, cols, storage: Storage::F32(F32s::new(bytes, len, field)?) })
+    }
+
+    /// A checked int8 matrix; every scale finite and `>= 0`.
+    pub(crate) fn i8(
+        q: &'a [u8],
+        scales: &'a [u8],
+        rows: usize,
+        cols: usize,
+        field: &'static str,
+    ) -> Result<Self, Error> {
+        let len = rows.checked_mul(cols).ok_or(Error::Overflow { field })?;
+        if q.len() != len {
+            return Err(Error::ShapeMismatch { field, expected: len, got: q.len() });
+        }
+        let scales = F32s::new(scales, rows, field)?;
+        if scales.iter().any(|s| s < 0.0) {
+            return Err(Error::InvalidValue { field });
+        }
+        Ok(Self { rows, cols, storage: Storage::I8 { q, scales } })
+    }
+
+    /// Rows (output channels).
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+
+    /// Columns (input channels).
+    pub fn cols(&self) -> usize {
+        self.cols
+    }
+
+    /// Whether the entries are int8.
+    pub fn is_int8(&self) -> bool {
+        matches!(self.storage, Storage::I8 { .. })
+    }
+
+    /// Bytes of weights and scales.
+    pub fn bytes(&self) -> usize {
+        match self.storage {
+            Storage::F32(v) => 4 * v.len(),
+            Storage::I8 { q, scales } => q.len() + 4 * scales.len(),
+        }
+    }
+
+    /// Entry `[r][c]` as f32 (dequantised). For references and tests.
+    pub fn at(&self, r: usize, c: usize) -> f32 {
+        let k = r * self.cols + c;
+        match self.storage {
+            Storage::F32(v) => v.get(k),
+            Storage::I8 { q, scales } => f32::from(q.get(k).map_or(0, |&b| b as i8)) * scales.get(r),
+        }
+    }
+
+    /// `sum_c w[r][c] x[c]` for the first `cols` values of `x` (the int8
+    /// path multiplies the integer-weighted sum by the row's scale once).
+    #[inline]
+    pub fn dot_row(&self, r: usize, x: &[f32]) -> f32 {
+        let start = r * self.cols;
+        match self.storage {
+            Storage::F32(v) => v.slice(start, self.cols).iter().zip(x).fold(0.0, |acc, (w, x)| acc + w * x),
+            Storage::I8 { q, scales } => {
+                let row = q.get(start..start + self.cols).unwrap_or(&[]);
+                row.iter().zip(x).fold(0.0, |acc, (&w, x)| acc + f32::from(w as i8) * x) * scales.get(r)
+            }
+        }
+    }
+
+    /// The complex row product of a spectral mode: columns `0..k` are real
+    /// parts, `k..2k` imaginary parts (`k = cols / 2`), and the result is
+    /// `(sum_i zr wr - zi wi, sum_i zr wi + zi wr)` over `i < k`.
+    #[inline]
+    pub fn dot_row_complex(&self, r: usize, zr: &[f32], zi: &[f32]) -> (f32, f32) {
+        let k = self.cols / 2;
+        let start = r * self.cols;
+        match self.storage {
+            Storage::F32(v) => {
+                let (wr, wi) = (v.slice(start, k), v.slice(start + k, k));
+                let (mut yr, mut yi) = (0.0f32, 0.0f32);
+                for (((wr, wi), &zr), &zi) in wr.iter().zip(wi.iter()).zip(zr).zip(zi) {
+                    yr += zr * wr - zi * wi;
+                    yi += zr * wi + zi * wr;
+                }
+                (yr, yi)
+            }
+            Storage::I8 { q, scales } => {
+                let row = q.get(start..start + 2 * k).unwrap_or(&[]);
+                let (qr, qi) = row.split_at(k.min(row.len()));
+                let (mut yr, mut yi) = (0.0f32, 0.0f32);
+                for (((&wr, &wi), &zr), &zi) in qr.iter().zip(qi).zip(zr).zip(zi) {
+                    let (wr, wi) = (f32::from(wr as i8), f32::from(wi as i8));
+                    yr += zr * wr - zi * wi;
+                    yi += zr * wi + zi * wr;
+                }
+                let s = scales.get(r);
+                (yr * s, yi * s)
+            }
+        }
+    }
+
+    /// Adjoint of [`dot_row_complex`](Self::dot_row_complex) for one row,
+    /// accumulated: `gzr[i] += wr gyr + wi gyi`, `gzi[i] += -wi gyr + wr gyi`.
+    #[inline]
+    pub fn dot_row_complex_adjoint(&self, r: usize, gyr: f32, gyi: f32, gzr: &mut [f32], gzi: &mut [f32]) {
+        let k = self.cols / 2;
+        let start = r * self.cols;
+        match self.storage {
+            Storage::F32(v) => {
+                let (wr, wi) = (v.slice(start, k), v.slice(start + k, k));
+                for (((wr, wi), gzr), gzi) in wr.iter().zip(wi.iter()).zip(gzr.iter_mut()).zip(gzi.iter_mut()) {
+                    *gzr += wr * gyr + wi * gyi;
+                    *gzi += wr * gyi - wi * gyr;
+                }
+            }
+            Storage::I8 { q, scales } => {
+                let s = scales.get(r);
+                let (gyr, gyi) = (gyr * s, gyi * s);
+                let row = q.get(start..start + 2 * k).unwrap_or(&[]);
+                let (qr, qi) = row.split_at(k.min(row.len()));
+                for (((&wr, &wi), gzr), gzi) in qr.iter().zip(qi).zip(gzr.iter_mut()).zip(gzi.iter_mut()) {
+                    let (wr, wi) = (f32::from(wr as i8), f32::from(wi as i8));
+                    *gzr += wr * gyr + wi * gyi;
+                    *gzi += wr * gyi - wi * gyr;
+                }
+            }
+        }
+    }
+
+    /// `out[c] += sum_r w[r][c] g[r]` over rows `row0..row0 + g.len()`.
+    #[inline]
+    pub fn transposed_acc(&self, row0: usize, g: &[f32], out: &mut [f32]) {
+        for (k, &gr) in g.iter().enumerate() {
+            let start = (row0 + k) * self.cols;
+            match self.storage {
+                Storage::F32(v) => {
+                    for (o, w) in out.iter_mut().zip(v.slice(start, self.cols).iter()) {
+                        *o += w * gr;
+                    }
+                }
+                Storage::I8 { q, scales } => {
+                    let gs = gr * scales.get(row0 + k);
+                    let row = q.get(start..start + self.cols).unwrap_or(&[]);
+                    for (o, &w) in out.iter_mut().zip(row) {
+                        *o += f32::from(w as i8) * gs;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Quantises one row of weights to int8 with a symmetric scale:
+/// `scale = max |w| / 127`, `q = round(w / scale)` (half away from zero),
+/// so that `|w - q scale| <= scale / 2`. Returns the scale (0 for an
+/// all-zero row, whose `q` are all 0). `q` must be as long as `w`; extra
+/// entries of either are ignored.
+///
+/// The host exporter calls this, so quantiser and kernel live side by side.
+pub fn quantize_row(w: &[f32], q: &mut [u8]) -> f32 {
+    let max = w.iter().fold(0.0f32, |m, v| if v.abs() > m { v.abs() } else { m });
+    let scale = max / 127.0;
+    for (q, &w) in q.iter_mut().zip(w) {
+        let v = if scale > 0.0 { w / scale } else { 0.0 };
+        // `as` truncates toward zero and saturates: +-0.5 rounds half away.
+        let r = if v >= 0.0 { (v + 0.5) as i32 } else { (v - 0.5) as i32 };
+        *q = (r.clamp(-127, 127) as i8) as u8;
+    }
+    scale
+}
+
+/// A pointwise linear layer `y = W x + b`, `W` of `outputs x inputs`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Linear<'a> {
+    weight: Matrix<'a>,
+    bias: F32s<'a>,
+}
+
+impl<'a> Linear<'a> {
+    /// Checked: `bias` has one value per row of `weight`.
+    pub(crate) fn new(weight: Matrix<'a>, bias: &'a [u8], field: &'static str) -> Result<Self, Error> {
+        let bias = F32s::new(bias, weight.rows, field)?;
+        Ok(Self { weight, bias })
+    }
+
+    /// Input channels.
+    pub fn inputs(&self) -> usize {
+        self.weight.cols
+    }
+
+    /// Output channels.
+    pub fn outputs(&self) -> usize {
+        self.weight.rows
+    }
+
+    /// The weight matrix.
+    pub fn weight(&self) -> &Matrix<'a> {
+        &self.weight
+    }
+
+    /// The bias.
+    pub fn bias(&self) -> F32s<'a> {
+        self.bias
+    }
+
+    /// Bytes of weights, scales and bias.
+    pub fn bytes(&self) -> usize {
+        self.weight.bytes() + 4 * self.bias.len()
+    }
+
+    /// Scalars (weights and bias).
+    pub fn params(&self) -> usize {
+        self.weight.rows * self.weight.cols + self.bias.len()
+    }
+
+    /// `y[k] = (W x)[row0 + k] + b[row0 + k]` for `k < y.len()`: rows
+    /// `row0..` of the layer (a stacked layer holds several blocks' rows).
+    #[inline]
+    pub fn forward_rows(&self, row0: usize, x: &[f32], y: &mut [f32]) {
+        for (k, y) in y.iter_mut().enumerate() {
+            *y = self.weight.dot_row(row0 + k, x) + self.bias.get(row0 + k);
+        }
+    }
+
+    /// `y = W x + b` (`y` holds `outputs` values).
+    #[inline]
+    pub fn forward(&self, x: &[f32], y: &mut [f32]) {
+        self.forward_rows(0, x, y);
+    }
+
+    /// `out = W[row0..row0 + g.len()]^T g` (no bias): the adjoint.
+    #[inline]
+    pub fn transposed_rows(&self, row0: usize, g: &[f32], out: &mut [f32]) {
+        out.fill(0.0);
+        self.weight.transposed_acc(row0, g, out);
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use crate::testutil::{Lcg, assert_close, f32_bytes, quantize_rows};
+
+    /// f32 round-off of dot products of a few dozen O(1) terms, relative to
+    /// the largest reference value.
+    pub(crate) const DOT_TOL: f64 = 1e-5;
+
+    fn reference_matvec(w: &Matrix, x: &[f32]) -> Vec<f64> {
+        (0..w.rows()).map(|r| (0..w.cols()).map(|c| f64::from(w.at(r, c)) * f64::from(x[c])).sum()).collect()
+    }
+
+    fn matrices(rng: &mut Lcg, rows: usize, cols: usize) -> (Vec<u8>, Vec<u8>, Vec<u8>) {
+        let w: Vec<f32> = (0..rows * cols).map(|_| rng.uniform(-1.0, 1.0)).collect();
+        let (q, s) = quantize_rows(&w, rows, cols);
+        (f32_bytes(&w), q, f32_bytes(&s))
+    }
+
+    #[test]
+    fn matvec_fast_matches_reference_f32_and_int8() {
+        let mut rng = Lcg::new(1);
+        for (rows, cols) in [(1, 1), (16, 3), (7, 33), (64, 16)] {
+            let (wf, q, s) = matrices(&mut rng, rows, cols);
+            let x: Vec<f32> = (0..cols).map(|_| rng.uniform(-2.0, 2.0)).collect();
+            for m in [Matrix::f32(&wf, rows, cols, "w").unwrap(), Matrix::i8(&q, &s, rows, cols, "w").unwrap()] {
+                let got: Vec<f32> = (0..rows).map(|r| m.dot_row(r, &x)).collect();
+                assert_close(&got, &reference_matvec(&m, &x), DOT_TOL, "matvec");
+                // Adjoint: <W x, g> = <x, W^T g>.
+                let g: Vec<f32> = (0..rows).map(|_| rng.uniform(-1.0, 1.0)).collect();
+                let mut wtg = vec![0.0; cols];
+                m.transposed_acc(0, &g, &mut wtg);
+                let want: Vec<f64> =
+                    (0..cols).map(|c| (0..rows).map(|r| f64::from(m.at(r, c)) * f64::from(g[r])).sum()).collect();
+                assert_close(&wtg, &want, DOT_TOL, "transposed");
+            }
+        }
+    }
+
+    #[test]
+    fn int8_is_within_half_a_step_of_f32() {
+        let mut rng = Lcg::new(2);
+        let (rows, cols) = (8, 20);
+        let (wf, q, s) = matrices(&mut rng, rows, cols);
+        let (mf, mq) = (Matrix::f32(&wf, rows, cols, "w").unwrap(), Matrix::i8(&q, &s, rows, cols, "w").unwrap());
+        let scales = F32s::new(&s, rows, "s").unwrap();
+        for r in 0..rows {
+            for c in 0..cols {
+                let step = scales.get(r);
+                assert!((mf.at(r, c) - mq.at(r, c)).abs() <= 0.5 * step * 1.0001, "[{r}][{c}]");
+            }
+        }
+    }
+
+    #[test]
+    fn complex_rows_match_reference() {
+        let mut rng = Lcg::new(3);
+        let (rows, k) = (5, 6);
+        let (wf, q, s) = matrices(&mut rng, rows, 2 * k);
+        let zr: Vec<f32> = (0..k).map(|_| rng.uniform(-1.0, 1.0)).collect();
+        let zi: Vec<f32> = (0..k).map(|_| rng.uniform(-1.0, 1.0)).collect();
+        for m in [Matrix::f32(&wf, rows, 2 * k, "w").unwrap(), Matrix::i8(&q, &s, rows, 2 * k, "w").unwrap()] {
+            for r in 0..rows {
+                let (mut wr, mut wi) = (0.0f64, 0.0f64);
+                for i in 0..k {
+                    let (a, b) = (f64::from(m.at(r, i)), f64::from(m.at(r, k + i)));
+                    wr += f64::from(zr[i]) * a - f64::from(zi[i]) * b;
+                    wi += f64::from(zr[i]) * b + f64::from(zi[i]) * a;
+                }
+                let (yr, yi) = m.dot_row_complex(r, &zr, &zi);
+                assert_close(&[yr, yi], &[wr, wi], DOT_TOL, "complex row");
+                // Adjoint: Re<y, gy> = Re<z, W^H gy> in the real pairing.
+                let (gyr, gyi) = (rng.uniform(-1.0, 1.0), rng.uniform(-1.0, 1.0));
+                let (mut gzr, mut gzi) = (vec![0.0; k], vec![0.0; k]);
+                m.dot_row_complex_adjoint(r, gyr, gyi, &mut gzr, &mut gzi);
+                let lhs = f64::from(yr) * f64::from(gyr) + f64::from(yi) * f64::from(gyi);
+                let rhs: f64 = (0..k).map(|i| f64::from(zr[i] * gzr[i]) + f64::from(zi[i] * gzi[i])).sum();
+                assert!((lhs - rhs).abs() <= 1e-5 * (1.0 + lhs.abs()), "adjoint {lhs} vs {rhs}");
+            }
+        }
+    }
+
+    #[test]
+    fn bad_lengths_and_values_are_errors() {
+        let w = f32_bytes(&[1.0, 2.0, 3.0]);
+        assert!(matches!(Matrix::f32(&w, 2, 2, "w"), Err(Error::ShapeMismatch { .. })));
+        assert!(matches!(Matrix::f32(&w, usize::MAX, 2, "w"), Err(Error::Overflow { .. })));
+        let nan = f32_bytes(&[1.0, f32::NAN]);
+        assert_eq!(Matrix::f32(&nan, 1, 2, "w"), Err(Error::NonFinite { field: "w", index: 1 }));
+        let neg = f32_bytes(&[-1.0]);
+        assert_eq!(Matrix::i8(&[1, 2], &neg, 1, 2, "w"), Err(Error::InvalidValue { field: "w" }));
+    }
+}
