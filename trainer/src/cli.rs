@@ -10,6 +10,7 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::data::{self, GenOptions};
 use crate::eval::{EvalOptions, Method, MethodSpec, Physics, ReconstructOptions, run_eval, run_reconstruct};
+use crate::export::Quant;
 use crate::sample::{DapsConfig, DpsConfig};
 use crate::grf::GrfConfig;
 use crate::model::denoiser::{DenoiserConfig, EdmConfig};
@@ -69,6 +70,73 @@ pub enum Command {
     Reconstruct(ReconstructArgs),
     /// Evaluate samplers on held-out cases: results.md, results.csv and panels.
     Eval(EvalArgs),
+    /// Write the device artifact (prior + surrogate + reduced DAPS schedule), int8 or f32.
+    Export(ExportArgs),
+    /// Print what an artifact holds: kind, shapes, sizes, workspace bytes, CRC state.
+    Inspect(InspectArgs),
+    /// The main job: a fresh ground truth (or your readings), reconstructed by the device runtime.
+    Demo(DemoArgs),
+}
+
+/// Arguments of `ddis export`.
+#[derive(Debug, Args)]
+pub struct ExportArgs {
+    /// Prior run.
+    #[arg(long)]
+    pub prior: PathBuf,
+    /// Surrogate run.
+    #[arg(long)]
+    pub operator: PathBuf,
+    /// Output artifact (e.g. models/darcy32.ddis).
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Weight storage.
+    #[arg(long, value_enum, default_value_t = Quant::Int8)]
+    pub quant: Quant,
+    /// Grid of the artifact [default: the prior's training grid]
+    #[arg(long)]
+    pub res: Option<usize>,
+    /// Replace an existing file.
+    #[arg(long)]
+    pub force: bool,
+    #[command(flatten)]
+    pub sampler_args: SamplerArgs,
+}
+
+/// Arguments of `ddis inspect`.
+#[derive(Debug, Args)]
+pub struct InspectArgs {
+    /// The artifact.
+    pub artifact: PathBuf,
+}
+
+/// Arguments of `ddis demo`.
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// PDE of the truth drawn for the demo (must match the artifact).
+    #[arg(long, default_value = "darcy")]
+    pub pde: PdeKind,
+    /// Artifact [default: models/<pde>32.ddis]
+    #[arg(long)]
+    pub artifact: Option<PathBuf>,
+    /// Reconstruct these readings (CSV `x,y,value` or .npy [K, 3]) instead of a fresh truth.
+    #[arg(long)]
+    pub obs: Option<PathBuf>,
+    /// Sensors on the fresh truth (random interior nodes).
+    #[arg(long, default_value_t = 31)]
+    pub sensors: usize,
+    /// Posterior samples.
+    #[arg(long, default_value_t = 4)]
+    pub samples: usize,
+    /// Seed of the truth, the sensors and the sampler.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Standard deviation of the reading noise (physical units).
+    #[arg(long, default_value_t = 0.0)]
+    pub noise: f64,
+    /// Output folder: panel.png, mean.npy, std.npy (and truth.npy, readings.csv).
+    #[arg(long, default_value = "demo")]
+    pub out: PathBuf,
 }
 
 /// Sampler knobs shared by `reconstruct` and `eval` (defaults in docs/results.md).
@@ -137,8 +205,11 @@ pub enum SamplerKind {
 #[derive(Debug, Args)]
 pub struct ReconstructArgs {
     /// Prior run (`ddis train prior`).
-    #[arg(long, required_unless_present = "joint")]
+    #[arg(long, required_unless_present_any = ["joint", "artifact"])]
     pub prior: Option<PathBuf>,
+    /// Run the device runtime on this artifact (`ddis export`) instead of the burn host sampler.
+    #[arg(long, conflicts_with_all = ["prior", "operator", "joint", "sampler", "physics"])]
+    pub artifact: Option<PathBuf>,
     /// Surrogate run (`ddis train operator`); needed with `--physics surrogate`.
     #[arg(long)]
     pub operator: Option<PathBuf>,
@@ -402,6 +473,76 @@ impl PdeArgs {
     }
 }
 
+fn read_artifact(path: &std::path::Path) -> Result<Vec<u8>> {
+    std::fs::read(path).map_err(|e| {
+        anyhow::anyhow!(
+            "cannot read the artifact {}: {e} (the shipped ones are in models/; `ddis export` writes new ones)",
+            path.display()
+        )
+    })
+}
+
+/// Writes mean.npy, std.npy and panel.png (with the truth and the error
+/// when the truth is known) into `out`.
+fn write_reconstruction(
+    out: &std::path::Path,
+    n: usize,
+    obs: &crate::observe::Observations,
+    truth: Option<&[f32]>,
+    mean: &[f32],
+    std: &[f32],
+) -> Result<()> {
+    std::fs::create_dir_all(out).map_err(|e| anyhow::anyhow!("cannot create {}: {e}", out.display()))?;
+    crate::npy::write(&out.join("mean.npy"), &[n, n], mean)?;
+    crate::npy::write(&out.join("std.npy"), &[n, n], std)?;
+    if let Some(t) = truth {
+        crate::npy::write(&out.join("truth.npy"), &[n, n], t)?;
+    }
+    crate::eval::write_panel(&out.join("panel.png"), n, truth, obs, mean, std)
+}
+
+/// `ddis demo`: a fresh truth from the PDE's generator (or the user's
+/// readings), reconstructed by the device runtime from the shipped artifact.
+fn demo(args: &DemoArgs, progress: bool) -> Result<()> {
+    let path = args.artifact.clone().unwrap_or_else(|| PathBuf::from(format!("models/{}32.ddis", args.pde.name())));
+    let bytes = read_artifact(&path)?;
+    let art = ddis_runtime::Artifact::parse(&bytes).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    let n = art.n();
+    let pde = PdeConfig::for_kind(args.pde);
+    let (truth, obs) = match &args.obs {
+        Some(file) => (None, crate::observe::Observations::load(file, n, args.noise)?),
+        None => {
+            let (t, o) = crate::eval::synthetic_case(&pde, n, args.sensors, args.noise, args.seed)?;
+            (Some(t), o)
+        }
+    };
+    if progress {
+        eprintln!(
+            "{}: {} readings on a {n}x{n} grid; {} posterior samples with {} ...",
+            path.display(),
+            obs.len(),
+            args.samples,
+            art.schedule().map(|s| format!("the device schedule ({} levels)", s.levels())).unwrap_or_default()
+        );
+    }
+    let t0 = std::time::Instant::now();
+    let post = crate::export::runtime_posterior(&bytes, &obs, args.samples, args.seed)?;
+    let secs = t0.elapsed().as_secs_f64();
+    write_reconstruction(&args.out, n, &obs, truth.as_deref(), &post.mean, &post.std)?;
+    obs.write_csv(&args.out.join("readings.csv"))?;
+    println!("reconstructed {n}x{n} {} from {} readings in {secs:.2} s ({} samples, device runtime, int8 or f32 as exported)", args.pde.name(), obs.len(), args.samples);
+    if let Some(t) = &truth {
+        let m = crate::eval::case_metrics(&pde, t, &post.mean, &post.std, n)?;
+        print!("relative L2 error {:.1} %", 100.0 * m.rel_l2);
+        if let Some(e) = m.error_rate {
+            print!(", error rate {:.1} % of nodes in the wrong phase", 100.0 * e);
+        }
+        println!(", truth inside mean +- 2 std at {:.0} % of nodes", 100.0 * m.calibration);
+    }
+    println!("wrote {}/panel.png (truth, sensors, mean, std, |error|), mean.npy, std.npy", args.out.display());
+    Ok(())
+}
+
 fn train_diffusion_cmd(
     kind: DiffusionKind,
     c: &CommonTrainArgs,
@@ -519,6 +660,24 @@ pub fn run(cli: Cli) -> Result<()> {
                 crate::train::operator::eval_operator::<Cpu>(&args.operator, &args.data, &Default::default())?;
             println!("relative L2 {mean:.4} +- {stderr:.4} over {count} samples of {}", args.data.display());
         }
+        Command::Reconstruct(args) if args.artifact.is_some() => {
+            let path = args.artifact.clone().unwrap_or_default();
+            let bytes = read_artifact(&path)?;
+            let art = ddis_runtime::Artifact::parse(&bytes).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+            let obs = crate::observe::Observations::load(&args.obs, art.n(), args.noise)?;
+            let t0 = std::time::Instant::now();
+            let post = crate::export::runtime_posterior(&bytes, &obs, args.samples, args.seed)?;
+            let secs = t0.elapsed().as_secs_f64();
+            write_reconstruction(&args.out, art.n(), &obs, None, &post.mean, &post.std)?;
+            eprintln!(
+                "{} posterior samples in {secs:.2} s on the device runtime ({} denoiser calls, {} guide calls, {} clamped) -> {}",
+                args.samples,
+                post.stats.denoiser_calls,
+                post.stats.guide_calls,
+                post.stats.clamped,
+                args.out.display()
+            );
+        }
         Command::Reconstruct(args) => {
             let (daps, dps) = args.sampler_args.configs(args.sampler == SamplerKind::DapsLite)?;
             let method = match (args.sampler, args.joint.is_some()) {
@@ -590,6 +749,32 @@ pub fn run(cli: Cli) -> Result<()> {
             run_eval::<CpuAutodiff>(&opts, &Default::default())?;
             println!("wrote {}", args.out.join("results.md").display());
         }
+        Command::Export(args) => {
+            let (daps, _) = args.sampler_args.configs(true)?;
+            anyhow::ensure!(
+                args.force || !args.out.exists(),
+                "{} exists; pass --force to replace it",
+                args.out.display()
+            );
+            let device = Default::default();
+            let (prior, cfg) = crate::train::diffusion::load_diffusion::<Cpu>(&args.prior, &device)?;
+            let operator = crate::train::operator::load_operator::<Cpu>(&args.operator, &device)?;
+            let n = args.res.unwrap_or(cfg.data_meta.res);
+            let bytes = crate::export::build_artifact(&prior, &operator, &daps, n, args.quant)?;
+            if let Some(dir) = args.out.parent().filter(|d| !d.as_os_str().is_empty()) {
+                std::fs::create_dir_all(dir)?;
+            }
+            let tmp = args.out.with_extension("partial");
+            std::fs::write(&tmp, &bytes).map_err(|e| anyhow::anyhow!("cannot write {}: {e}", tmp.display()))?;
+            std::fs::rename(&tmp, &args.out)?;
+            print!("{}", crate::export::inspect(&bytes)?);
+            println!("wrote {} ({} bytes)", args.out.display(), bytes.len());
+        }
+        Command::Inspect(args) => {
+            let bytes = read_artifact(&args.artifact)?;
+            print!("{}", crate::export::inspect(&bytes)?);
+        }
+        Command::Demo(args) => demo(&args, progress)?,
     }
     Ok(())
 }
