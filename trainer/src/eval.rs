@@ -43,6 +43,9 @@ pub enum Method {
     JointDaps,
     /// DPS on the joint model (DiffusionPDE).
     JointDps,
+    /// The device runtime (`ddis-runtime`) on an exported artifact, with
+    /// the artifact's own surrogate and schedule (`--artifact`).
+    Device,
 }
 
 impl Method {
@@ -53,6 +56,7 @@ impl Method {
             Method::DdisDps => "ddis-dps",
             Method::JointDaps => "joint-daps",
             Method::JointDps => "joint-dps",
+            Method::Device => "device",
         }
     }
 
@@ -62,7 +66,8 @@ impl Method {
             "ddis-dps" => Method::DdisDps,
             "joint-daps" => Method::JointDaps,
             "joint-dps" => Method::JointDps,
-            _ => bail!("unknown method `{s}` (valid: ddis-daps, ddis-dps, joint-daps, joint-dps)"),
+            "device" => Method::Device,
+            _ => bail!("unknown method `{s}` (valid: ddis-daps, ddis-dps, joint-daps, joint-dps, device)"),
         })
     }
 
@@ -137,6 +142,7 @@ impl MethodSpec {
             Method::DdisDps | Method::JointDps => {
                 format!("DPS {} steps zeta={}", self.dps.steps, self.dps.zeta)
             }
+            Method::Device => "runtime on the artifact (its surrogate and schedule)".to_string(),
         }
     }
 }
@@ -204,6 +210,7 @@ pub fn reconstruct_cases<AB: AutodiffBackend>(
 ) -> Result<Posterior> {
     ensure!(!cases.is_empty(), "no cases to reconstruct");
     ensure!(samples >= 1 && batch_cases >= 1, "--samples and the batch size must be >= 1");
+    ensure!(spec.method != Method::Device, "the device method runs through `export::runtime_posterior`, not the host sampler");
     let n = cases[0].n;
     let per = n * n;
     let (model, cfg) = if spec.method.is_joint() {
@@ -252,6 +259,7 @@ pub fn reconstruct_cases<AB: AutodiffBackend>(
                 let mut g = SolverGuide::new(pde.clone(), obs, a_norm)?;
                 dps_sample(model, &mut g, &noise, &spec.dps, [batch, channels], chunk_seed, device)?
             }
+            (Method::Device, _) => unreachable!("rejected above"),
         };
         let (x, s) = x;
         stats.denoiser_calls += s.denoiser_calls;
@@ -442,8 +450,36 @@ pub struct EvalOptions {
     pub panels: usize,
     /// Report folder.
     pub out: PathBuf,
+    /// Artifact for the `device` method.
+    pub artifact: Option<PathBuf>,
     /// Show progress.
     pub progress: bool,
+}
+
+/// The device runtime on every case: case `k` uses seed `seed + k`.
+/// Returns per-case (mean, std), wall seconds and the summed counters.
+fn device_cases(
+    bytes: &[u8],
+    cases: &[Observations],
+    samples: usize,
+    seed: u64,
+    progress: bool,
+) -> Result<(Vec<(Vec<f32>, Vec<f32>)>, f64, SampleStats)> {
+    let bar = progress_bar(cases.len() as u64, progress, "device");
+    let start = Instant::now();
+    let mut stats = SampleStats::default();
+    let mut out = Vec::with_capacity(cases.len());
+    for (k, c) in cases.iter().enumerate() {
+        let p = crate::export::runtime_posterior(bytes, c, samples, seed.wrapping_add(k as u64))?;
+        stats.denoiser_calls += p.stats.denoiser_calls as usize;
+        stats.guide_calls += p.stats.guide_calls as usize;
+        stats.clamped += p.stats.clamped as usize;
+        stats.non_finite += p.stats.non_finite as usize;
+        out.push((p.mean, p.std));
+        bar.inc(1);
+    }
+    bar.finish_and_clear();
+    Ok((out, start.elapsed().as_secs_f64(), stats))
 }
 
 /// One row of the report.
@@ -499,9 +535,14 @@ pub fn run_eval<AB: AutodiffBackend>(opts: &EvalOptions, device: &AB::Device) ->
         cases.push(Observations::measure(n, nodes, &data.u[i * per..(i + 1) * per], opts.noise, &mut rng)?);
     }
     std::fs::create_dir_all(&opts.out).with_context(|| format!("cannot create {}", opts.out.display()))?;
+    let artifact = match (&opts.artifact, opts.methods.iter().any(|m| m.method == Method::Device)) {
+        (Some(p), true) => Some(std::fs::read(p).with_context(|| format!("cannot read the artifact {}", p.display()))?),
+        _ => None,
+    };
     let mut rows = vec![];
     for &paired in &opts.paired {
-        let needs_op = opts.methods.iter().any(|m| !m.method.is_joint()) && opts.physics == Physics::Surrogate;
+        let needs_op = opts.methods.iter().any(|m| !m.method.is_joint() && m.method != Method::Device)
+            && opts.physics == Physics::Surrogate;
         let operator = if needs_op {
             Some(load_operator::<AB>(&pick_run(&runs, "operator", pde_name, n, Some(paired))?, device)?)
         } else {
@@ -514,22 +555,31 @@ pub fn run_eval<AB: AutodiffBackend>(opts: &EvalOptions, device: &AB::Device) ->
         };
         let models = Models { prior: Some((prior.clone(), prior_cfg.clone())), operator, joint };
         for (m, spec) in opts.methods.iter().enumerate() {
-            let post = reconstruct_cases(
-                spec,
-                opts.physics,
-                &models,
-                &pde,
-                &cases,
-                opts.samples,
-                opts.batch_cases,
-                opts.seed,
-                opts.progress,
-                device,
-            )?;
+            let (per_case, seconds, stats) = if spec.method == Method::Device {
+                if Some(&paired) != opts.paired.first() {
+                    continue; // the artifact has one surrogate: one row is enough
+                }
+                let bytes = artifact.as_ref().context("the device method needs --artifact")?;
+                device_cases(bytes, &cases, opts.samples, opts.seed, opts.progress)?
+            } else {
+                let post = reconstruct_cases(
+                    spec,
+                    opts.physics,
+                    &models,
+                    &pde,
+                    &cases,
+                    opts.samples,
+                    opts.batch_cases,
+                    opts.seed,
+                    opts.progress,
+                    device,
+                )?;
+                ((0..cases.len()).map(|k| post.mean_std(k)).collect::<Vec<_>>(), post.seconds, post.stats)
+            };
             let mut metrics_rows = vec![];
             for (k, &i) in idx.iter().enumerate() {
                 let truth = &data.a[i * per..(i + 1) * per];
-                let (mean, std) = post.mean_std(k);
+                let (mean, std) = per_case[k].clone();
                 metrics_rows.push(case_metrics(&pde, truth, &mean, &std, n)?);
                 if k < opts.panels {
                     let name = format!("m{m}-{}-p{paired}-case{k}.png", spec.method.name());
@@ -541,8 +591,8 @@ pub fn run_eval<AB: AutodiffBackend>(opts: &EvalOptions, device: &AB::Device) ->
                 settings: spec.settings(),
                 paired,
                 cases: metrics_rows,
-                seconds_per_case: post.seconds / opts.cases as f64,
-                stats: post.stats,
+                seconds_per_case: seconds / opts.cases as f64,
+                stats,
             };
             let (l2, l2_se) = row.summary(|c| c.rel_l2);
             if opts.progress {
