@@ -8,6 +8,7 @@
 //! is the RMS of the case's readings, so `tau` means the same for every PDE.
 
 use anyhow::{Context, Result, ensure};
+use burn::module::Module;
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{Int, Tensor, TensorData};
 use rayon::prelude::*;
@@ -116,7 +117,8 @@ impl<AB: AutodiffBackend> SurrogateGuide<AB> {
         let y: Vec<f32> = obs.values.iter().flatten().map(|&v| v as f32).collect();
         let inv: Vec<f32> = obs.scale.iter().flat_map(|&s| std::iter::repeat_n((1.0 / s) as f32, k)).collect();
         Ok(Self {
-            fno,
+            // Gradients w.r.t. the input only: no weight gradients.
+            fno: fno.no_grad(),
             a_norm,
             idx: Tensor::from_data(TensorData::new(idx, [b, k]), device),
             y: Tensor::from_data(TensorData::new(y, [b, k]), device),
