@@ -148,6 +148,26 @@ fn eval_and_reconstruct_end_to_end() {
     ok(ddis(&[&base[..], &["--joint", s(&runs.join("joint"))]].concat()));
     ok(ddis(&[&base[..], &["--prior", s(&prior), "--physics", "solver"]].concat()));
 
+    // The device artifact: export, inspect, reconstruct through the runtime.
+    let art = tmp.path().join("tiny.ddis");
+    let o = ok(ddis(&[
+        "--quiet", "export", "--prior", s(&prior), "--operator", s(&op), "--out", s(&art), "--schedule", "3x1x2",
+    ]));
+    assert!(String::from_utf8_lossy(&o.stdout).contains("workspace"));
+    let e = ddis(&["--quiet", "export", "--prior", s(&prior), "--operator", s(&op), "--out", s(&art)]);
+    assert!(!e.status.success() && String::from_utf8_lossy(&e.stderr).contains("--force"));
+    let o = ok(ddis(&["inspect", s(&art)]));
+    assert!(String::from_utf8_lossy(&o.stdout).contains("crc32"), "{}", String::from_utf8_lossy(&o.stdout));
+    let dev = tmp.path().join("dev");
+    ok(ddis(&["--quiet", "reconstruct", "--artifact", s(&art), "--obs", s(&obs), "--out", s(&dev), "--samples", "2"]));
+    assert_eq!(npy::read(&dev.join("mean.npy")).unwrap().shape, vec![n, n]);
+    let mut bytes = std::fs::read(&art).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0x10;
+    std::fs::write(&art, &bytes).unwrap();
+    let e = ddis(&["inspect", s(&art)]);
+    assert!(!e.status.success(), "a damaged artifact is an error");
+
     // Bad input: one-line errors that say what is wrong.
     let err = |o: Output| {
         assert!(!o.status.success());
