@@ -8,7 +8,10 @@ cd "$(dirname "$0")/.."
 
 step() { printf '\n==> %s\n' "$*"; }
 
-step "host tests (workspace)"
+step "firmware (release) for the hardware-in-the-loop tests under QEMU"
+(cd firmware && cargo build --release)
+
+step "host tests (workspace, including tests/tests/hil.rs on QEMU)"
 cargo test --workspace
 
 step "runtime for thumbv7em-none-eabihf, clippy -D warnings"

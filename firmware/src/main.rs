@@ -1,28 +1,345 @@
 //! ddis firmware for Cortex-M4F (QEMU mps2-an386; the same ELF runs on the
-//! Cortex-M7 mps2-an500). Today it boots, reports itself over semihosting and
-//! exits; the artifact and the UART protocol come with the runtime issue.
+//! Cortex-M7 mps2-an500). It embeds the shipped artifact, checks it at boot,
+//! logs its identity and memory budget over semihosting, and then serves
+//! requests of `ddis_runtime::protocol` on the CMSDK UART0 forever.
+//!
+//! Logging is plain semihosting text (`hprintln!`), not defmt: it needs no
+//! host decoder and QEMU prints it directly. A panic or HardFault ends the
+//! run with its own exit code (semihosting extended exit), never a hang.
 #![no_std]
 #![no_main]
 
+use core::ptr::{addr_of, addr_of_mut};
+use core::sync::atomic::{AtomicU32, Ordering};
+
+use cortex_m::peripheral::syst::SystClkSource;
 use cortex_m_rt::{ExceptionFrame, entry, exception};
-use cortex_m_semihosting::{debug, hprintln};
+use cortex_m_semihosting::hprintln;
+use ddis_runtime::protocol::{
+    self, CHUNK_VALUES, DeviceInfo, ErrorCode, Event, FIELD_MEAN, FIELD_STD, MAX_FRAME, MAX_WIRE, ReconstructRequest,
+    Request, Response, RunReport,
+};
+use ddis_runtime::{Artifact, MAX_SENSORS, Sensors, sampler};
+
+mod sizes {
+    include!(concat!(env!("OUT_DIR"), "/sizes.rs"));
+}
+
+/// The shipped artifact, in flash. build.rs fails first if it is missing.
+static ARTIFACT: &[u8; sizes::ARTIFACT_LEN] = include_bytes!("../../models/darcy32.ddis");
 
 /// Exit code of a HardFault under QEMU: distinct from success and from panics.
 const EXIT_HARDFAULT: u32 = 3;
 /// Exit code of a panic under QEMU.
 const EXIT_PANIC: u32 = 2;
+/// Exit code when the embedded artifact fails its check at boot.
+const EXIT_BAD_ARTIFACT: u32 = 4;
+
+/// SysTick ticks on the processor clock, which QEMU's MPS2 boards run at
+/// 25 MHz; under `-icount shift=0` one instruction is one virtual
+/// nanosecond, so one tick is 40 instructions.
+const INSTRUCTIONS_PER_TICK: u64 = 40;
+const SYSTICK_RELOAD: u32 = 0x00FF_FFFF;
+
+const N2: usize = sizes::N * sizes::N;
+const RAM_BYTES: usize = 256 * 1024;
+const WORKSPACE_BYTES: usize = sizes::WORKSPACE_LEN * 4;
+// The static buffers must leave room for a stack in the 256 KiB part.
+const _: () = assert!(WORKSPACE_BYTES + 2 * N2 * 4 + 2 * MAX_WIRE + MAX_FRAME + 16 * 1024 <= RAM_BYTES);
+
+static mut WORKSPACE: [f32; sizes::WORKSPACE_LEN] = [0.0; sizes::WORKSPACE_LEN];
+static mut MEAN: [f32; N2] = [0.0; N2];
+static mut STD: [f32; N2] = [0.0; N2];
+static mut DEFRAMER: protocol::Deframer = protocol::Deframer::new();
+
+/// SysTick wraps since boot.
+static WRAPS: AtomicU32 = AtomicU32::new(0);
+
+/// Stack paint pattern.
+const PAINT: u32 = 0xA5A5_5A5A;
+
+unsafe extern "C" {
+    static __sheap: u32;
+    static _stack_start: u32;
+}
+
+/// The CMSDK APB UART0 of the MPS2 boards, polled.
+struct Uart;
+
+impl Uart {
+    const BASE: usize = 0x4000_4000;
+    const DATA: *mut u32 = Self::BASE as *mut u32;
+    const STATE: *mut u32 = (Self::BASE + 0x04) as *mut u32;
+    const CTRL: *mut u32 = (Self::BASE + 0x08) as *mut u32;
+    const BAUDDIV: *mut u32 = (Self::BASE + 0x10) as *mut u32;
+
+    fn init() -> Self {
+        // SAFETY: fixed MMIO registers of the board; nothing else drives them.
+        unsafe {
+            // 25 MHz / 115200 baud (QEMU ignores the rate; a board does not).
+            Self::BAUDDIV.write_volatile(217);
+            Self::CTRL.write_volatile(0b11); // TX and RX enable
+            // A dummy read after enabling RX avoids QEMU's ~0.7 s stall on
+            // the first request (DESIGN.md section 8).
+            let _ = Self::DATA.read_volatile();
+        }
+        Uart
+    }
+
+    fn read(&mut self) -> u8 {
+        // SAFETY: see `init`.
+        unsafe {
+            while Self::STATE.read_volatile() & 0b10 == 0 {}
+            Self::DATA.read_volatile() as u8
+        }
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            // SAFETY: see `init`.
+            unsafe {
+                while Self::STATE.read_volatile() & 0b01 != 0 {}
+                Self::DATA.write_volatile(u32::from(b));
+            }
+        }
+    }
+}
+
+/// Instructions since boot (see [`INSTRUCTIONS_PER_TICK`]).
+fn instructions() -> u64 {
+    loop {
+        let w = WRAPS.load(Ordering::Acquire);
+        let cur = cortex_m::peripheral::SYST::get_current();
+        if WRAPS.load(Ordering::Acquire) == w {
+            let ticks = u64::from(w) * (u64::from(SYSTICK_RELOAD) + 1) + u64::from(SYSTICK_RELOAD - cur);
+            return ticks * INSTRUCTIONS_PER_TICK;
+        }
+    }
+}
+
+/// Bytes between the end of the statics and the top of RAM.
+fn stack_region() -> (usize, usize) {
+    // Linker symbols: only their addresses are used.
+    (addr_of!(__sheap) as usize, addr_of!(_stack_start) as usize)
+}
+
+/// Fills the unused stack with [`PAINT`] (below the current frame).
+fn paint_stack() {
+    let (lo, _) = stack_region();
+    let sp = cortex_m::register::msp::read() as usize;
+    let mut p = lo;
+    while p + 256 < sp {
+        // SAFETY: [lo, sp - 256) is free RAM between the statics and the live stack.
+        unsafe { (p as *mut u32).write_volatile(PAINT) };
+        p += 4;
+    }
+}
+
+/// Most stack bytes used since [`paint_stack`].
+fn stack_high_water() -> usize {
+    let (lo, hi) = stack_region();
+    let mut p = lo;
+    // SAFETY: reads of the painted region only.
+    while p < hi && unsafe { (p as *const u32).read_volatile() } == PAINT {
+        p += 4;
+    }
+    hi - p
+}
+
+/// Output buffers of one frame.
+struct Tx {
+    uart: Uart,
+    scratch: [u8; MAX_FRAME],
+    wire: [u8; MAX_WIRE + 2],
+}
+
+impl Tx {
+    fn send(&mut self, msg: &Response<'_>) {
+        match protocol::encode_frame(msg, &mut self.scratch, &mut self.wire) {
+            Ok(len) => self.uart.write(&self.wire[..len]),
+            // Every response fits MAX_FRAME by construction; say so if not.
+            Err(_) => hprintln!("encode failed for a response"),
+        }
+    }
+
+    fn error(&mut self, code: ErrorCode, detail: usize) {
+        self.send(&Response::Error { code, detail: u32::try_from(detail).unwrap_or(u32::MAX) });
+    }
+}
+
+fn firmware_version() -> u32 {
+    let p = |s: &str| s.parse::<u32>().unwrap_or(0);
+    p(env!("CARGO_PKG_VERSION_MAJOR")) * 10_000
+        + p(env!("CARGO_PKG_VERSION_MINOR")) * 100
+        + p(env!("CARGO_PKG_VERSION_PATCH"))
+}
+
+fn info(art: &Artifact<'_>) -> DeviceInfo {
+    let (lo, hi) = stack_region();
+    let sched = art.schedule();
+    DeviceInfo {
+        protocol: protocol::PROTOCOL_VERSION,
+        firmware: firmware_version(),
+        artifact_bytes: art.len_bytes() as u32,
+        artifact_crc: art.crc(),
+        n: art.n() as u16,
+        levels: sched.map_or(0, |s| s.levels() as u16),
+        langevin: sched.map_or(0, |s| s.langevin() as u16),
+        workspace_bytes: WORKSPACE_BYTES as u32,
+        stack_bytes: (hi - lo) as u32,
+        stack_high_water: stack_high_water() as u32,
+        max_sensors: MAX_SENSORS as u16,
+    }
+}
+
+/// Serves one reconstruction: fields in chunks, then the run report.
+fn reconstruct(art: &Artifact<'_>, r: &ReconstructRequest<'_>, ws: &mut [f32], tx: &mut Tx) {
+    let Some(rows) = protocol::sensor_records(r.sensors) else {
+        return tx.error(ErrorCode::BadSensorBytes, r.sensors.len());
+    };
+    let count = r.sensors.len() / protocol::SENSOR_BYTES;
+    if count > MAX_SENSORS {
+        return tx.error(ErrorCode::TooManySensors, count);
+    }
+    if r.samples == 0 {
+        return tx.error(ErrorCode::InvalidParameter, 0);
+    }
+    let mut sensors = Sensors::new(art.grid());
+    for (x, y, v) in rows {
+        if let Err(e) = sensors.push_xy(x, y, v) {
+            let (code, detail) = ErrorCode::from_runtime(&e);
+            return tx.error(code, detail as usize);
+        }
+    }
+    // SAFETY: the only references to MEAN and STD are these, made once per
+    // request on the single thread; they end with this function.
+    let (mean, std) = unsafe { (&mut *addr_of_mut!(MEAN), &mut *addr_of_mut!(STD)) };
+    let t0 = instructions();
+    let result = sampler::posterior(art, &sensors, r.noise_sigma, r.seed, usize::from(r.samples), mean, std, ws);
+    let spent = instructions() - t0;
+    let stats = match result {
+        Ok(s) => s,
+        Err(e) => {
+            let (code, detail) = ErrorCode::from_runtime(&e);
+            return tx.error(code, detail as usize);
+        }
+    };
+    let fields: &[(u8, &[f32])] =
+        if r.want_std { &[(FIELD_MEAN, mean), (FIELD_STD, std)] } else { &[(FIELD_MEAN, mean)] };
+    let mut bytes = [0u8; CHUNK_VALUES * 4];
+    for &(which, field) in fields {
+        for (k, chunk) in field.chunks(CHUNK_VALUES).enumerate() {
+            for (v, b) in chunk.iter().zip(bytes.chunks_exact_mut(4)) {
+                b.copy_from_slice(&v.to_le_bytes());
+            }
+            let offset = (k * CHUNK_VALUES) as u32;
+            tx.send(&Response::Field { which, offset, data: &bytes[..chunk.len() * 4] });
+        }
+    }
+    tx.send(&Response::Done(RunReport {
+        instructions: spent,
+        denoiser_calls: stats.denoiser_calls,
+        guide_calls: stats.guide_calls,
+        clamped: stats.clamped,
+        non_finite: stats.non_finite,
+        last_loss: stats.last_loss,
+    }));
+    hprintln!(
+        "reconstruct: {} sensors, {} samples, seed {}: {} instructions (~{} ms at 168 MHz, 1 instr/cycle estimate)",
+        count,
+        r.samples,
+        r.seed,
+        spent,
+        spent / 168_000
+    );
+}
 
 #[entry]
 fn main() -> ! {
-    let grid = ddis_runtime::grid::Grid::new(32);
-    hprintln!("ddis firmware {}: grid ok = {}", env!("CARGO_PKG_VERSION"), grid.is_ok());
+    paint_stack();
     if cfg!(feature = "panic-at-boot") {
         panic!("panic-at-boot requested");
     }
-    debug::exit(debug::EXIT_SUCCESS);
-    loop {
-        cortex_m::asm::wfi();
+    let mut cp = cortex_m::Peripherals::take().unwrap_or_else(|| exit_with(EXIT_PANIC));
+    cp.SYST.set_clock_source(SystClkSource::Core);
+    cp.SYST.set_reload(SYSTICK_RELOAD);
+    cp.SYST.clear_current();
+    cp.SYST.enable_interrupt();
+    cp.SYST.enable_counter();
+    // clear_current leaves 0 until the first reload: wait for it, so that
+    // the first readings already count down from the reload value.
+    while cortex_m::peripheral::SYST::get_current() == 0 {}
+
+    if cfg!(feature = "calibrate") {
+        for k in 0..4u32 {
+            let a = instructions();
+            let w = WRAPS.load(Ordering::Acquire);
+            cortex_m::asm::delay(10_000_000 << k);
+            hprintln!(
+                "calib: delay {} -> {} instr, wraps {} -> {}",
+                10_000_000u32 << k,
+                instructions().wrapping_sub(a),
+                w,
+                WRAPS.load(Ordering::Acquire)
+            );
+        }
     }
+    let t0 = instructions();
+    let art = match Artifact::parse(ARTIFACT) {
+        Ok(a) => a,
+        Err(e) => {
+            hprintln!("embedded artifact rejected: {}", e);
+            exit_with(EXIT_BAD_ARTIFACT)
+        }
+    };
+    let parse_instr = instructions() - t0;
+    let (lo, hi) = stack_region();
+    hprintln!(
+        "ddis firmware {}: artifact {} bytes, crc32 {:#010x} (checked, {} instructions), grid {}x{}",
+        env!("CARGO_PKG_VERSION"),
+        art.len_bytes(),
+        art.crc(),
+        parse_instr,
+        art.n(),
+        art.n()
+    );
+    hprintln!(
+        "memory: workspace {} B (static), fields 2x{} B, stack {} B ({:#x}..{:#x}), RAM budget {} B",
+        WORKSPACE_BYTES,
+        N2 * 4,
+        hi - lo,
+        lo,
+        hi,
+        RAM_BYTES
+    );
+    if cfg!(feature = "boot-only") {
+        exit_with(0);
+    }
+
+    // SAFETY: main never returns and these are its only references.
+    let ws: &mut [f32] = unsafe { &mut *addr_of_mut!(WORKSPACE) };
+    let deframer = unsafe { &mut *addr_of_mut!(DEFRAMER) };
+    let mut rx = Uart::init();
+    let mut tx = Tx { uart: Uart, scratch: [0; MAX_FRAME], wire: [0; MAX_WIRE + 2] };
+    hprintln!("serving on UART0");
+    loop {
+        let byte = rx.read();
+        match deframer.push(byte) {
+            Event::Pending => {}
+            Event::Oversized(dropped) => tx.error(ErrorCode::Oversized, dropped),
+            Event::Frame(len) => match protocol::decode_frame::<Request<'_>>(deframer.block(len)) {
+                Err(e) => tx.error(e.code(), len),
+                Ok(Request::Ping { nonce }) => tx.send(&Response::Pong { nonce }),
+                Ok(Request::Info) => tx.send(&Response::Info(info(&art))),
+                Ok(Request::Reconstruct(r)) => reconstruct(&art, &r, ws, &mut tx),
+            },
+        }
+    }
+}
+
+#[exception]
+fn SysTick() {
+    WRAPS.fetch_add(1, Ordering::AcqRel);
 }
 
 #[exception]

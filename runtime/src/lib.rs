@@ -28,6 +28,7 @@ pub mod math;
 pub mod noise;
 pub mod operator;
 pub mod presets;
+pub mod protocol;
 pub mod rng;
 pub mod sampler;
 pub mod schedule;

@@ -76,6 +76,46 @@ pub enum Command {
     Inspect(InspectArgs),
     /// The main job: a fresh ground truth (or your readings), reconstructed by the device runtime.
     Demo(DemoArgs),
+    /// Reconstruct on the device: the firmware under QEMU (--qemu) or a board on a serial port.
+    Device(DeviceArgs),
+}
+
+/// Arguments of `ddis device`.
+#[derive(Debug, Args)]
+pub struct DeviceArgs {
+    /// Boot the firmware in QEMU and talk to it over its emulated UART.
+    #[arg(long, conflicts_with = "serial", required_unless_present = "serial")]
+    pub qemu: bool,
+    /// A real board's serial port (e.g. /dev/ttyACM0).
+    #[arg(long)]
+    pub serial: Option<String>,
+    /// Serial baud rate.
+    #[arg(long, default_value_t = 115_200)]
+    pub baud: u32,
+    /// QEMU machine (mps2-an386: Cortex-M4F; mps2-an500: Cortex-M7).
+    #[arg(long, default_value = crate::device::DEFAULT_MACHINE)]
+    pub machine: String,
+    /// Firmware ELF (build it with `cd firmware && cargo build --release`).
+    #[arg(long, default_value = crate::device::DEFAULT_ELF)]
+    pub elf: PathBuf,
+    /// Sensor readings: CSV `x,y,value` or .npy [K, 3].
+    #[arg(long)]
+    pub obs: PathBuf,
+    /// Standard deviation of the reading noise (physical units).
+    #[arg(long, default_value_t = 0.0)]
+    pub noise: f64,
+    /// Output folder: mean.npy, std.npy, readings.csv, panel.png.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Seed of the device sampler.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Posterior samples.
+    #[arg(long, default_value_t = 1)]
+    pub samples: u8,
+    /// Seconds to wait for the reconstruction.
+    #[arg(long, default_value_t = 600)]
+    pub timeout_secs: u64,
 }
 
 /// Arguments of `ddis export`.
@@ -782,6 +822,36 @@ pub fn run(cli: Cli) -> Result<()> {
             print!("{}", crate::export::inspect(&bytes)?);
         }
         Command::Demo(args) => demo(&args, progress)?,
+        Command::Device(args) => {
+            use crate::device::{DeviceOptions, QemuOptions, Transport, device_reconstruct};
+            let transport = match args.serial {
+                Some(port) => Transport::Serial { port, baud: args.baud },
+                None => Transport::Qemu(QemuOptions { machine: args.machine, elf: args.elf, ..QemuOptions::default() }),
+            };
+            let opts = DeviceOptions {
+                transport,
+                obs: args.obs,
+                noise: args.noise,
+                out: args.out.clone(),
+                seed: args.seed,
+                samples: args.samples,
+                timeout: std::time::Duration::from_secs(args.timeout_secs),
+            };
+            if progress {
+                eprintln!("reconstructing on the device (under QEMU this takes tens of seconds) ...");
+            }
+            let r = device_reconstruct(&opts)?;
+            let ins = r.run.report.instructions;
+            println!(
+                "device: {0}x{0} field in {1:.1} s wall; {ins} instructions = {2:.1} s at 168 MHz (an estimate from instructions, not cycles); stack high-water {3} B of {4} B -> {5}",
+                r.info.n,
+                r.seconds,
+                ins as f64 / 168e6,
+                r.info.stack_high_water,
+                r.info.stack_bytes,
+                args.out.display()
+            );
+        }
     }
     Ok(())
 }

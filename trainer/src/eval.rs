@@ -235,7 +235,7 @@ pub fn reconstruct_cases<AB: AutodiffBackend>(
         let x = match (spec.method, physics) {
             (Method::JointDaps, _) => {
                 let mut g = JointGuide::new(obs, edm.normalization.channel(1));
-                daps_sample(&inner, &mut g, &noise, &spec.daps, [batch, channels], chunk_seed, device).map(|(x, s)| (x, s))?
+                daps_sample(&inner, &mut g, &noise, &spec.daps, [batch, channels], chunk_seed, device)?
             }
             (Method::JointDps, _) => {
                 let mut g = JointGuide::new(obs, edm.normalization.channel(1));
@@ -252,11 +252,11 @@ pub fn reconstruct_cases<AB: AutodiffBackend>(
                 dps_sample(model, &mut g, &noise, &spec.dps, [batch, channels], chunk_seed, device)?
             }
             (Method::DdisDaps, Physics::Solver) => {
-                let mut g = SolverGuide::new(pde.clone(), obs, a_norm)?;
+                let mut g = SolverGuide::new(*pde, obs, a_norm)?;
                 daps_sample(&inner, &mut g, &noise, &spec.daps, [batch, channels], chunk_seed, device)?
             }
             (Method::DdisDps, Physics::Solver) => {
-                let mut g = SolverGuide::new(pde.clone(), obs, a_norm)?;
+                let mut g = SolverGuide::new(*pde, obs, a_norm)?;
                 dps_sample(model, &mut g, &noise, &spec.dps, [batch, channels], chunk_seed, device)?
             }
             (Method::Device, _) => unreachable!("rejected above"),
@@ -456,6 +456,9 @@ pub struct EvalOptions {
     pub progress: bool,
 }
 
+/// Per-case posterior mean and standard deviation.
+type MeanStd = (Vec<f32>, Vec<f32>);
+
 /// The device runtime on every case: case `k` uses seed `seed + k`.
 /// Returns per-case (mean, std), wall seconds and the summed counters.
 fn device_cases(
@@ -464,7 +467,7 @@ fn device_cases(
     samples: usize,
     seed: u64,
     progress: bool,
-) -> Result<(Vec<(Vec<f32>, Vec<f32>)>, f64, SampleStats)> {
+) -> Result<(Vec<MeanStd>, f64, SampleStats)> {
     let bar = progress_bar(cases.len() as u64, progress, "device");
     let start = Instant::now();
     let mut stats = SampleStats::default();
@@ -519,7 +522,7 @@ pub fn run_eval<AB: AutodiffBackend>(opts: &EvalOptions, device: &AB::Device) ->
     let data = Dataset::load(&data_dir)?;
     ensure!(data.res() == opts.res, "{} is {}x{}, not {}x{}", data_dir.display(), data.res(), data.res(), opts.res, opts.res);
     ensure!(data.meta.pde.kind == opts.pde, "{} holds {} data, not {pde_name}", data_dir.display(), data.meta.pde.kind.name());
-    let pde = data.meta.pde.clone();
+    let pde = data.meta.pde;
     let split = Split::new(data.len(), prior_cfg.split_seed, 1.0)?;
     let pool = if opts.validation { &split.val } else { &split.test };
     ensure!(opts.cases <= pool.len(), "--cases {} exceeds the {} cases of the split", opts.cases, pool.len());
@@ -756,7 +759,7 @@ pub fn run_reconstruct<AB: AutodiffBackend>(opts: &ReconstructOptions, device: &
         format!("{} needs {}", opts.method.method.name(), if opts.method.method.is_joint() { "--joint RUN" } else { "--prior RUN" })
     })?;
     let n = cfg.data_meta.res;
-    let pde = cfg.data_meta.pde.clone();
+    let pde = cfg.data_meta.pde;
     let obs = Observations::load(&opts.obs, n, opts.noise)?;
     let models = Models { prior, operator, joint };
     let post = reconstruct_cases(

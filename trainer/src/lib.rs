@@ -6,6 +6,7 @@
 
 pub mod cli;
 pub mod data;
+pub mod device;
 pub mod eval;
 pub mod export;
 pub mod grf;

@@ -169,7 +169,7 @@ where
     let tau = cfg.tau.max(guide.noise_floor());
     let inv_tau2 = 1.0 / (tau * tau);
     let pre = match (noise, cfg.precondition) {
-        (Noise::Smooth(sm), true) => Some(Preconditioner::<B>::new::<B>(sm.sqrt_kernel(), sm.n(), device)),
+        (Noise::Smooth(sm), true) => Some(Preconditioner::<B>::new(sm.sqrt_kernel(), sm.n(), device)),
         _ => None,
     };
     let mut x = noise.draw::<B, _>(&mut rng, batch, channels, device).mul_scalar(sigmas[0]);
@@ -224,7 +224,7 @@ struct Preconditioner<B: Backend> {
 }
 
 impl<B: Backend> Preconditioner<B> {
-    fn new<BB: Backend<Device = B::Device>>(sqrt_kernel: &[f64], n: usize, device: &B::Device) -> Self {
+    fn new(sqrt_kernel: &[f64], n: usize, device: &B::Device) -> Self {
         let mut k = vec![0.0f64; n * n];
         for i in 0..n {
             for j in 0..n {

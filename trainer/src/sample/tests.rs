@@ -64,6 +64,7 @@ impl<BB: Backend> Guide<BB> for LinearGuide {
 }
 
 /// Solves the small dense SPD system `m z = r` by Gaussian elimination.
+#[allow(clippy::needless_range_loop)] // index form mirrors the textbook algorithm
 fn solve(mut m: Vec<Vec<f64>>, mut r: Vec<f64>) -> Vec<f64> {
     let d = r.len();
     for c in 0..d {

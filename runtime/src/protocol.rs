@@ -1,0 +1,525 @@
+//! The UART protocol between a host and the firmware, shared by both sides:
+//! frames, messages and error codes (docs/protocol.md). It owns no I/O and
+//! no heap; the firmware feeds it bytes and the host writes what it encodes.
+//!
+//! A frame on the wire is `COBS(postcard(message) ++ crc32_le) 0x00`. The
+//! host also sends a `0x00` *before* each frame, so whatever garbage or
+//! truncated frame came earlier is closed off (and answered with an error)
+//! instead of swallowing the next request. Empty frames are ignored.
+
+use serde::{Deserialize, Serialize};
+
+use crate::Error;
+use crate::crc::crc32;
+
+/// Protocol version, reported by [`Response::Info`].
+pub const PROTOCOL_VERSION: u16 = 1;
+/// Frame delimiter.
+pub const DELIMITER: u8 = 0;
+/// Largest decoded frame (message + CRC) either side accepts: a request with
+/// [`crate::MAX_SENSORS`] sensors (12 bytes each) fits, and so does one
+/// [`Response::Field`] chunk.
+pub const MAX_FRAME: usize = 3200;
+/// Largest COBS-encoded frame (one overhead byte per 254 bytes, plus one).
+pub const MAX_WIRE: usize = MAX_FRAME + MAX_FRAME / 254 + 2;
+/// f32 values per [`Response::Field`] chunk.
+pub const CHUNK_VALUES: usize = 256;
+/// Bytes of one sensor record in [`ReconstructRequest::sensors`]:
+/// `x`, `y`, `value` as little-endian f32.
+pub const SENSOR_BYTES: usize = 12;
+
+/// A request from the host.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub enum Request<'a> {
+    /// Liveness check; answered with [`Response::Pong`] and the same nonce.
+    Ping {
+        /// Echoed back.
+        nonce: u32,
+    },
+    /// Answered with [`Response::Info`].
+    Info,
+    /// One reconstruction: [`Response::Field`] chunks of the mean (then of
+    /// the std when asked), then [`Response::Done`]; or one [`Response::Error`].
+    Reconstruct(#[serde(borrow)] ReconstructRequest<'a>),
+}
+
+/// The inputs of one reconstruction.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ReconstructRequest<'a> {
+    /// Seed of the sampler's generator.
+    pub seed: u64,
+    /// Posterior samples (>= 1).
+    pub samples: u8,
+    /// Whether to send the pointwise std after the mean.
+    pub want_std: bool,
+    /// Noise level of the readings (>= 0).
+    pub noise_sigma: f32,
+    /// Sensors as packed `(x, y, value)` little-endian f32 records
+    /// ([`SENSOR_BYTES`] each): raw bits, so a NaN arrives as sent and is
+    /// rejected by the device, not by the codec.
+    #[serde(borrow)]
+    pub sensors: &'a [u8],
+}
+
+/// Identity and budget of the device.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct DeviceInfo {
+    /// [`PROTOCOL_VERSION`].
+    pub protocol: u16,
+    /// Firmware version as `major * 10000 + minor * 100 + patch`.
+    pub firmware: u32,
+    /// Bytes of the embedded artifact.
+    pub artifact_bytes: u32,
+    /// Its CRC-32 (the trailer).
+    pub artifact_crc: u32,
+    /// Nodes per side of the grid.
+    pub n: u16,
+    /// Annealing levels of the device schedule.
+    pub levels: u16,
+    /// Langevin steps per level.
+    pub langevin: u16,
+    /// Bytes of the sampler workspace (a static buffer).
+    pub workspace_bytes: u32,
+    /// Bytes reserved for the stack.
+    pub stack_bytes: u32,
+    /// Most stack bytes ever used since boot (stack painting).
+    pub stack_high_water: u32,
+    /// Most sensors per request.
+    pub max_sensors: u16,
+}
+
+/// What one reconstruction did, sent after its fields.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct RunReport {
+    /// Instructions the sampler call took, from SysTick under `-icount
+    /// shift=0` (0 when the firmware cannot count).
+    pub instructions: u64,
+    /// Denoiser evaluations.
+    pub denoiser_calls: u32,
+    /// Surrogate gradient evaluations.
+    pub guide_calls: u32,
+    /// Values the clamp changed.
+    pub clamped: u32,
+    /// Langevin steps with a non-finite value.
+    pub non_finite: u32,
+    /// Last measurement loss.
+    pub last_loss: f32,
+}
+
+/// Which field a [`Response::Field`] chunk belongs to.
+pub const FIELD_MEAN: u8 = 0;
+/// See [`FIELD_MEAN`].
+pub const FIELD_STD: u8 = 1;
+
+/// A response from the device.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub enum Response<'a> {
+    /// Answer to [`Request::Ping`].
+    Pong {
+        /// The request's nonce.
+        nonce: u32,
+    },
+    /// Answer to [`Request::Info`].
+    Info(DeviceInfo),
+    /// Values `offset..offset + len/4` of a row-major `n x n` field, as
+    /// little-endian f32 (raw bits).
+    Field {
+        /// [`FIELD_MEAN`] or [`FIELD_STD`].
+        which: u8,
+        /// Index of the first value.
+        offset: u32,
+        /// At most [`CHUNK_VALUES`] values.
+        #[serde(borrow)]
+        data: &'a [u8],
+    },
+    /// End of a reconstruction.
+    Done(RunReport),
+    /// The request (or frame) was refused; the device keeps serving.
+    Error {
+        /// What was wrong.
+        code: ErrorCode,
+        /// A number that says where (sensor index, byte count, ...).
+        detail: u32,
+    },
+}
+
+/// Why a frame or request was refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+#[repr(u8)]
+pub enum ErrorCode {
+    /// Not valid COBS (detail: frame length).
+    BadFraming = 1,
+    /// Shorter than the CRC trailer (detail: length).
+    Truncated = 2,
+    /// CRC-32 mismatch (detail: the CRC computed).
+    BadCrc = 3,
+    /// Longer than [`MAX_FRAME`] (detail: bytes dropped).
+    Oversized = 4,
+    /// Not a valid message (detail: length).
+    Malformed = 5,
+    /// The sensor bytes are not whole records (detail: byte length).
+    BadSensorBytes = 6,
+    /// More than [`crate::MAX_SENSORS`] sensors (detail: count).
+    TooManySensors = 7,
+    /// A sensor outside the unit square or not finite (detail: index).
+    SensorOffGrid = 8,
+    /// A reading that is NaN or infinite (detail: index).
+    SensorNotFinite = 9,
+    /// Two sensors on one node (detail: second index).
+    DuplicateSensor = 10,
+    /// No sensor.
+    NoSensors = 11,
+    /// `samples == 0` (detail 0) or a bad `noise_sigma` (detail 1).
+    InvalidParameter = 12,
+    /// Any other runtime error.
+    Runtime = 13,
+    /// A response was requested in a message only the device sends.
+    Unexpected = 14,
+}
+
+impl ErrorCode {
+    /// The code and detail of a runtime error met while serving a request.
+    pub fn from_runtime(e: &Error) -> (Self, u32) {
+        let d = |v: usize| u32::try_from(v).unwrap_or(u32::MAX);
+        match *e {
+            Error::SensorOffGrid { index } | Error::SensorNodeOffGrid { index, .. } => (Self::SensorOffGrid, d(index)),
+            Error::SensorValueNotFinite { index } => (Self::SensorNotFinite, d(index)),
+            Error::DuplicateSensor { second, .. } => (Self::DuplicateSensor, d(second)),
+            Error::TooManySensors { capacity } => (Self::TooManySensors, d(capacity)),
+            Error::NoSensors => (Self::NoSensors, 0),
+            Error::InvalidValue { field: "samples" } => (Self::InvalidParameter, 0),
+            Error::InvalidValue { field: "noise_sigma" } => (Self::InvalidParameter, 1),
+            _ => (Self::Runtime, 0),
+        }
+    }
+}
+
+/// Why a frame could not be produced or read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub enum FrameError {
+    /// The output buffer is too small, or postcard failed to encode.
+    Encode,
+    /// See [`ErrorCode::BadFraming`].
+    BadFraming,
+    /// See [`ErrorCode::Truncated`].
+    Truncated,
+    /// See [`ErrorCode::BadCrc`].
+    BadCrc,
+    /// See [`ErrorCode::Malformed`].
+    Malformed,
+}
+
+impl FrameError {
+    /// The error code a device answers with.
+    pub fn code(self) -> ErrorCode {
+        match self {
+            FrameError::Encode | FrameError::Malformed => ErrorCode::Malformed,
+            FrameError::BadFraming => ErrorCode::BadFraming,
+            FrameError::Truncated => ErrorCode::Truncated,
+            FrameError::BadCrc => ErrorCode::BadCrc,
+        }
+    }
+}
+
+/// COBS-encodes `src` into `dst` (no delimiter); returns the length.
+pub fn cobs_encode(src: &[u8], dst: &mut [u8]) -> Option<usize> {
+    let mut code_at = 0;
+    let mut out = 1;
+    let mut code = 1u8;
+    *dst.get_mut(code_at)? = 0;
+    for &b in src {
+        if b == 0 {
+            *dst.get_mut(code_at)? = code;
+            code_at = out;
+            *dst.get_mut(out)? = 0;
+            out += 1;
+            code = 1;
+        } else {
+            *dst.get_mut(out)? = b;
+            out += 1;
+            code += 1;
+            if code == 0xFF {
+                *dst.get_mut(code_at)? = code;
+                code_at = out;
+                *dst.get_mut(out)? = 0;
+                out += 1;
+                code = 1;
+            }
+        }
+    }
+    *dst.get_mut(code_at)? = code;
+    Some(out)
+}
+
+/// Decodes a COBS block (no delimiter) in place; returns the decoded length.
+pub fn cobs_decode_in_place(buf: &mut [u8]) -> Option<usize> {
+    let (mut read, mut write) = (0, 0);
+    while read < buf.len() {
+        let code = buf[read] as usize;
+        if code == 0 || read + code > buf.len() {
+            return None;
+        }
+        read += 1;
+        for _ in 1..code {
+            let b = buf[read];
+            if b == 0 {
+                return None;
+            }
+            buf[write] = b;
+            write += 1;
+            read += 1;
+        }
+        if code != 0xFF && read < buf.len() {
+            buf[write] = 0;
+            write += 1;
+        }
+    }
+    Some(write)
+}
+
+/// Encodes `msg` as one wire frame into `out`: a leading delimiter, the COBS
+/// block and the trailing delimiter. `scratch` holds the unencoded frame
+/// ([`MAX_FRAME`] bytes suffice). Returns the bytes written.
+pub fn encode_frame<T: Serialize>(msg: &T, scratch: &mut [u8], out: &mut [u8]) -> Result<usize, FrameError> {
+    let used = postcard::to_slice(msg, scratch).map_err(|_| FrameError::Encode)?.len();
+    let crc = crc32(&scratch[..used]);
+    let end = used + 4;
+    scratch.get_mut(used..end).ok_or(FrameError::Encode)?.copy_from_slice(&crc.to_le_bytes());
+    *out.first_mut().ok_or(FrameError::Encode)? = DELIMITER;
+    let len = cobs_encode(&scratch[..end], out.get_mut(1..).ok_or(FrameError::Encode)?).ok_or(FrameError::Encode)?;
+    *out.get_mut(1 + len).ok_or(FrameError::Encode)? = DELIMITER;
+    Ok(len + 2)
+}
+
+/// Decodes one COBS block (the bytes between two delimiters) in place,
+/// checks its CRC and parses the message, borrowing from `block`.
+pub fn decode_frame<'a, T: Deserialize<'a>>(block: &'a mut [u8]) -> Result<T, FrameError> {
+    let len = cobs_decode_in_place(block).ok_or(FrameError::BadFraming)?;
+    if len < 4 {
+        return Err(FrameError::Truncated);
+    }
+    let body = len - 4;
+    let stored = u32::from_le_bytes([block[body], block[body + 1], block[body + 2], block[body + 3]]);
+    let block: &'a [u8] = block;
+    if crc32(&block[..body]) != stored {
+        return Err(FrameError::BadCrc);
+    }
+    let (msg, rest) = postcard::take_from_bytes(&block[..body]).map_err(|_| FrameError::Malformed)?;
+    if !rest.is_empty() {
+        return Err(FrameError::Malformed);
+    }
+    Ok(msg)
+}
+
+/// What [`Deframer::push`] saw.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Event {
+    /// Nothing complete yet.
+    Pending,
+    /// A complete block of this many bytes waits in [`Deframer::block`].
+    Frame(usize),
+    /// A frame longer than [`MAX_WIRE`] ended; this many bytes were dropped.
+    Oversized(usize),
+}
+
+/// Splits a byte stream into COBS blocks at delimiters, with a fixed buffer:
+/// an oversized frame is dropped up to its delimiter and reported once.
+pub struct Deframer {
+    buf: [u8; MAX_WIRE],
+    len: usize,
+    dropped: usize,
+}
+
+impl Default for Deframer {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Deframer {
+    /// An empty deframer.
+    pub const fn new() -> Self {
+        Self { buf: [0; MAX_WIRE], len: 0, dropped: 0 }
+    }
+
+    /// Feeds one byte. After [`Event::Frame`], [`Self::block`] holds the
+    /// block until the next push.
+    pub fn push(&mut self, byte: u8) -> Event {
+        if byte == DELIMITER {
+            let (len, dropped) = (self.len, self.dropped);
+            self.len = 0;
+            self.dropped = 0;
+            if dropped > 0 {
+                return Event::Oversized(dropped + len);
+            }
+            return if len == 0 { Event::Pending } else { Event::Frame(len) };
+        }
+        if self.dropped > 0 || self.len == MAX_WIRE {
+            self.dropped += 1;
+            return Event::Pending;
+        }
+        self.buf[self.len] = byte;
+        self.len += 1;
+        Event::Pending
+    }
+
+    /// The block of the last [`Event::Frame`] (`len` bytes), to decode in place.
+    pub fn block(&mut self, len: usize) -> &mut [u8] {
+        &mut self.buf[..len.min(MAX_WIRE)]
+    }
+}
+
+/// Sensor records `(x, y, value)` from packed bytes, `None` if the length
+/// is not a whole number of records.
+pub fn sensor_records(bytes: &[u8]) -> Option<impl Iterator<Item = (f32, f32, f32)> + '_> {
+    if !bytes.len().is_multiple_of(SENSOR_BYTES) {
+        return None;
+    }
+    let f = |c: &[u8]| f32::from_le_bytes([c[0], c[1], c[2], c[3]]);
+    Some(bytes.chunks_exact(SENSOR_BYTES).map(move |r| (f(&r[0..4]), f(&r[4..8]), f(&r[8..12]))))
+}
+
+/// Packs sensor records into `out` (12 bytes each); returns the bytes used.
+pub fn pack_sensors(rows: &[(f32, f32, f32)], out: &mut [u8]) -> Option<usize> {
+    let need = rows.len().checked_mul(SENSOR_BYTES)?;
+    let out = out.get_mut(..need)?;
+    for (r, c) in rows.iter().zip(out.chunks_exact_mut(SENSOR_BYTES)) {
+        c[0..4].copy_from_slice(&r.0.to_le_bytes());
+        c[4..8].copy_from_slice(&r.1.to_le_bytes());
+        c[8..12].copy_from_slice(&r.2.to_le_bytes());
+    }
+    Some(need)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn wire<T: Serialize>(msg: &T) -> std::vec::Vec<u8> {
+        let (mut scratch, mut out) = ([0u8; MAX_FRAME], [0u8; MAX_WIRE + 2]);
+        let len = encode_frame(msg, &mut scratch, &mut out).unwrap();
+        out[..len].to_vec()
+    }
+
+    /// Feeds `bytes` and returns, per completed block, the decoded request
+    /// or the error code.
+    fn feed(d: &mut Deframer, bytes: &[u8]) -> std::vec::Vec<Result<std::string::String, ErrorCode>> {
+        let mut got = std::vec::Vec::new();
+        for &b in bytes {
+            match d.push(b) {
+                Event::Pending => {}
+                Event::Oversized(_) => got.push(Err(ErrorCode::Oversized)),
+                Event::Frame(len) => got.push(
+                    decode_frame::<Request<'_>>(d.block(len)).map(|r| std::format!("{r:?}")).map_err(|e| e.code()),
+                ),
+            }
+        }
+        got
+    }
+
+    #[test]
+    fn cobs_round_trips_edge_cases() {
+        let cases: [&[u8]; 6] = [&[], &[0], &[0, 0], &[1, 2, 3], &[0xFF; 254], &[0x11; 600]];
+        for src in cases {
+            let mut enc = [0u8; 1024];
+            let n = cobs_encode(src, &mut enc).unwrap();
+            assert!(!enc[..n].contains(&0), "encoding of {src:?} contains a zero");
+            let mut buf = enc[..n].to_vec();
+            let m = cobs_decode_in_place(&mut buf).unwrap();
+            assert_eq!(&buf[..m], src);
+        }
+        let mut with_zero = [2u8, 0, 1];
+        assert_eq!(cobs_decode_in_place(&mut with_zero), None);
+        let mut overrun = [5u8, 1, 2];
+        assert_eq!(cobs_decode_in_place(&mut overrun), None);
+    }
+
+    #[test]
+    fn requests_and_responses_round_trip() {
+        let mut packed = [0u8; 36];
+        let rows = [(0.0, 0.5, 1.0), (1.0, 1.0, -2.5), (0.25, 0.75, f32::NAN)];
+        let used = pack_sensors(&rows, &mut packed).unwrap();
+        let req = Request::Reconstruct(ReconstructRequest {
+            seed: u64::MAX,
+            samples: 3,
+            want_std: true,
+            noise_sigma: 0.01,
+            sensors: &packed[..used],
+        });
+        let mut w = wire(&req);
+        let end = w.len() - 1;
+        let back: Request<'_> = decode_frame(&mut w[1..end]).unwrap();
+        assert_eq!(back, req);
+        let Request::Reconstruct(r) = back else { panic!("not a reconstruct") };
+        let got: std::vec::Vec<_> = sensor_records(r.sensors).unwrap().collect();
+        assert_eq!(got[0], rows[0]);
+        assert!(got[2].2.is_nan());
+
+        let data = [7u8; CHUNK_VALUES * 4];
+        let resp = Response::Field { which: FIELD_STD, offset: 768, data: &data };
+        let mut w = wire(&resp);
+        assert!(w.len() <= MAX_WIRE + 2);
+        let end = w.len() - 1;
+        assert_eq!(decode_frame::<Response<'_>>(&mut w[1..end]).unwrap(), resp);
+    }
+
+    #[test]
+    fn hostile_streams_get_errors_and_resync() {
+        let ping = wire(&Request::Ping { nonce: 9 });
+        let pong = std::format!("{:?}", Request::Ping { nonce: 9 });
+        let mut d = Deframer::new();
+
+        // Garbage before a frame: closed off by the frame's leading delimiter.
+        let mut s = b"\x13\x37garbage".to_vec();
+        s.extend_from_slice(&ping);
+        let got = feed(&mut d, &s);
+        assert_eq!(got.len(), 2);
+        assert!(got[0].is_err());
+        assert_eq!(got[1], Ok(pong.clone()));
+
+        // A bit flip.
+        let mut bad = ping.clone();
+        bad[2] ^= 0x40;
+        assert!(feed(&mut d, &bad)[0].is_err());
+
+        // Truncated: the first half of a frame, then a whole one.
+        let mut s = ping[..ping.len() / 2].to_vec();
+        s.extend_from_slice(&ping);
+        let got = feed(&mut d, &s);
+        assert_eq!(got.len(), 2);
+        assert!(got[0].is_err());
+        assert_eq!(got[1], Ok(pong.clone()));
+
+        // Too short for a CRC.
+        assert_eq!(feed(&mut d, &[0, 2, 5, 0]), [Err(ErrorCode::Truncated)]);
+
+        // Oversized: dropped to its delimiter, then the next frame is served.
+        let mut s = std::vec![0u8];
+        s.extend(std::iter::repeat_n(0x55u8, MAX_WIRE + 100));
+        s.extend_from_slice(&ping);
+        assert_eq!(feed(&mut d, &s), [Err(ErrorCode::Oversized), Ok(pong.clone())]);
+
+        // A valid CRC over bytes that are no message.
+        let mut scratch = [0u8; 16];
+        scratch[..3].copy_from_slice(&[0x7F, 1, 2]);
+        let crc = crc32(&scratch[..3]).to_le_bytes();
+        scratch[3..7].copy_from_slice(&crc);
+        let mut enc = std::vec![0u8; 16];
+        let n = cobs_encode(&scratch[..7], &mut enc).unwrap();
+        let mut s = std::vec![0u8];
+        s.extend_from_slice(&enc[..n]);
+        s.push(0);
+        assert_eq!(feed(&mut d, &s), [Err(ErrorCode::Malformed)]);
+        assert_eq!(feed(&mut d, &ping), [Ok(pong)]);
+    }
+
+    #[test]
+    fn sensor_bytes_must_be_whole_records() {
+        assert!(sensor_records(&[0; 13]).is_none());
+        assert_eq!(sensor_records(&[]).unwrap().count(), 0);
+        assert_eq!(ErrorCode::from_runtime(&Error::SensorValueNotFinite { index: 4 }), (ErrorCode::SensorNotFinite, 4));
+        assert_eq!(ErrorCode::from_runtime(&Error::SensorOffGrid { index: 2 }), (ErrorCode::SensorOffGrid, 2));
+    }
+}

@@ -1,0 +1,445 @@
+//! The host end of the device link: a client of `ddis_runtime::protocol`
+//! over QEMU's UART socket ([`run_qemu`]) or a real serial port
+//! ([`run_serial`]), and [`device_reconstruct`], the body of `ddis device`.
+//! It frames, sends and waits; all numerics happen on the device.
+
+use std::io::{ErrorKind, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, anyhow, bail, ensure};
+use ddis_runtime::protocol::{
+    self, DELIMITER, DeviceInfo, ErrorCode, FIELD_MEAN, FIELD_STD, MAX_FRAME, MAX_WIRE, ReconstructRequest, Request,
+    Response, RunReport,
+};
+
+use crate::observe::Observations;
+
+/// Default QEMU board: Cortex-M4F (the ELF also runs on `mps2-an500`).
+pub const DEFAULT_MACHINE: &str = "mps2-an386";
+/// Default firmware image, as `cargo build --release` in `firmware/` writes it.
+pub const DEFAULT_ELF: &str = "firmware/target/thumbv7em-none-eabihf/release/ddis-firmware";
+
+/// A byte stream with a read timeout.
+pub trait Link: Read + Write + Send {
+    /// Sets how long a read may wait for the first byte.
+    fn set_timeout(&mut self, t: Duration) -> std::io::Result<()>;
+}
+
+impl Link for TcpStream {
+    fn set_timeout(&mut self, t: Duration) -> std::io::Result<()> {
+        self.set_read_timeout(Some(t))
+    }
+}
+
+struct Serial(Box<dyn serialport::SerialPort>);
+
+impl Read for Serial {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        self.0.read(buf)
+    }
+}
+
+impl Write for Serial {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.write(buf)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.0.flush()
+    }
+}
+
+impl Link for Serial {
+    fn set_timeout(&mut self, t: Duration) -> std::io::Result<()> {
+        self.0.set_timeout(t).map_err(std::io::Error::other)
+    }
+}
+
+/// One decoded response, owned.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Reply {
+    /// [`Response::Pong`].
+    Pong(u32),
+    /// [`Response::Info`].
+    Info(DeviceInfo),
+    /// [`Response::Field`] with its values decoded.
+    Field {
+        /// [`FIELD_MEAN`] or [`FIELD_STD`].
+        which: u8,
+        /// First index.
+        offset: u32,
+        /// The values (raw bits).
+        values: Vec<f32>,
+    },
+    /// [`Response::Done`].
+    Done(RunReport),
+    /// [`Response::Error`].
+    Error {
+        /// What the device refused.
+        code: ErrorCode,
+        /// Where.
+        detail: u32,
+    },
+}
+
+/// What one reconstruction on the device returned.
+#[derive(Clone, Debug, PartialEq)]
+pub struct DeviceRun {
+    /// Pointwise posterior mean, row-major `n x n`.
+    pub mean: Vec<f32>,
+    /// Pointwise std (empty unless asked for).
+    pub std: Vec<f32>,
+    /// Counters and the instruction count.
+    pub report: RunReport,
+}
+
+/// A connected device: the link, a receive buffer, and (under QEMU) the
+/// emulator process and its semihosting log.
+pub struct Device {
+    link: Box<dyn Link>,
+    rx: Vec<u8>,
+    timeout: Duration,
+    qemu: Option<Child>,
+    log: Arc<Mutex<String>>,
+}
+
+impl Drop for Device {
+    fn drop(&mut self) {
+        if let Some(child) = &mut self.qemu {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// How to reach QEMU's firmware.
+#[derive(Clone, Debug)]
+pub struct QemuOptions {
+    /// `qemu-system-arm` (or a path to it).
+    pub qemu: PathBuf,
+    /// Board, e.g. [`DEFAULT_MACHINE`].
+    pub machine: String,
+    /// The firmware ELF.
+    pub elf: PathBuf,
+    /// How long to wait for the firmware to connect.
+    pub boot_timeout: Duration,
+}
+
+impl Default for QemuOptions {
+    fn default() -> Self {
+        Self {
+            qemu: PathBuf::from("qemu-system-arm"),
+            machine: DEFAULT_MACHINE.into(),
+            elf: PathBuf::from(DEFAULT_ELF),
+            boot_timeout: Duration::from_secs(60),
+        }
+    }
+}
+
+/// Boots the firmware in QEMU with its UART0 on a TCP socket this process
+/// listens on first (no port race), `-icount shift=0` so the firmware's
+/// SysTick counts instructions, and semihosting for its log and exit code.
+pub fn run_qemu(opts: &QemuOptions, timeout: Duration) -> Result<Device> {
+    ensure!(
+        opts.elf.is_file(),
+        "firmware image {} not found (build it in firmware/ with cargo build --release)",
+        opts.elf.display()
+    );
+    let listener = TcpListener::bind("127.0.0.1:0").context("bind a local port for QEMU's UART")?;
+    let port = listener.local_addr()?.port();
+    let mut child = Command::new(&opts.qemu)
+        .args(["-machine", &opts.machine, "-nographic", "-monitor", "none"])
+        .args(["-semihosting-config", "enable=on,target=native", "-icount", "shift=0", "-kernel"])
+        .arg(&opts.elf)
+        .args(["-chardev", &format!("socket,id=u0,host=127.0.0.1,port={port}"), "-serial", "chardev:u0"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .with_context(|| format!("start {}", opts.qemu.display()))?;
+    let log = Arc::new(Mutex::new(String::new()));
+    for pipe in [
+        child.stdout.take().map(|p| Box::new(p) as Box<dyn Read + Send>),
+        child.stderr.take().map(|p| Box::new(p) as _),
+    ]
+    .into_iter()
+    .flatten()
+    {
+        let log = Arc::clone(&log);
+        std::thread::spawn(move || {
+            let mut pipe = pipe;
+            let mut buf = [0u8; 1024];
+            while let Ok(n) = pipe.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                if let Ok(mut l) = log.lock() {
+                    l.push_str(&String::from_utf8_lossy(&buf[..n]));
+                }
+            }
+        });
+    }
+    listener.set_nonblocking(true)?;
+    let start = Instant::now();
+    let stream = loop {
+        match listener.accept() {
+            Ok((s, _)) => break s,
+            Err(e) if e.kind() == ErrorKind::WouldBlock => {
+                if let Some(status) = child.try_wait()? {
+                    let text = log.lock().map(|l| l.clone()).unwrap_or_default();
+                    bail!("QEMU exited ({status}) before connecting: {text}");
+                }
+                if start.elapsed() > opts.boot_timeout {
+                    let _ = child.kill();
+                    bail!("QEMU did not connect within {:?}", opts.boot_timeout);
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            Err(e) => return Err(e).context("accept QEMU's connection"),
+        }
+    };
+    stream.set_nonblocking(false)?;
+    stream.set_nodelay(true)?;
+    let mut dev = Device { link: Box::new(stream), rx: Vec::new(), timeout, qemu: Some(child), log };
+    dev.link.set_timeout(Duration::from_millis(200))?;
+    Ok(dev)
+}
+
+/// Opens a real board on `port` (e.g. `/dev/ttyACM0`) at `baud`.
+pub fn run_serial(port: &str, baud: u32, timeout: Duration) -> Result<Device> {
+    let sp = serialport::new(port, baud)
+        .timeout(Duration::from_millis(200))
+        .open()
+        .with_context(|| format!("open {port}"))?;
+    Ok(Device { link: Box::new(Serial(sp)), rx: Vec::new(), timeout, qemu: None, log: Arc::default() })
+}
+
+impl Device {
+    /// The firmware's semihosting log so far (QEMU only).
+    pub fn log(&self) -> String {
+        self.log.lock().map(|l| l.clone()).unwrap_or_default()
+    }
+
+    /// Sets how long [`Self::recv`] waits for one response.
+    pub fn set_timeout(&mut self, t: Duration) {
+        self.timeout = t;
+    }
+
+    /// Writes raw bytes (for tests of hostile input).
+    pub fn send_raw(&mut self, bytes: &[u8]) -> Result<()> {
+        self.link.write_all(bytes)?;
+        self.link.flush()?;
+        Ok(())
+    }
+
+    /// Sends one request frame.
+    pub fn send(&mut self, req: &Request<'_>) -> Result<()> {
+        let frame = encode(req)?;
+        self.send_raw(&frame)
+    }
+
+    /// Waits for the next response frame.
+    pub fn recv(&mut self) -> Result<Reply> {
+        let deadline = Instant::now() + self.timeout;
+        loop {
+            if let Some(end) = self.rx.iter().position(|&b| b == DELIMITER) {
+                let mut block: Vec<u8> = self.rx.drain(..=end).collect();
+                block.pop();
+                if block.is_empty() {
+                    continue;
+                }
+                let resp: Response<'_> =
+                    protocol::decode_frame(&mut block).map_err(|e| anyhow!("bad frame from the device: {e:?}"))?;
+                return Ok(owned(resp));
+            }
+            if Instant::now() > deadline {
+                let qemu = self.log();
+                bail!(
+                    "no response from the device within {:?}{}",
+                    self.timeout,
+                    if qemu.is_empty() { String::new() } else { format!("; its log: {qemu}") }
+                );
+            }
+            if let Some(child) = &mut self.qemu
+                && let Some(status) = child.try_wait()?
+            {
+                bail!("QEMU exited ({status}); its log: {}", self.log());
+            }
+            let mut buf = [0u8; 4096];
+            match self.link.read(&mut buf) {
+                Ok(0) => bail!("the device closed the link; log: {}", self.log()),
+                Ok(n) => self.rx.extend_from_slice(&buf[..n]),
+                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut | ErrorKind::Interrupted) => {}
+                Err(e) => return Err(e).context("read from the device"),
+            }
+        }
+    }
+
+    /// Ping with `nonce`; errors unless the same nonce comes back.
+    pub fn ping(&mut self, nonce: u32) -> Result<()> {
+        self.send(&Request::Ping { nonce })?;
+        match self.recv()? {
+            Reply::Pong(n) if n == nonce => Ok(()),
+            other => bail!("expected Pong({nonce}), got {other:?}"),
+        }
+    }
+
+    /// The device's identity and budget.
+    pub fn info(&mut self) -> Result<DeviceInfo> {
+        self.send(&Request::Info)?;
+        match self.recv()? {
+            Reply::Info(i) => Ok(i),
+            other => bail!("expected Info, got {other:?}"),
+        }
+    }
+
+    /// One reconstruction from `(x, y, value)` rows; an error response from
+    /// the device becomes an `Err` naming its code.
+    pub fn reconstruct(
+        &mut self,
+        n: usize,
+        rows: &[(f32, f32, f32)],
+        noise_sigma: f32,
+        seed: u64,
+        samples: u8,
+        want_std: bool,
+    ) -> Result<DeviceRun> {
+        let mut packed = vec![0u8; rows.len() * protocol::SENSOR_BYTES];
+        protocol::pack_sensors(rows, &mut packed).ok_or_else(|| anyhow!("pack sensors"))?;
+        let req = ReconstructRequest { seed, samples, want_std, noise_sigma, sensors: &packed };
+        self.send(&Request::Reconstruct(req))?;
+        let (mut mean, mut std) = (vec![f32::NAN; n * n], if want_std { vec![f32::NAN; n * n] } else { Vec::new() });
+        let (mut got_mean, mut got_std) = (0usize, 0usize);
+        loop {
+            match self.recv()? {
+                Reply::Field { which, offset, values } => {
+                    let (field, got) = match which {
+                        FIELD_MEAN => (&mut mean, &mut got_mean),
+                        FIELD_STD if want_std => (&mut std, &mut got_std),
+                        _ => bail!("unexpected field {which}"),
+                    };
+                    let o = offset as usize;
+                    ensure!(o + values.len() <= field.len(), "chunk {o}+{} past the field", values.len());
+                    field[o..o + values.len()].copy_from_slice(&values);
+                    *got += values.len();
+                }
+                Reply::Done(report) => {
+                    ensure!(got_mean == n * n && got_std == std.len(), "incomplete fields ({got_mean}, {got_std})");
+                    return Ok(DeviceRun { mean, std, report });
+                }
+                Reply::Error { code, detail } => bail!("device refused the request: {code:?} (detail {detail})"),
+                other => bail!("unexpected response {other:?}"),
+            }
+        }
+    }
+}
+
+/// One request as wire bytes (leading and trailing delimiter).
+pub fn encode(req: &Request<'_>) -> Result<Vec<u8>> {
+    let (mut scratch, mut out) = (vec![0u8; MAX_FRAME], vec![0u8; MAX_WIRE + 2]);
+    let len = protocol::encode_frame(req, &mut scratch, &mut out).map_err(|e| anyhow!("request too large: {e:?}"))?;
+    out.truncate(len);
+    Ok(out)
+}
+
+fn owned(r: Response<'_>) -> Reply {
+    match r {
+        Response::Pong { nonce } => Reply::Pong(nonce),
+        Response::Info(i) => Reply::Info(i),
+        Response::Field { which, offset, data } => Reply::Field {
+            which,
+            offset,
+            values: data.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect(),
+        },
+        Response::Done(d) => Reply::Done(d),
+        Response::Error { code, detail } => Reply::Error { code, detail },
+    }
+}
+
+/// Sensor rows `(x, y, value)` of observations, as the device receives them.
+pub fn sensor_rows(obs: &Observations) -> Vec<(f32, f32, f32)> {
+    (0..obs.len())
+        .map(|k| {
+            let (x, y) = obs.xy(k);
+            (x as f32, y as f32, obs.values[k] as f32)
+        })
+        .collect()
+}
+
+/// Where `ddis device` finds the device.
+#[derive(Clone, Debug)]
+pub enum Transport {
+    /// Boot the firmware in QEMU.
+    Qemu(QemuOptions),
+    /// A real board on a serial port.
+    Serial {
+        /// e.g. `/dev/ttyACM0`.
+        port: String,
+        /// Baud rate (the firmware's UART divider assumes 115200).
+        baud: u32,
+    },
+}
+
+/// The inputs of `ddis device`.
+#[derive(Clone, Debug)]
+pub struct DeviceOptions {
+    /// How to reach the device.
+    pub transport: Transport,
+    /// Readings (CSV `x,y,value` or npy), as `ddis reconstruct --obs`.
+    pub obs: PathBuf,
+    /// Noise level of the readings.
+    pub noise: f64,
+    /// Output directory (mean.npy, std.npy, readings.csv, panel.png).
+    pub out: PathBuf,
+    /// Sampler seed.
+    pub seed: u64,
+    /// Posterior samples (1..=255).
+    pub samples: u8,
+    /// Longest wait for one reconstruction.
+    pub timeout: Duration,
+}
+
+/// What `ddis device` did.
+#[derive(Clone, Debug)]
+pub struct DeviceResult {
+    /// The device's identity and budget (after the run: the stack high-water
+    /// mark includes it).
+    pub info: DeviceInfo,
+    /// The fields and counters.
+    pub run: DeviceRun,
+    /// Wall-clock seconds of the reconstruction on the host side.
+    pub seconds: f64,
+    /// The firmware's log (QEMU only).
+    pub log: String,
+}
+
+/// `ddis device`: reads the readings, runs one reconstruction on the device
+/// and writes the same files as `ddis reconstruct` into `opts.out`.
+pub fn device_reconstruct(opts: &DeviceOptions) -> Result<DeviceResult> {
+    ensure!(opts.samples >= 1, "--samples must be at least 1");
+    let mut dev = match &opts.transport {
+        Transport::Qemu(q) => run_qemu(q, opts.timeout)?,
+        Transport::Serial { port, baud } => run_serial(port, *baud, opts.timeout)?,
+    };
+    dev.ping(0xDD15)?;
+    let info = dev.info()?;
+    let n = usize::from(info.n);
+    let obs = Observations::load(&opts.obs, n, opts.noise).with_context(|| format!("read {}", opts.obs.display()))?;
+    let t0 = Instant::now();
+    let run = dev.reconstruct(n, &sensor_rows(&obs), opts.noise as f32, opts.seed, opts.samples, true)?;
+    let seconds = t0.elapsed().as_secs_f64();
+    let info = dev.info()?;
+    write_outputs(&opts.out, n, &obs, &run)?;
+    Ok(DeviceResult { info, run, seconds, log: dev.log() })
+}
+
+fn write_outputs(out: &Path, n: usize, obs: &Observations, run: &DeviceRun) -> Result<()> {
+    std::fs::create_dir_all(out).with_context(|| format!("create {}", out.display()))?;
+    crate::npy::write(&out.join("mean.npy"), &[n, n], &run.mean)?;
+    crate::npy::write(&out.join("std.npy"), &[n, n], &run.std)?;
+    obs.write_csv(&out.join("readings.csv"))?;
+    crate::eval::write_panel(&out.join("panel.png"), n, None, obs, &run.mean, &run.std)
+}
