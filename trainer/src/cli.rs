@@ -11,11 +11,11 @@ use clap::{Args, Parser, Subcommand};
 use crate::data::{self, GenOptions};
 use crate::eval::{EvalOptions, Method, MethodSpec, Physics, ReconstructOptions, run_eval, run_reconstruct};
 use crate::export::Quant;
-use crate::sample::{DapsConfig, DpsConfig};
 use crate::grf::GrfConfig;
 use crate::model::denoiser::{DenoiserConfig, EdmConfig};
 use crate::model::fno::FnoConfig;
 use crate::pde::{DarcyConfig, PdeConfig, PdeKind};
+use crate::sample::{DapsConfig, DpsConfig};
 use crate::train::TrainConfig;
 use crate::train::backend::{BackendKind, Cpu, CpuAutodiff};
 use crate::train::diffusion::{DiffusionKind, DiffusionOptions, train_diffusion};
@@ -573,7 +573,12 @@ fn demo(args: &DemoArgs, progress: bool) -> Result<()> {
     let secs = t0.elapsed().as_secs_f64();
     write_reconstruction(&args.out, n, &obs, truth.as_deref(), &post.mean, &post.std)?;
     obs.write_csv(&args.out.join("readings.csv"))?;
-    println!("reconstructed {n}x{n} {} from {} readings in {secs:.2} s ({} samples, device runtime, int8 or f32 as exported)", args.pde.name(), obs.len(), args.samples);
+    println!(
+        "reconstructed {n}x{n} {} from {} readings in {secs:.2} s ({} samples, device runtime, int8 or f32 as exported)",
+        args.pde.name(),
+        obs.len(),
+        args.samples
+    );
     if let Some(t) = &truth {
         let m = crate::eval::case_metrics(&pde, t, &post.mean, &post.std, n)?;
         print!("relative L2 error {:.1} %", 100.0 * m.rel_l2);
@@ -765,9 +770,11 @@ pub fn run(cli: Cli) -> Result<()> {
                 .paired
                 .split(',')
                 .map(|p| {
-                    p.trim().parse::<f64>().ok().filter(|v| *v > 0.0 && *v <= 1.0).ok_or_else(|| {
-                        anyhow::anyhow!("--paired: `{p}` is not a fraction in (0, 1]")
-                    })
+                    p.trim()
+                        .parse::<f64>()
+                        .ok()
+                        .filter(|v| *v > 0.0 && *v <= 1.0)
+                        .ok_or_else(|| anyhow::anyhow!("--paired: `{p}` is not a fraction in (0, 1]"))
                 })
                 .collect::<Result<Vec<_>>>()?;
             let opts = EvalOptions {

@@ -25,8 +25,8 @@ use crate::model::fno::Fno;
 use crate::observe::{Observations, random_interior_nodes};
 use crate::pde::{PdeConfig, PdeKind};
 use crate::sample::{
-    DapsConfig, DpsConfig, JointGuide, Noise, ObservationBatch, SampleStats, SolverGuide, SurrogateGuide,
-    daps_sample, dps_sample,
+    DapsConfig, DpsConfig, JointGuide, Noise, ObservationBatch, SampleStats, SolverGuide, SurrogateGuide, daps_sample,
+    dps_sample,
 };
 use crate::train::diffusion::{DiffusionKind, DiffusionRunConfig, load_diffusion};
 use crate::train::operator::load_operator;
@@ -210,7 +210,10 @@ pub fn reconstruct_cases<AB: AutodiffBackend>(
 ) -> Result<Posterior> {
     ensure!(!cases.is_empty(), "no cases to reconstruct");
     ensure!(samples >= 1 && batch_cases >= 1, "--samples and the batch size must be >= 1");
-    ensure!(spec.method != Method::Device, "the device method runs through `export::runtime_posterior`, not the host sampler");
+    ensure!(
+        spec.method != Method::Device,
+        "the device method runs through `export::runtime_posterior`, not the host sampler"
+    );
     let n = cases[0].n;
     let per = n * n;
     let (model, cfg) = if spec.method.is_joint() {
@@ -325,14 +328,23 @@ pub fn case_metrics(pde: &PdeConfig, truth: &[f32], mean: &[f32], std: &[f32], n
         rel_l2: metrics::rel_l2(&est, truth)?,
         spectral_geo: geo,
         spectral_arith: arith,
-        error_rate: (pde.kind == PdeKind::Darcy).then(|| metrics::darcy_error_rate(mean, truth, phase_threshold(pde))).transpose()?,
+        error_rate: (pde.kind == PdeKind::Darcy)
+            .then(|| metrics::darcy_error_rate(mean, truth, phase_threshold(pde)))
+            .transpose()?,
         calibration: calibration(truth, mean, std),
     })
 }
 
 /// Writes the panel of one case: truth (if known), sensors, posterior mean,
 /// std and error (if the truth is known), each on its own colour scale.
-pub fn write_panel(path: &Path, n: usize, truth: Option<&[f32]>, obs: &Observations, mean: &[f32], std: &[f32]) -> Result<()> {
+pub fn write_panel(
+    path: &Path,
+    n: usize,
+    truth: Option<&[f32]>,
+    obs: &Observations,
+    mean: &[f32],
+    std: &[f32],
+) -> Result<()> {
     let mut sensors = vec![f32::NAN; n * n];
     for (&k, &v) in obs.nodes.iter().zip(&obs.values) {
         sensors[k] = v as f32;
@@ -520,8 +532,21 @@ pub fn run_eval<AB: AutodiffBackend>(opts: &EvalOptions, device: &AB::Device) ->
     ensure!(prior_cfg.kind == DiffusionKind::Prior, "{} is not a prior run", prior_path.display());
     let data_dir = opts.data.clone().unwrap_or_else(|| PathBuf::from(&prior_cfg.data));
     let data = Dataset::load(&data_dir)?;
-    ensure!(data.res() == opts.res, "{} is {}x{}, not {}x{}", data_dir.display(), data.res(), data.res(), opts.res, opts.res);
-    ensure!(data.meta.pde.kind == opts.pde, "{} holds {} data, not {pde_name}", data_dir.display(), data.meta.pde.kind.name());
+    ensure!(
+        data.res() == opts.res,
+        "{} is {}x{}, not {}x{}",
+        data_dir.display(),
+        data.res(),
+        data.res(),
+        opts.res,
+        opts.res
+    );
+    ensure!(
+        data.meta.pde.kind == opts.pde,
+        "{} holds {} data, not {pde_name}",
+        data_dir.display(),
+        data.meta.pde.kind.name()
+    );
     let pde = data.meta.pde;
     let split = Split::new(data.len(), prior_cfg.split_seed, 1.0)?;
     let pool = if opts.validation { &split.val } else { &split.test };
@@ -756,7 +781,11 @@ pub fn run_reconstruct<AB: AutodiffBackend>(opts: &ReconstructOptions, device: &
     let operator = opts.operator.as_ref().map(|p| load_operator::<AB>(p, device)).transpose()?;
     let model_cfg = if opts.method.method.is_joint() { &joint } else { &prior };
     let (_, cfg) = model_cfg.as_ref().with_context(|| {
-        format!("{} needs {}", opts.method.method.name(), if opts.method.method.is_joint() { "--joint RUN" } else { "--prior RUN" })
+        format!(
+            "{} needs {}",
+            opts.method.method.name(),
+            if opts.method.method.is_joint() { "--joint RUN" } else { "--prior RUN" }
+        )
     })?;
     let n = cfg.data_meta.res;
     let pde = cfg.data_meta.pde;
@@ -785,7 +814,13 @@ pub fn run_reconstruct<AB: AutodiffBackend>(opts: &ReconstructOptions, device: &
 
 /// Draws a fresh ground truth from the PDE's generator, solves it and reads
 /// `sensors` random interior nodes: the demo's and the tests' source of cases.
-pub fn synthetic_case(pde: &PdeConfig, n: usize, sensors: usize, noise: f64, seed: u64) -> Result<(Vec<f32>, Observations)> {
+pub fn synthetic_case(
+    pde: &PdeConfig,
+    n: usize,
+    sensors: usize,
+    noise: f64,
+    seed: u64,
+) -> Result<(Vec<f32>, Observations)> {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let mut solver = pde.solver(n)?;
     let grf = pde.grf_sampler(n)?;

@@ -132,8 +132,7 @@ fn eval_and_reconstruct_end_to_end() {
     let rec = tmp.path().join("rec");
     let prior = runs.join("prior");
     let op = runs.join("op");
-    let base =
-        ["--quiet", "reconstruct", "--obs", s(&obs), "--out", s(&rec), "--samples", "3", "--schedule", "3x1x2"];
+    let base = ["--quiet", "reconstruct", "--obs", s(&obs), "--out", s(&rec), "--samples", "3", "--schedule", "3x1x2"];
     ok(ddis(&[&base[..], &["--prior", s(&prior), "--operator", s(&op)]].concat()));
     let mean = npy::read(&rec.join("mean.npy")).unwrap();
     assert_eq!(mean.shape, vec![n, n]);
@@ -151,7 +150,16 @@ fn eval_and_reconstruct_end_to_end() {
     // The device artifact: export, inspect, reconstruct through the runtime.
     let art = tmp.path().join("tiny.ddis");
     let o = ok(ddis(&[
-        "--quiet", "export", "--prior", s(&prior), "--operator", s(&op), "--out", s(&art), "--schedule", "3x1x2",
+        "--quiet",
+        "export",
+        "--prior",
+        s(&prior),
+        "--operator",
+        s(&op),
+        "--out",
+        s(&art),
+        "--schedule",
+        "3x1x2",
     ]));
     assert!(String::from_utf8_lossy(&o.stdout).contains("workspace"));
     let e = ddis(&["--quiet", "export", "--prior", s(&prior), "--operator", s(&op), "--out", s(&art)]);

@@ -88,12 +88,17 @@ impl DapsConfig {
         ensure!(self.annealing >= 1, "daps.annealing must be >= 1");
         ensure!(self.ode_steps >= 1, "daps.ode_steps must be >= 1");
         ensure!(
-            self.sigma_min.is_finite() && self.sigma_min > 0.0 && self.sigma_max.is_finite() && self.sigma_max > self.sigma_min,
+            self.sigma_min.is_finite()
+                && self.sigma_min > 0.0
+                && self.sigma_max.is_finite()
+                && self.sigma_max > self.sigma_min,
             "daps: need 0 < sigma_min < sigma_max, got {} and {}",
             self.sigma_min,
             self.sigma_max
         );
-        for (name, v) in [("rho", self.rho), ("tau", self.tau), ("lr", self.lr), ("lr_cap", self.lr_cap), ("clamp", self.clamp)] {
+        for (name, v) in
+            [("rho", self.rho), ("tau", self.tau), ("lr", self.lr), ("lr_cap", self.lr_cap), ("clamp", self.clamp)]
+        {
             ensure!(v.is_finite() && v > 0.0, "daps.{name} must be finite and > 0, got {v}");
         }
         ensure!(
@@ -203,11 +208,7 @@ where
             a = clamp_counted(a, cfg.clamp, &mut stats);
         }
         let s_next = sigmas.get(i + 1).copied().unwrap_or(0.0);
-        x = if s_next > 0.0 {
-            a + noise.draw::<B, _>(&mut rng, batch, channels, device).mul_scalar(s_next)
-        } else {
-            a
-        };
+        x = if s_next > 0.0 { a + noise.draw::<B, _>(&mut rng, batch, channels, device).mul_scalar(s_next) } else { a };
     }
     Ok((x, stats))
 }

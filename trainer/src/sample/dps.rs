@@ -44,7 +44,10 @@ impl DpsConfig {
     pub fn validate(&self) -> Result<()> {
         ensure!(self.steps >= 1, "dps.steps must be >= 1");
         ensure!(
-            self.sigma_min.is_finite() && self.sigma_min > 0.0 && self.sigma_max.is_finite() && self.sigma_max > self.sigma_min,
+            self.sigma_min.is_finite()
+                && self.sigma_min > 0.0
+                && self.sigma_max.is_finite()
+                && self.sigma_max > self.sigma_min,
             "dps: need 0 < sigma_min < sigma_max, got {} and {}",
             self.sigma_min,
             self.sigma_max
@@ -86,8 +89,8 @@ where
         stats.guide_calls += 1;
         // grad ||r|| = grad L / ||r|| with L = ||r||^2 / 2; per batch element.
         let scale: Vec<f32> = loss.iter().map(|&l| (1.0 / (2.0 * l).sqrt().max(1e-12)) as f32).collect();
-        let scale = Tensor::<B::InnerBackend, 1>::from_data(TensorData::new(scale, [batch]), device)
-            .reshape([batch, 1, 1, 1]);
+        let scale =
+            Tensor::<B::InnerBackend, 1>::from_data(TensorData::new(scale, [batch]), device).reshape([batch, 1, 1, 1]);
         let g0 = g0 * scale;
         let grads = (d * Tensor::<B, 4>::from_inner(g0)).sum().backward();
         stats.denoiser_vjps += 1;

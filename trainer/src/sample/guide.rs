@@ -111,7 +111,10 @@ impl<AB: AutodiffBackend> SurrogateGuide<AB> {
     /// the same number of sensors.
     pub fn new(fno: Fno<AB>, obs: ObservationBatch, a_norm: (f64, f64), device: &AB::Device) -> Result<Self> {
         let k = obs.nodes[0].len();
-        ensure!(obs.nodes.iter().all(|v| v.len() == k), "the surrogate guide needs the same sensor count in every case");
+        ensure!(
+            obs.nodes.iter().all(|v| v.len() == k),
+            "the surrogate guide needs the same sensor count in every case"
+        );
         let b = obs.len();
         let idx: Vec<i64> = obs.nodes.iter().flatten().map(|&v| v as i64).collect();
         let y: Vec<f32> = obs.values.iter().flatten().map(|&v| v as f32).collect();

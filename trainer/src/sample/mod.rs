@@ -81,9 +81,8 @@ impl Noise {
             Noise::Smooth(s) => s.sample_tensor(rng, batch, channels, device),
             Noise::White { n } => {
                 let n = *n;
-                let data: Vec<f32> = (0..batch * channels * n * n)
-                    .map(|_| rng.sample::<f32, _>(rand_distr::StandardNormal))
-                    .collect();
+                let data: Vec<f32> =
+                    (0..batch * channels * n * n).map(|_| rng.sample::<f32, _>(rand_distr::StandardNormal)).collect();
                 Tensor::from_data(burn::tensor::TensorData::new(data, [batch, channels, n, n]), device)
             }
         }

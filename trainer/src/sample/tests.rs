@@ -90,7 +90,12 @@ fn daps_recovers_the_exact_gaussian_posterior() {
     let d = n * n;
     let mut rng = ChaCha8Rng::seed_from_u64(7);
     let h: Vec<Vec<f64>> = (0..k).map(|_| (0..d).map(|_| StandardNormal.sample(&mut rng)).collect()).collect();
-    let y: Vec<f64> = (0..k).map(|_| { let z: f64 = StandardNormal.sample(&mut rng); 2.0 * z }).collect();
+    let y: Vec<f64> = (0..k)
+        .map(|_| {
+            let z: f64 = StandardNormal.sample(&mut rng);
+            2.0 * z
+        })
+        .collect();
     // Posterior precision P = I + H^T H / tau^2, mean = P^-1 H^T y / tau^2.
     let prec: Vec<Vec<f64>> = (0..d)
         .map(|i| {
@@ -232,8 +237,8 @@ fn solver_and_joint_guides_match_finite_differences() {
     let n = 12;
     let mut rng = ChaCha8Rng::seed_from_u64(2);
     let nodes = crate::observe::random_interior_nodes(n, 8, &mut rng).unwrap();
-    let case = crate::observe::Observations::new(n, nodes, (0..8).map(|k| 0.02 + 0.001 * k as f64).collect(), 0.0)
-        .unwrap();
+    let case =
+        crate::observe::Observations::new(n, nodes, (0..8).map(|k| 0.02 + 0.001 * k as f64).collect(), 0.0).unwrap();
     let obs = ObservationBatch::new(&[case], 2).unwrap();
     let x: Vec<f32> = (0..2 * n * n).map(|k| 0.5 * ((k as f32) * 0.21).cos()).collect();
     for kind in [crate::pde::PdeKind::Darcy, crate::pde::PdeKind::Poisson] {
