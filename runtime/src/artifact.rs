@@ -32,7 +32,7 @@ pub const MAGIC: [u8; 4] = *b"DDIS";
 /// The format version this runtime writes and reads. Any change to the
 /// layout of [`Body`] (a field added, removed, reordered or retyped) bumps
 /// it; readers accept exactly their own version.
-pub const FORMAT_VERSION: u16 = 1;
+pub const FORMAT_VERSION: u16 = 2;
 
 /// Bytes before the postcard body: magic and version.
 pub const HEADER_LEN: usize = 6;
@@ -42,6 +42,9 @@ pub const TRAILER_LEN: usize = 4;
 
 /// Largest grid side accepted.
 pub const MAX_N: usize = 1024;
+
+/// Longest [`Body::problem`] name accepted, in bytes.
+pub const MAX_PROBLEM_LEN: usize = 32;
 
 /// [`Body::kind`] flag: a forward surrogate (FNO) is present.
 pub const KIND_SURROGATE: u8 = 1;
@@ -222,6 +225,11 @@ pub const LEVEL_SCALARS: usize = 8;
 pub struct Body<'a> {
     /// `KIND_*` flags of the sections present (checked against them).
     pub kind: u8,
+    /// The inverse problem the models were trained for, as the trainer
+    /// names it (`"darcy"`, `"poisson"`, ...): 1 to [`MAX_PROBLEM_LEN`]
+    /// bytes of `a-z 0-9 _ -`. Hosts use it to refuse readings of another
+    /// problem; the sampler does not read it.
+    pub problem: &'a str,
     /// Grid nodes per side.
     pub n: u32,
     /// The forward surrogate.
@@ -286,6 +294,7 @@ pub fn reseal(bytes: &mut [u8]) {
 pub struct Artifact<'a> {
     grid: Grid,
     kind: u8,
+    problem: &'a str,
     len: usize,
     crc: u32,
     surrogate: Option<Fno<'a>>,
@@ -329,6 +338,13 @@ impl<'a> Artifact<'a> {
         if body.kind != present {
             return Err(Error::KindMismatch { flags: body.kind, present });
         }
+        let problem = body.problem;
+        if problem.is_empty() || problem.len() > MAX_PROBLEM_LEN {
+            return Err(Error::DimOutOfRange { field: "problem", value: problem.len(), min: 1, max: MAX_PROBLEM_LEN });
+        }
+        if !problem.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-') {
+            return Err(Error::InvalidValue { field: "problem" });
+        }
         let n = body.n as usize;
         if n > MAX_N {
             return Err(Error::DimOutOfRange { field: "n", value: n, min: 3, max: MAX_N });
@@ -351,7 +367,7 @@ impl<'a> Artifact<'a> {
             (Some(_), None) => return Err(Error::MissingPart { part: "prior" }),
             (None, _) => None,
         };
-        Ok(Self { grid, kind: present, len, crc, surrogate, prior, noise, schedule })
+        Ok(Self { grid, kind: present, problem, len, crc, surrogate, prior, noise, schedule })
     }
 
     /// The grid every field lives on.
@@ -362,6 +378,11 @@ impl<'a> Artifact<'a> {
     /// Nodes per side.
     pub fn n(&self) -> usize {
         self.grid.n()
+    }
+
+    /// The inverse problem the models were trained for ([`Body::problem`]).
+    pub fn problem(&self) -> &'a str {
+        self.problem
     }
 
     /// `KIND_*` flags of the sections present.

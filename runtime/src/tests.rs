@@ -249,6 +249,7 @@ fn artifact_round_trips() {
     assert_eq!(decoded, body, "postcard round trip");
     let art = Artifact::parse(&bytes).unwrap();
     assert_eq!(art.n(), 8);
+    assert_eq!(art.problem(), "test");
     assert_eq!(art.kind(), artifact::KIND_SAMPLER);
     assert_eq!(art.len_bytes(), bytes.len());
     assert_eq!(art.surrogate().unwrap().normalization(), FNO_NORM);
@@ -325,6 +326,10 @@ fn absurd_shapes_with_a_valid_crc_are_errors() {
     }
     let dim = |e: &Error| matches!(e, Error::DimOutOfRange { .. });
     let shape = |e: &Error| matches!(e, Error::ShapeMismatch { .. });
+    check!(b => b.problem = "", "empty problem", &dim);
+    check!(b => b.problem = "a-problem-name-longer-than-32-bytes", "long problem", &dim);
+    check!(b => b.problem = "Darcy", "upper case in problem", &|e| matches!(e, Error::InvalidValue { field: "problem" }));
+    check!(b => b.problem = "dar\ncy", "control byte in problem", &|e| matches!(e, Error::InvalidValue { .. }));
     check!(b => b.n = 2, "n = 2", &|e| matches!(e, Error::GridTooSmall { n: 2 }));
     check!(b => b.n = u32::MAX, "n = u32::MAX", &dim);
     check!(b => b.n = 9, "n differs from the weights", &|e| shape(e) || dim(e));

@@ -241,6 +241,7 @@ impl Fixture {
     pub(crate) fn body(&self) -> Body<'_> {
         Body {
             kind: KIND_SURROGATE | KIND_PRIOR | KIND_NOISE | KIND_SCHEDULE,
+            problem: "test",
             n: self.n as u32,
             surrogate: Some(SurrogateParams {
                 net: self.fno.params(),

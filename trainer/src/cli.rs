@@ -153,9 +153,9 @@ pub struct InspectArgs {
 /// Arguments of `ddis demo`.
 #[derive(Debug, Args)]
 pub struct DemoArgs {
-    /// PDE of the truth drawn for the demo (must match the artifact).
-    #[arg(long, default_value = "darcy")]
-    pub pde: PdeKind,
+    /// PDE of the truth drawn for the demo [default: the artifact's problem, else darcy]
+    #[arg(long)]
+    pub pde: Option<PdeKind>,
     /// Artifact [default: models/<pde>32.ddis]
     #[arg(long)]
     pub artifact: Option<PathBuf>,
@@ -456,6 +456,27 @@ pub enum DataCommand {
     Gen(GenArgs),
     /// Solve the PDE for fields you bring: IN.npy ([res, res] or [count, res, res]) -> OUT.npy.
     Solve(SolveArgs),
+    /// Make a dataset of fields you bring (solving them unless you bring the solutions too).
+    Import(ImportArgs),
+}
+
+/// Arguments of `ddis data import`.
+#[derive(Debug, Args)]
+pub struct ImportArgs {
+    #[command(flatten)]
+    pub pde: PdeArgs,
+    /// Input fields, [count, res, res] .npy (float32 or float64): a for Darcy (two values), f otherwise.
+    #[arg(long)]
+    pub fields: PathBuf,
+    /// Their solutions u, same shape [default: solve them with ddis's finite-difference solver]
+    #[arg(long)]
+    pub solutions: Option<PathBuf>,
+    /// Output dataset directory (a.npy, u.npy, meta.json).
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Replace an existing dataset at --out.
+    #[arg(long)]
+    pub force: bool,
 }
 
 /// The PDE and its parameters, shared by `gen` and `solve`.
@@ -547,17 +568,36 @@ fn write_reconstruction(
 /// `ddis demo`: a fresh truth from the PDE's generator (or the user's
 /// readings), reconstructed by the device runtime from the shipped artifact.
 fn demo(args: &DemoArgs, progress: bool) -> Result<()> {
-    let path = args.artifact.clone().unwrap_or_else(|| PathBuf::from(format!("models/{}32.ddis", args.pde.name())));
+    let path = args
+        .artifact
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(format!("models/{}32.ddis", args.pde.unwrap_or(PdeKind::Darcy).name())));
     let bytes = read_artifact(&path)?;
     let art = ddis_runtime::Artifact::parse(&bytes).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
     let n = art.n();
-    let pde = PdeConfig::for_kind(args.pde);
-    let (truth, obs) = match &args.obs {
-        Some(file) => (None, crate::observe::Observations::load(file, n, args.noise)?),
-        None => {
-            let (t, o) = crate::eval::synthetic_case(&pde, n, args.sensors, args.noise, args.seed)?;
-            (Some(t), o)
+    let problem = art.problem();
+    let kind = match args.pde {
+        Some(k) => {
+            anyhow::ensure!(
+                k.name() == problem,
+                "{} is a {problem} artifact, not {k}: pass --pde {problem}, or --artifact with a {k} artifact",
+                path.display()
+            );
+            Some(k)
         }
+        None => problem.parse::<PdeKind>().ok(),
+    };
+    let (truth, obs, pde) = match (&args.obs, kind) {
+        (Some(file), _) => (None, crate::observe::Observations::load(file, n, args.noise)?, None),
+        (None, Some(k)) => {
+            let pde = PdeConfig::for_kind(k);
+            let (t, o) = crate::eval::synthetic_case(&pde, n, args.sensors, args.noise, args.seed)?;
+            (Some(t), o, Some(pde))
+        }
+        (None, None) => anyhow::bail!(
+            "{} is for the problem `{problem}`, for which ddis cannot draw a ground truth: pass your readings with --obs",
+            path.display()
+        ),
     };
     if progress {
         eprintln!(
@@ -574,13 +614,12 @@ fn demo(args: &DemoArgs, progress: bool) -> Result<()> {
     write_reconstruction(&args.out, n, &obs, truth.as_deref(), &post.mean, &post.std)?;
     obs.write_csv(&args.out.join("readings.csv"))?;
     println!(
-        "reconstructed {n}x{n} {} from {} readings in {secs:.2} s ({} samples, device runtime, int8 or f32 as exported)",
-        args.pde.name(),
+        "reconstructed {n}x{n} {problem} from {} readings in {secs:.2} s ({} samples, device runtime, int8 or f32 as exported)",
         obs.len(),
         args.samples
     );
-    if let Some(t) = &truth {
-        let m = crate::eval::case_metrics(&pde, t, &post.mean, &post.std, n)?;
+    if let (Some(t), Some(pde)) = (&truth, &pde) {
+        let m = crate::eval::case_metrics(pde, t, &post.mean, &post.std, n)?;
         print!("relative L2 error {:.1} %", 100.0 * m.rel_l2);
         if let Some(e) = m.error_rate {
             print!(", error rate {:.1} % of nodes in the wrong phase", 100.0 * e);
@@ -665,6 +704,29 @@ pub fn run(cli: Cli) -> Result<()> {
                 meta.res,
                 args.out.display(),
                 t0.elapsed().as_secs_f64()
+            );
+        }
+        Command::Data(DataCommand::Import(args)) => {
+            let opts = data::ImportOptions {
+                pde: args.pde.config(GrfConfig::default()),
+                fields: args.fields,
+                solutions: args.solutions,
+                force: args.force,
+                progress,
+            };
+            let meta = data::import_dataset(&opts, &args.out)?;
+            let phases = if meta.pde.kind == PdeKind::Darcy {
+                format!(" (phases a = {} / {})", meta.pde.darcy.a_low, meta.pde.darcy.a_high)
+            } else {
+                String::new()
+            };
+            eprintln!(
+                "wrote {} {} samples at {}x{}{phases} to {}",
+                meta.count,
+                meta.pde.kind,
+                meta.res,
+                meta.res,
+                args.out.display()
             );
         }
         Command::Data(DataCommand::Solve(args)) => {
@@ -812,9 +874,17 @@ pub fn run(cli: Cli) -> Result<()> {
             );
             let device = Default::default();
             let (prior, cfg) = crate::train::diffusion::load_diffusion::<Cpu>(&args.prior, &device)?;
-            let operator = crate::train::operator::load_operator::<Cpu>(&args.operator, &device)?;
+            let (operator, op_cfg) = crate::train::operator::load_operator_run::<Cpu>(&args.operator, &device)?;
+            let problem = cfg.data_meta.pde.kind;
+            anyhow::ensure!(
+                op_cfg.data_meta.pde.kind == problem,
+                "the prior was trained on {problem} fields ({}), the surrogate on {} ({}): export a pair trained for one problem",
+                cfg.data,
+                op_cfg.data_meta.pde.kind,
+                op_cfg.data
+            );
             let n = args.res.unwrap_or(cfg.data_meta.res);
-            let bytes = crate::export::build_artifact(&prior, &operator, &daps, n, args.quant)?;
+            let bytes = crate::export::build_artifact(&prior, &operator, &daps, problem.name(), n, args.quant)?;
             if let Some(dir) = args.out.parent().filter(|d| !d.as_os_str().is_empty()) {
                 std::fs::create_dir_all(dir)?;
             }

@@ -216,6 +216,16 @@ pub fn progress_bar(len: u64, visible: bool, what: &str) -> ProgressBar {
 /// written.
 pub fn solve_file(pde: &PdeConfig, input: &Path, output: &Path, progress: bool) -> Result<()> {
     let arr = npy::read(input)?;
+    let (_, res) = check_fields(pde, input, &arr)?;
+    let fields = solve_fields(pde, res, &arr.data, progress)?;
+    npy::write(output, &arr.shape, &fields)?;
+    Ok(())
+}
+
+/// `(count, res)` of input fields read from `input`, after checking the
+/// shape (`[res, res]` or `[count, res, res]`, `res >= 3`), that every value
+/// is finite and, for Darcy, positive. Errors name the field and node.
+fn check_fields(pde: &PdeConfig, input: &Path, arr: &npy::NpyArray) -> Result<(usize, usize)> {
     let (count, res) = match arr.shape[..] {
         [r1, r2] if r1 == r2 => (1, r1),
         [c, r1, r2] if r1 == r2 => (c, r1),
@@ -245,9 +255,13 @@ pub fn solve_file(pde: &PdeConfig, input: &Path, output: &Path, progress: bool) 
         );
     }
     pde.solver(res)?;
-    let bar = progress_bar(count as u64, progress, "solving");
-    let fields: Vec<Vec<f32>> = arr
-        .data
+    Ok((count, res))
+}
+
+/// Solves the PDE for each `res x res` field of `data` (in parallel).
+fn solve_fields(pde: &PdeConfig, res: usize, data: &[f32], progress: bool) -> Result<Vec<f32>> {
+    let bar = progress_bar((data.len() / (res * res)) as u64, progress, "solving");
+    let fields: Vec<Vec<f32>> = data
         .par_chunks(res * res)
         .enumerate()
         .map_init(
@@ -262,8 +276,114 @@ pub fn solve_file(pde: &PdeConfig, input: &Path, output: &Path, progress: bool) 
         )
         .collect::<Result<_>>()?;
     bar.finish_and_clear();
-    npy::write(output, &arr.shape, &fields.concat())?;
-    Ok(())
+    Ok(fields.concat())
+}
+
+/// Options of `ddis data import`.
+#[derive(Clone, Debug)]
+pub struct ImportOptions {
+    /// The PDE the fields are inputs of (Darcy's phases are read from the
+    /// fields).
+    pub pde: PdeConfig,
+    /// Input fields, `[count, res, res]` .npy (float32 or float64).
+    pub fields: PathBuf,
+    /// Their solutions, same shape; solved with ddis's solver when absent.
+    pub solutions: Option<PathBuf>,
+    /// Replace an existing dataset at the output path.
+    pub force: bool,
+    /// Show a progress bar on stderr.
+    pub progress: bool,
+}
+
+/// Turns fields you bring into a dataset (`a.npy`, `u.npy`, `meta.json`)
+/// that `ddis train` and `ddis eval` read like a generated one. Darcy
+/// fields must be two-phase (exactly two positive values, recorded as
+/// `a_low` / `a_high`); solutions, when given, must match the fields'
+/// shape and be finite. Everything is checked before anything is written,
+/// and the dataset appears at `out` only when complete.
+pub fn import_dataset(opts: &ImportOptions, out: &Path) -> Result<DatasetMeta> {
+    if out.exists() && !opts.force {
+        bail!("{} already exists; pass --force to replace it", out.display());
+    }
+    let fields = npy::read(&opts.fields)?;
+    let mut pde = opts.pde;
+    let (count, res) = check_fields(&pde, &opts.fields, &fields)?;
+    if pde.kind == PdeKind::Darcy {
+        let (lo, hi) = two_phases(&fields.data).with_context(|| {
+            format!(
+                "{}: ddis models Darcy coefficients with two phases (DESIGN.md section 1), so the fields must take exactly two values",
+                opts.fields.display()
+            )
+        })?;
+        pde.darcy = crate::pde::DarcyConfig { a_low: f64::from(lo), a_high: f64::from(hi), threshold: 0.0 };
+        pde.validate()?;
+    }
+    let u = match &opts.solutions {
+        Some(path) => {
+            let u = npy::read(path)?;
+            if u.shape[..] != fields.shape[..] {
+                bail!(
+                    "{}: shape {:?} differs from the fields' {:?} ({})",
+                    path.display(),
+                    u.shape,
+                    fields.shape,
+                    opts.fields.display()
+                );
+            }
+            if let Some(k) = u.data.iter().position(|v| !v.is_finite()) {
+                let (s, i, j) = (k / (res * res), (k / res) % res, k % res);
+                bail!("{}: non-finite value {} in solution {s} at [{i}, {j}]", path.display(), u.data[k]);
+            }
+            u.data
+        }
+        None => solve_fields(&pde, res, &fields.data, opts.progress)?,
+    };
+    let shape = [count, res, res];
+    let meta = DatasetMeta {
+        pde,
+        res,
+        count,
+        seed: 0,
+        shape,
+        input: input_name(pde.kind).to_string(),
+        ddis_version: env!("CARGO_PKG_VERSION").to_string(),
+    };
+    let staging = staging_dir(out)?;
+    let written = (|| -> Result<()> {
+        npy::write(&staging.join("a.npy"), &shape, &fields.data)?;
+        npy::write(&staging.join("u.npy"), &shape, &u)?;
+        let meta_text = serde_json::to_string_pretty(&meta)? + "\n";
+        fs::write(staging.join("meta.json"), meta_text)
+            .with_context(|| format!("cannot write {}", staging.display()))?;
+        Ok(())
+    })();
+    if let Err(e) = written {
+        let _ = fs::remove_dir_all(&staging);
+        return Err(e);
+    }
+    if out.exists() {
+        fs::remove_dir_all(out).with_context(|| format!("cannot replace {}", out.display()))?;
+    }
+    fs::rename(&staging, out).with_context(|| format!("cannot move the dataset into {}", out.display()))?;
+    Ok(meta)
+}
+
+/// The two values `(low, high)` of a two-phase field, or an error naming
+/// a third value (or the lone value).
+fn two_phases(data: &[f32]) -> Result<(f32, f32)> {
+    let first = *data.first().context("no values")?;
+    let mut other: Option<f32> = None;
+    for (k, &v) in data.iter().enumerate() {
+        if v == first || other == Some(v) {
+            continue;
+        }
+        match other {
+            None => other = Some(v),
+            Some(o) => bail!("found a third value {v} at flat index {k} besides {first} and {o}"),
+        }
+    }
+    let o = other.with_context(|| format!("every value is {first}: one phase only"))?;
+    Ok((first.min(o), first.max(o)))
 }
 
 /// A dataset loaded into memory: inputs and solutions, `[count, res, res]`.

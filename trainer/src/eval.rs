@@ -564,7 +564,18 @@ pub fn run_eval<AB: AutodiffBackend>(opts: &EvalOptions, device: &AB::Device) ->
     }
     std::fs::create_dir_all(&opts.out).with_context(|| format!("cannot create {}", opts.out.display()))?;
     let artifact = match (&opts.artifact, opts.methods.iter().any(|m| m.method == Method::Device)) {
-        (Some(p), true) => Some(std::fs::read(p).with_context(|| format!("cannot read the artifact {}", p.display()))?),
+        (Some(p), true) => {
+            let bytes = std::fs::read(p).with_context(|| format!("cannot read the artifact {}", p.display()))?;
+            let art = ddis_runtime::Artifact::parse(&bytes).map_err(|e| anyhow::anyhow!("{}: {e}", p.display()))?;
+            ensure!(
+                art.problem() == pde_name && art.n() == n,
+                "{} is a {2}x{2} {1} artifact; this evaluation is {pde_name} on {n}x{n}: pass --artifact with a matching one",
+                p.display(),
+                art.problem(),
+                art.n()
+            );
+            Some(bytes)
+        }
         _ => None,
     };
     let mut rows = vec![];

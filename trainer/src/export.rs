@@ -273,6 +273,7 @@ pub fn build_artifact<B: Backend>(
     prior: &EdmModel<B>,
     operator: &Fno<B>,
     daps: &DapsConfig,
+    problem: &str,
     n: usize,
     quant: Quant,
 ) -> Result<Vec<u8>> {
@@ -344,6 +345,7 @@ pub fn build_artifact<B: Backend>(
 
     let body = Body {
         kind: KIND_SURROGATE | KIND_PRIOR | KIND_NOISE | KIND_SCHEDULE,
+        problem,
         n: n as u32,
         surrogate: Some(SurrogateParams {
             net: fno_net.params(),
@@ -405,6 +407,7 @@ pub fn inspect(bytes: &[u8]) -> Result<String> {
     .map(|&(_, name)| name)
     .collect();
     let _ = writeln!(out, "format: DDIS version {}", artifact::FORMAT_VERSION);
+    let _ = writeln!(out, "problem: {}", art.problem());
     let _ = writeln!(out, "kind: {kind:#04x} ({})", names.join(" + "));
     let _ = writeln!(out, "grid: {0} x {0}", art.n());
     let _ = writeln!(out, "artifact: {} bytes ({:.1} KiB)", art.len_bytes(), art.len_bytes() as f64 / 1024.0);

@@ -5,6 +5,13 @@ use std::process::ExitCode;
 use clap::Parser;
 
 fn main() -> ExitCode {
+    // Rust ignores SIGPIPE, so printing into a closed pipe (`ddis inspect A
+    // | head`) would panic; restore the default: the process ends quietly.
+    // SAFETY: called first thing, before any other thread exists.
+    #[cfg(unix)]
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     let cli = match ddis_trainer::cli::Cli::try_parse() {
         Ok(cli) => cli,
         // --help and --version print as clap formats them.

@@ -177,3 +177,66 @@ fn bad_input_is_a_one_line_error_with_no_output() {
     assert_rejected(&["data", "gen", "--count", "0", "--out", &s(&p("none"))], "--count", &p("none"));
     assert_rejected(&["data", "gen", "--tau=-1", "--count", "2", "--out", &s(&p("neg_tau"))], "tau", &p("neg_tau"));
 }
+
+#[test]
+fn import_turns_your_fields_into_a_dataset() {
+    let tmp = tempfile::tempdir().unwrap();
+    let p = |name: &str| tmp.path().join(name);
+    let s = |path: &Path| path.to_str().unwrap().to_string();
+    let gen_dir = p("gen");
+    make_dataset(&gen_dir, "darcy", "5", "2");
+    // Fields alone: ddis solves them, and gets the generator's solutions.
+    let o = ddis(&["--quiet", "data", "import", "--fields", &s(&gen_dir.join("a.npy")), "--out", &s(&p("mine"))]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(read_bytes(&p("mine"), "u.npy"), read_bytes(&gen_dir, "u.npy"), "solved u = generated u");
+    let data = ddis_trainer::data::Dataset::load(&p("mine")).expect("train/eval read the imported dataset");
+    assert_eq!((data.len(), data.res()), (300, 16));
+    assert_eq!((data.meta.pde.darcy.a_low, data.meta.pde.darcy.a_high), (3.0, 12.0), "phases read from the fields");
+    // Fields and solutions (here Poisson with made-up pairs): stored as given.
+    let o = ddis(&[
+        "--quiet",
+        "data",
+        "import",
+        "--pde",
+        "poisson",
+        "--fields",
+        &s(&gen_dir.join("u.npy")),
+        "--solutions",
+        &s(&gen_dir.join("a.npy")),
+        "--out",
+        &s(&p("pairs")),
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let pairs = ddis_trainer::data::Dataset::load(&p("pairs")).unwrap();
+    assert_eq!(pairs.meta.pde.kind.name(), "poisson");
+    assert_eq!(pairs.u, data.a);
+
+    // Bad input: one-line error, nothing written.
+    let cont: Vec<f32> = (0..2 * 8 * 8).map(|k| 1.0 + (k % 5) as f32).collect();
+    npy::write(&p("continuous.npy"), &[2, 8, 8], &cont).unwrap();
+    npy::write(&p("flat.npy"), &[2, 8, 8], &[4.0; 128]).unwrap();
+    npy::write(&p("short.npy"), &[1, 8, 8], &[4.0; 64]).unwrap();
+    let mut nan = vec![0.5f32; 128];
+    nan[70] = f32::NAN;
+    npy::write(&p("nan.npy"), &[2, 8, 8], &nan).unwrap();
+    let out = p("rejected");
+    let import = |extra: &[&str]| -> Vec<String> {
+        let mut v: Vec<String> = ["data", "import", "--out", &s(&out)].map(String::from).to_vec();
+        v.extend(extra.iter().map(|x| x.to_string()));
+        v
+    };
+    let cases: Vec<(Vec<String>, &str)> = vec![
+        (import(&["--fields", &s(&p("continuous.npy"))]), "third value 3"),
+        (import(&["--fields", &s(&p("flat.npy"))]), "one phase"),
+        (import(&["--pde", "poisson", "--fields", &s(&p("flat.npy")), "--solutions", &s(&p("short.npy"))]), "differs"),
+        (import(&["--pde", "poisson", "--fields", &s(&p("flat.npy")), "--solutions", &s(&p("nan.npy"))]), "solution 1"),
+        (import(&["--fields", &s(&p("nan.npy"))]), "non-finite"),
+    ];
+    for (args, needle) in &cases {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        assert_rejected(&args, needle, &out);
+    }
+    // An existing dataset is kept without --force.
+    let o = ddis(&["data", "import", "--fields", &s(&gen_dir.join("a.npy")), "--out", &s(&p("mine"))]);
+    assert!(!o.status.success() && String::from_utf8_lossy(&o.stderr).contains("--force"));
+}

@@ -243,8 +243,8 @@ fn tiny_random_models_match_burn() {
     let (prior, fno) = tiny_models(3);
     let n = 12;
     let daps = DapsConfig::reduced().with_steps("4x1x2").unwrap();
-    let f32_art = build_artifact(&prior, &fno, &daps, n, Quant::F32).unwrap();
-    let int8_art = build_artifact(&prior, &fno, &daps, n, Quant::Int8).unwrap();
+    let f32_art = build_artifact(&prior, &fno, &daps, "darcy", n, Quant::F32).unwrap();
+    let int8_art = build_artifact(&prior, &fno, &daps, "darcy", n, Quant::Int8).unwrap();
     eprintln!("{}", inspect(&int8_art).unwrap());
     compare("tiny", &prior, &fno, n, &f32_art, &int8_art, 2);
 }
@@ -264,8 +264,8 @@ fn device_preset_shapes_match_burn() {
         (prior, fno)
     };
     let daps = DapsConfig::reduced().with_steps("3x1x2").unwrap();
-    let f32_art = build_artifact(&prior, &fno, &daps, 32, Quant::F32).unwrap();
-    let int8_art = build_artifact(&prior, &fno, &daps, 32, Quant::Int8).unwrap();
+    let f32_art = build_artifact(&prior, &fno, &daps, "darcy", 32, Quant::F32).unwrap();
+    let int8_art = build_artifact(&prior, &fno, &daps, "darcy", 32, Quant::Int8).unwrap();
     compare("device preset", &prior, &fno, 32, &f32_art, &int8_art, 1);
 }
 
@@ -273,12 +273,12 @@ fn device_preset_shapes_match_burn() {
 fn export_rejects_what_the_device_cannot_run() {
     let (prior, fno) = tiny_models(4);
     let full = DapsConfig::full();
-    let err = build_artifact(&prior, &fno, &full, 12, Quant::F32).unwrap_err().to_string();
+    let err = build_artifact(&prior, &fno, &full, "darcy", 12, Quant::F32).unwrap_err().to_string();
     assert!(err.contains("one ODE step"), "{err}");
     let pre = DapsConfig { precondition: true, ..DapsConfig::reduced() };
-    assert!(build_artifact(&prior, &fno, &pre, 12, Quant::F32).is_err(), "preconditioned Langevin");
-    assert!(build_artifact(&prior, &fno, &DapsConfig::reduced(), 3, Quant::F32).is_err(), "grid too small");
-    let bytes = build_artifact(&prior, &fno, &DapsConfig::reduced(), 12, Quant::Int8).unwrap();
+    assert!(build_artifact(&prior, &fno, &pre, "darcy", 12, Quant::F32).is_err(), "preconditioned Langevin");
+    assert!(build_artifact(&prior, &fno, &DapsConfig::reduced(), "darcy", 3, Quant::F32).is_err(), "grid too small");
+    let bytes = build_artifact(&prior, &fno, &DapsConfig::reduced(), "darcy", 12, Quant::Int8).unwrap();
     let mut bad = bytes.clone();
     bad[bytes.len() / 2] ^= 4;
     let msg = inspect(&bad).unwrap_err().to_string();
@@ -291,7 +291,7 @@ fn runtime_reconstruct_is_deterministic_and_finite() {
     let (prior, fno) = tiny_models(6);
     let n = 12;
     let daps = DapsConfig::reduced().with_steps("4x1x3").unwrap();
-    let bytes = build_artifact(&prior, &fno, &daps, n, Quant::Int8).unwrap();
+    let bytes = build_artifact(&prior, &fno, &daps, "darcy", n, Quant::Int8).unwrap();
     let mut rng = ChaCha8Rng::seed_from_u64(1);
     let nodes: Vec<usize> = (0..10).map(|k| 13 + 11 * k).collect();
     let values: Vec<f64> = nodes.iter().map(|_| rng.random_range(0.002..0.008)).collect();
@@ -323,8 +323,8 @@ fn trained_device_models_match_burn() {
     let (prior, _) = ddis_trainer::train::diffusion::load_diffusion::<B>(&prior_dir, &device).unwrap();
     let daps = DapsConfig::reduced();
     let n = 32;
-    let f32_art = build_artifact(&prior, &fno, &daps, n, Quant::F32).unwrap();
-    let int8_art = build_artifact(&prior, &fno, &daps, n, Quant::Int8).unwrap();
+    let f32_art = build_artifact(&prior, &fno, &daps, "darcy", n, Quant::F32).unwrap();
+    let int8_art = build_artifact(&prior, &fno, &daps, "darcy", n, Quant::Int8).unwrap();
     for (name, bytes) in [("f32", &f32_art), ("int8", &int8_art)] {
         let art = Artifact::parse(bytes).unwrap();
         eprintln!(
@@ -371,8 +371,8 @@ fn int8_reconstruction_error_vs_f32() {
     let daps = DapsConfig::reduced();
     let n = data.res();
     let arts = [
-        ("f32", build_artifact(&prior, &fno, &daps, n, Quant::F32).unwrap()),
-        ("int8", build_artifact(&prior, &fno, &daps, n, Quant::Int8).unwrap()),
+        ("f32", build_artifact(&prior, &fno, &daps, "darcy", n, Quant::F32).unwrap()),
+        ("int8", build_artifact(&prior, &fno, &daps, "darcy", n, Quant::Int8).unwrap()),
     ];
     let per = n * n;
     let mut rows = vec![(0.0f64, 0.0f64, 0u32); 2];

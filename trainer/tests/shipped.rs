@@ -1,7 +1,9 @@
-//! The shipped default artifact (`models/darcy32.ddis`) and the main job
-//! (`ddis demo`) as a newcomer runs them: the artifact parses, fits the
-//! device budget (<= 1 MiB flash, <= 256 KiB workspace), and the demo
-//! reconstructs a fresh truth through the runtime and writes its panel.
+//! The shipped default artifacts (`models/darcy32.ddis`,
+//! `models/poisson32.ddis`) and the main job (`ddis demo`) as a newcomer
+//! runs them: each artifact parses, names its problem, fits the device
+//! budget (<= 1 MiB flash, <= 256 KiB workspace) and has a model card
+//! stating its size; the demo reconstructs a fresh truth through the
+//! runtime and writes its panel, and refuses an artifact of another problem.
 
 use std::path::Path;
 use std::process::Command;
@@ -10,18 +12,43 @@ use std::process::Command;
 const FLASH_BUDGET: usize = 1024 * 1024;
 const RAM_BUDGET: usize = 256 * 1024;
 
-fn artifact() -> std::path::PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/darcy32.ddis")
+fn models_dir() -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../models")
 }
 
+/// The shipped default artifacts and the problem each one is for.
+const SHIPPED: [(&str, &str); 2] = [("darcy32.ddis", "darcy"), ("poisson32.ddis", "poisson")];
+
 #[test]
-fn shipped_artifact_fits_the_device() {
-    let bytes = std::fs::read(artifact()).expect("models/darcy32.ddis is shipped in the repository");
-    let art = ddis_runtime::Artifact::parse(&bytes).expect("the shipped artifact parses");
-    assert_eq!(art.n(), 32);
-    assert!(bytes.len() <= FLASH_BUDGET, "artifact {} bytes", bytes.len());
-    let ws = art.workspace_bytes().expect("complete sampler artifact");
-    assert!(ws <= RAM_BUDGET, "workspace {ws} bytes");
+fn shipped_artifacts_fit_the_device() {
+    for (file, problem) in SHIPPED {
+        let bytes = std::fs::read(models_dir().join(file)).expect("the default artifacts are shipped in models/");
+        let art = ddis_runtime::Artifact::parse(&bytes).unwrap_or_else(|e| panic!("{file}: {e}"));
+        assert_eq!((art.n(), art.problem()), (32, problem), "{file}");
+        assert!(bytes.len() <= FLASH_BUDGET, "{file}: artifact {} bytes", bytes.len());
+        let ws = art.workspace_bytes().expect("complete sampler artifact");
+        assert!(ws <= RAM_BUDGET, "{file}: workspace {ws} bytes");
+        let card = models_dir().join(file.replace(".ddis", ".md"));
+        let card = std::fs::read_to_string(&card).unwrap_or_else(|_| panic!("{file} has no model card"));
+        assert!(
+            card.contains(&bytes.len().to_string()) || card.contains(&group_thousands(bytes.len())),
+            "{file}: the model card does not state its {} bytes",
+            bytes.len()
+        );
+    }
+}
+
+/// `611496` as the model cards write it: `611 496`.
+fn group_thousands(v: usize) -> String {
+    let s = v.to_string();
+    let mut out = String::new();
+    for (k, c) in s.chars().enumerate() {
+        if k > 0 && (s.len() - k) % 3 == 0 {
+            out.push(' ');
+        }
+        out.push(c);
+    }
+    out
 }
 
 #[test]
@@ -50,4 +77,22 @@ fn demo_runs_out_of_the_box() {
         .unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     assert!(again.join("panel.png").exists());
+    // The Poisson artifact through the same main job; a mismatched pair is refused.
+    let o = Command::new(env!("CARGO_BIN_EXE_ddis"))
+        .current_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join(".."))
+        .args(["--quiet", "demo", "--pde", "poisson", "--samples", "1", "--out"])
+        .arg(tmp.path().join("poisson"))
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(String::from_utf8_lossy(&o.stdout).contains("32x32 poisson"));
+    let o = Command::new(env!("CARGO_BIN_EXE_ddis"))
+        .current_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join(".."))
+        .args(["--quiet", "demo", "--pde", "darcy", "--artifact", "models/poisson32.ddis", "--out"])
+        .arg(tmp.path().join("mismatch"))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success() && err.contains("is a poisson artifact"), "{err}");
+    assert!(!tmp.path().join("mismatch").exists());
 }

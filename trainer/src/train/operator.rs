@@ -149,9 +149,15 @@ pub fn train_operator<B: AutodiffBackend>(opts: &OperatorOptions, device: &B::De
 
 /// Loads a trained surrogate from its run directory.
 pub fn load_operator<B: Backend>(run: &Path, device: &B::Device) -> Result<Fno<B>> {
+    load_operator_run(run, device).map(|(model, _)| model)
+}
+
+/// [`load_operator`] and the run's record (data, split, settings).
+pub fn load_operator_run<B: Backend>(run: &Path, device: &B::Device) -> Result<(Fno<B>, OperatorRunConfig)> {
     let cfg: OperatorRunConfig = serde_json::from_value(RunDir::read_config(run)?)
         .with_context(|| format!("{} is not an operator run", run.display()))?;
-    super::load_model(run, cfg.model.init::<B>(device), device)
+    let model = super::load_model(run, cfg.model.init::<B>(device), device)?;
+    Ok((model, cfg))
 }
 
 /// Relative L2 of a trained surrogate on every sample of a dataset (for
