@@ -25,8 +25,10 @@ mod sizes {
     include!(concat!(env!("OUT_DIR"), "/sizes.rs"));
 }
 
-/// The shipped artifact, in flash. build.rs fails first if it is missing.
-static ARTIFACT: &[u8; sizes::ARTIFACT_LEN] = include_bytes!("../../models/darcy32.ddis");
+/// The embedded artifact, in flash: `models/darcy32.ddis`, or the one
+/// `DDIS_ARTIFACT` named at build time (build.rs copies it into OUT_DIR and
+/// fails first if it is missing or damaged).
+static ARTIFACT: &[u8; sizes::ARTIFACT_LEN] = include_bytes!(concat!(env!("OUT_DIR"), "/artifact.ddis"));
 
 /// Exit code of a HardFault under QEMU: distinct from success and from panics.
 const EXIT_HARDFAULT: u32 = 3;
@@ -295,8 +297,10 @@ fn main() -> ! {
     let parse_instr = instructions() - t0;
     let (lo, hi) = stack_region();
     hprintln!(
-        "ddis firmware {}: artifact {} bytes, crc32 {:#010x} (checked, {} instructions), grid {}x{}",
+        "ddis firmware {}: {} artifact {} ({} bytes), crc32 {:#010x} (checked, {} instructions), grid {}x{}",
         env!("CARGO_PKG_VERSION"),
+        art.problem(),
+        sizes::ARTIFACT_SOURCE,
         art.len_bytes(),
         art.crc(),
         parse_instr,
