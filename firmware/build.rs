@@ -18,6 +18,10 @@ fn main() {
     println!("cargo:rustc-link-search={}", out.display());
     println!("cargo:rerun-if-changed=memory.x");
     println!("cargo:rerun-if-env-changed=DDIS_ARTIFACT");
+    if env::var_os("CARGO_FEATURE_DEFMT").is_some() {
+        // defmt's linker script places the interned format strings.
+        println!("cargo:rustc-link-arg=-Tdefmt.x");
+    }
     let chosen = env::var("DDIS_ARTIFACT").unwrap_or_else(|_| DEFAULT_ARTIFACT.to_string());
     let artifact = chosen.as_str();
     println!("cargo:rerun-if-changed={artifact}");

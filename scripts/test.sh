@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The whole test suite, as CI runs it (after .ci/run has installed the tools):
 # host tests, the runtime built and linted for the device target, the `cuda`
-# feature type-checked (so the GPU path never rots), and the firmware linked
-# against its 1 MiB / 256 KiB budget.
+# feature type-checked (so the GPU path never rots), the firmware linted, its
+# defmt/RTT build linked, and the firmware linked against its 1 MiB / 256 KiB
+# budget and booted under QEMU.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -23,5 +24,10 @@ step "trainer: clippy and the cuda feature type-check"
 cargo clippy -p ddis-trainer -p ddis-e2e --all-targets -- -D warnings
 cargo check -p ddis-trainer --features cuda
 
-step "firmware links within its memory budget and boots under QEMU"
+step "firmware: clippy -D warnings; the defmt/RTT build for a real board links"
+(cd firmware && cargo clippy --release -- -D warnings \
+    && cargo clippy --release --features defmt -- -D warnings \
+    && cargo build --release --features defmt)
+
+step "firmware links within its memory budget and boots under QEMU (ends with the serving image)"
 bash scripts/firmware-smoke.sh

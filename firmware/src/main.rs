@@ -3,9 +3,12 @@
 //! logs its identity and memory budget over semihosting, and then serves
 //! requests of `ddis_runtime::protocol` on the CMSDK UART0 forever.
 //!
-//! Logging is plain semihosting text (`hprintln!`), not defmt: it needs no
+//! Logging ([`log!`]) is plain semihosting text by default: it needs no
 //! host decoder and QEMU prints it directly. A panic or HardFault ends the
 //! run with its own exit code (semihosting extended exit), never a hang.
+//! With the `defmt` feature (a real board: semihosting would fault without
+//! a debugger) the same lines go out as defmt frames over RTT, and a panic
+//! or HardFault logs its code and resets the chip.
 #![no_std]
 #![no_main]
 
@@ -14,7 +17,20 @@ use core::sync::atomic::{AtomicU32, Ordering};
 
 use cortex_m::peripheral::syst::SystClkSource;
 use cortex_m_rt::{ExceptionFrame, entry, exception};
-use cortex_m_semihosting::hprintln;
+#[cfg(feature = "defmt")]
+use defmt_rtt as _;
+
+/// One log line: semihosting text under QEMU, a defmt frame over RTT with
+/// the `defmt` feature. Format strings use only what both accept (`{}`,
+/// `{:#x}`).
+macro_rules! log {
+    ($($arg:tt)*) => {{
+        #[cfg(not(feature = "defmt"))]
+        cortex_m_semihosting::hprintln!($($arg)*);
+        #[cfg(feature = "defmt")]
+        defmt::info!($($arg)*);
+    }};
+}
 use ddis_runtime::protocol::{
     self, CHUNK_VALUES, DeviceInfo, ErrorCode, Event, FIELD_MEAN, FIELD_STD, MAX_FRAME, MAX_WIRE, ReconstructRequest,
     Request, Response, RunReport,
@@ -160,7 +176,7 @@ impl Tx {
         match protocol::encode_frame(msg, &mut self.scratch, &mut self.wire) {
             Ok(len) => self.uart.write(&self.wire[..len]),
             // Every response fits MAX_FRAME by construction; say so if not.
-            Err(_) => hprintln!("encode failed for a response"),
+            Err(_) => log!("encode failed for a response"),
         }
     }
 
@@ -246,7 +262,7 @@ fn reconstruct(art: &Artifact<'_>, r: &ReconstructRequest<'_>, ws: &mut [f32], t
         non_finite: stats.non_finite,
         last_loss: stats.last_loss,
     }));
-    hprintln!(
+    log!(
         "reconstruct: {} sensors, {} samples, seed {}: {} instructions (~{} ms at 168 MHz, 1 instr/cycle estimate)",
         count,
         r.samples,
@@ -277,7 +293,7 @@ fn main() -> ! {
             let a = instructions();
             let w = WRAPS.load(Ordering::Acquire);
             cortex_m::asm::delay(10_000_000 << k);
-            hprintln!(
+            log!(
                 "calib: delay {} -> {} instr, wraps {} -> {}",
                 10_000_000u32 << k,
                 instructions().wrapping_sub(a),
@@ -290,14 +306,14 @@ fn main() -> ! {
     let art = match Artifact::parse(ARTIFACT) {
         Ok(a) => a,
         Err(e) => {
-            hprintln!("embedded artifact rejected: {}", e);
+            log!("embedded artifact rejected: {}", e);
             exit_with(EXIT_BAD_ARTIFACT)
         }
     };
     let parse_instr = instructions() - t0;
     let (lo, hi) = stack_region();
-    hprintln!(
-        "ddis firmware {}: {} artifact {} ({} bytes), crc32 {:#010x} (checked, {} instructions), grid {}x{}",
+    log!(
+        "ddis firmware {}: {} artifact {} ({} bytes), crc32 {:#x} (checked, {} instructions), grid {}x{}",
         env!("CARGO_PKG_VERSION"),
         art.problem(),
         sizes::ARTIFACT_SOURCE,
@@ -307,7 +323,7 @@ fn main() -> ! {
         art.n(),
         art.n()
     );
-    hprintln!(
+    log!(
         "memory: workspace {} B (static), fields 2x{} B, stack {} B ({:#x}..{:#x}), RAM budget {} B",
         WORKSPACE_BYTES,
         N2 * 4,
@@ -325,7 +341,7 @@ fn main() -> ! {
     let deframer = unsafe { &mut *addr_of_mut!(DEFRAMER) };
     let mut rx = Uart::init();
     let mut tx = Tx { uart: Uart, scratch: [0; MAX_FRAME], wire: [0; MAX_WIRE + 2] };
-    hprintln!("serving on UART0");
+    log!("serving on UART0");
     loop {
         let byte = rx.read();
         match deframer.push(byte) {
@@ -358,6 +374,7 @@ fn panic(_info: &core::panic::PanicInfo) -> ! {
 
 /// Ends the QEMU run with `code` (semihosting SYS_EXIT_EXTENDED), so a fault
 /// is never a silent hang.
+#[cfg(not(feature = "defmt"))]
 fn exit_with(code: u32) -> ! {
     // SYS_EXIT_EXTENDED (0x20) with ADP_Stopped_ApplicationExit (0x20026)
     // and the exit code as subcode; plain SYS_EXIT can only say 0 or 1.
@@ -370,4 +387,19 @@ fn exit_with(code: u32) -> ! {
     loop {
         cortex_m::asm::wfi();
     }
+}
+
+/// On a board there is nothing to exit to: log the code (0 only ends a
+/// `boot-only` check) and reset the chip, so a fault restarts the node
+/// instead of hanging it.
+#[cfg(feature = "defmt")]
+fn exit_with(code: u32) -> ! {
+    if code == 0 {
+        defmt::info!("exit 0");
+        loop {
+            cortex_m::asm::wfi();
+        }
+    }
+    defmt::error!("fatal: exit code {} (2 panic, 3 HardFault, 4 bad artifact); resetting", code);
+    cortex_m::peripheral::SCB::sys_reset()
 }
