@@ -655,7 +655,7 @@ fn train_diffusion_cmd(
     };
     let s = on_backend!(c.backend, train_diffusion, &opts);
     let phase = match (s.high_phase_fraction_samples, s.high_phase_fraction_data) {
-        (Some(a), Some(b)) => format!(", a >= 7.5 on {:.1} % of nodes (data {:.1} %)", 100.0 * a, 100.0 * b),
+        (Some(a), Some(b)) => format!(", high phase on {:.1} % of nodes (data {:.1} %)", 100.0 * a, 100.0 * b),
         _ => String::new(),
     };
     println!(

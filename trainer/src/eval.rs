@@ -421,7 +421,7 @@ pub fn pick_run(runs: &[FoundRun], kind: &str, pde: &str, res: usize, paired: Op
         [one] => Ok(one.path.clone()),
         [] => bail!("no {what} under the runs folder; train one (`ddis train {kind} ...`) or pass its directory"),
         many => bail!(
-            "several {what}: {}; pass the one to use explicitly",
+            "several {what}: {}; pass --runs with a folder that holds only the runs to evaluate",
             many.iter().map(|r| r.path.display().to_string()).collect::<Vec<_>>().join(", ")
         ),
     }

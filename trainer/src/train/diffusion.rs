@@ -148,7 +148,8 @@ pub struct DiffusionSummary {
     pub train_seconds: f64,
     /// Unconditional samples drawn for the statistics.
     pub stat_samples: usize,
-    /// Fraction of nodes above the Darcy threshold 7.5, samples (Darcy only).
+    /// Fraction of nodes above the midpoint of the two Darcy phases (7.5 for
+    /// 3 / 12), samples (Darcy only).
     pub high_phase_fraction_samples: Option<f64>,
     /// The same fraction over the test data (Darcy only).
     pub high_phase_fraction_data: Option<f64>,
@@ -267,8 +268,9 @@ pub fn sample_statistics<B: Backend>(
     let spectrum_data = mean_spectrum(&a_data)?;
     let (geo, arith) = metrics::spectrum_error(&spectrum_samples, &spectrum_data);
     let darcy = data.meta.pde.kind == PdeKind::Darcy;
+    let mid = crate::eval::phase_threshold(&data.meta.pde);
     let fraction = |fields: &[&[f32]]| {
-        fields.iter().map(|f| metrics::two_phase_fraction(f, 7.5)).sum::<f64>() / fields.len().max(1) as f64
+        fields.iter().map(|f| metrics::two_phase_fraction(f, mid)).sum::<f64>() / fields.len().max(1) as f64
     };
     let summary = DiffusionSummary {
         params: model.denoiser.param_count(),
