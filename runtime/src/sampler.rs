@@ -12,8 +12,11 @@
 //!     x = a + s_{i+1} noise        (x = a after the last level)
 //! ```
 //!
-//! `L` is the surrogate's measurement loss in units of the readings' RMS
-//! (`Fno::loss_grad`); `tau` is floored at `noise_sigma / rms`. All state
+//! `L` is the surrogate's measurement loss in units of the readings' RMS,
+//! floored at the surrogate's `u_std` (the spread of `u` over its training
+//! pairs) so that a case with unusually small readings does not get a much
+//! stiffer likelihood than a typical one (`Fno::loss_grad`); `tau` is
+//! floored at `noise_sigma / unit`. All state
 //! lives in the caller's workspace ([`workspace_len`]): five `n x n` fields
 //! (`x`, which doubles as the gradient, `a0`, `a`, the noise and its
 //! scratch), then the network's work memory, shared by the denoiser and
@@ -138,7 +141,9 @@ fn chain(
 ) -> Result<(), Error> {
     let State { x, a0, a, z, t, net } = st;
     let sched = p.schedule;
-    let scale = sensors.rms();
+    let rms = sensors.rms();
+    let u_std = p.fno.normalization().3;
+    let scale = if u_std > rms { u_std } else { rms };
     let floor = noise_sigma / scale;
     let tau = if floor > sched.tau() { floor } else { sched.tau() };
     let inv_tau2 = 1.0 / (tau * tau);

@@ -249,3 +249,25 @@ fn solver_and_joint_guides_match_finite_differences() {
     let mut joint = JointGuide::new(obs, (0.03, 0.02));
     check_guide_gradient(&mut joint, x, [1, 2, n, n], "joint guide");
 }
+
+#[test]
+fn residual_unit_is_the_readings_rms_floored_at_the_training_spread() {
+    let n = 8;
+    let nodes = vec![9, 10, 11, 12];
+    let small = crate::observe::Observations::new(n, nodes.clone(), vec![1e-4, -1e-4, 1e-4, -1e-4], 0.0).unwrap();
+    let large = crate::observe::Observations::new(n, nodes, vec![0.3, -0.4, 0.3, -0.4], 0.0).unwrap();
+    let mut obs = ObservationBatch::new(&[small, large], 1).unwrap();
+    let assert_close = |got: f64, want: f64, tol: f64, what: &str| {
+        assert!((got - want).abs() <= tol * want.abs().max(1e-300), "{what}: {got} vs {want}");
+    };
+    assert_close(obs.scale[0], 1e-4, 1e-12, "small case: its RMS");
+    assert_close(obs.scale[1], 0.125f64.sqrt(), 1e-12, "large case: its RMS");
+    obs.floor_scale(0.01);
+    assert_close(obs.scale[0], 0.01, 1e-15, "small case raised to the floor");
+    assert_close(obs.scale[1], 0.125f64.sqrt(), 1e-12, "large case untouched");
+    for bad in [0.0, -1.0, f64::NAN] {
+        let before = obs.scale.clone();
+        obs.floor_scale(bad);
+        assert_eq!(obs.scale, before, "floor {bad} is ignored");
+    }
+}
