@@ -722,7 +722,11 @@ fn write_report(opts: &EvalOptions, rows: &[EvalRow], prior: &Path, data: &Path)
     for &p in &opts.paired {
         let best = |joint: bool, f: &dyn Fn(&EvalRow) -> f64| {
             rows.iter()
-                .filter(|r| r.paired == p && r.method.starts_with("joint") == joint)
+                // The device row runs the artifact's own surrogate whatever
+                // the paired fraction: it is not a DDIS-at-`p` figure.
+                .filter(|r| {
+                    r.paired == p && r.method != Method::Device.name() && r.method.starts_with("joint") == joint
+                })
                 .map(f)
                 .fold(f64::INFINITY, f64::min)
         };
@@ -732,7 +736,7 @@ fn write_report(opts: &EvalOptions, rows: &[EvalRow], prior: &Path, data: &Path)
         if d_l2.is_finite() && j_l2.is_finite() {
             let _ = writeln!(
                 ratios,
-                "- paired {p}: best DDIS rel. L2 {:.2} % vs best joint {:.2} % ({:+.0} %); spectral error {:.3} vs {:.3} ({:+.0} %)",
+                "- paired {p}: best DDIS host sampler rel. L2 {:.2} % vs best joint {:.2} % ({:+.0} %); spectral error {:.3} vs {:.3} ({:+.0} %)",
                 100.0 * d_l2,
                 100.0 * j_l2,
                 100.0 * (d_l2 / j_l2 - 1.0),
