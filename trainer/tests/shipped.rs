@@ -43,7 +43,7 @@ fn group_thousands(v: usize) -> String {
     let s = v.to_string();
     let mut out = String::new();
     for (k, c) in s.chars().enumerate() {
-        if k > 0 && (s.len() - k) % 3 == 0 {
+        if k > 0 && (s.len() - k).is_multiple_of(3) {
             out.push(' ');
         }
         out.push(c);
