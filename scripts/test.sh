@@ -9,8 +9,11 @@ cd "$(dirname "$0")/.."
 
 step() { printf '\n==> %s\n' "$*"; }
 
-step "firmware (release) for the hardware-in-the-loop tests under QEMU"
-(cd firmware && cargo build --release)
+step "firmware (release) for the hardware-in-the-loop tests under QEMU: the Poisson image, then the default"
+(cd firmware \
+    && DDIS_ARTIFACT=../models/poisson32.ddis cargo build --release \
+    && cp target/thumbv7em-none-eabihf/release/ddis-firmware target/ddis-firmware-poisson \
+    && cargo build --release)
 
 step "host tests (workspace, including tests/tests/hil.rs on QEMU)"
 cargo test --workspace

@@ -2,7 +2,9 @@
 //! `cargo build --release` in firmware/) boots on an emulated Cortex-M4F,
 //! and every field it returns must equal the host runtime's bit for bit
 //! (two NaNs count as equal) for the same artifact, readings and seed.
-//! Hostile frames each get an error and the device keeps serving.
+//! Hostile frames each get an error and the device keeps serving. The
+//! Poisson image (`DDIS_ARTIFACT=../models/poisson32.ddis`, copied to
+//! [`POISSON_ELF`] by scripts/test.sh) is checked the same way.
 //!
 //! Set `DDIS_SKIP_HIL=1` to skip where QEMU cannot be installed.
 
@@ -17,13 +19,21 @@ fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
 }
 
-/// Boots the firmware, or `None` when HIL tests are switched off.
+/// The firmware image embedding `models/poisson32.ddis` (scripts/test.sh).
+const POISSON_ELF: &str = "firmware/target/ddis-firmware-poisson";
+
+/// Boots the default firmware image, or `None` when HIL tests are off.
 fn boot() -> Option<Device> {
+    boot_elf(device::DEFAULT_ELF)
+}
+
+/// Boots the firmware image at `elf` (relative to the repository root).
+fn boot_elf(elf: &str) -> Option<Device> {
     if std::env::var_os("DDIS_SKIP_HIL").is_some() {
         eprintln!("DDIS_SKIP_HIL set: skipping the QEMU test");
         return None;
     }
-    let elf = root().join(device::DEFAULT_ELF);
+    let elf = root().join(elf);
     assert!(elf.is_file(), "{} missing: run scripts/test.sh (it builds the firmware first)", elf.display());
     let opts = QemuOptions { elf, ..QemuOptions::default() };
     Some(device::run_qemu(&opts, Duration::from_secs(300)).expect("boot the firmware in QEMU"))
@@ -148,4 +158,21 @@ fn device_matches_host_runtime_bit_for_bit_and_survives_hostile_frames() {
         info.stack_high_water, info.stack_bytes, info.workspace_bytes
     );
     assert!(info.stack_high_water > 0 && info.stack_high_water < info.stack_bytes);
+}
+
+#[test]
+fn poisson_image_matches_host_runtime_bit_for_bit() {
+    let Some(mut dev) = boot_elf(POISSON_ELF) else { return };
+    let bytes = std::fs::read(root().join("models/poisson32.ddis")).expect("models/poisson32.ddis");
+    let info = dev.info().unwrap();
+    assert_eq!(info.artifact_crc, ddis_runtime::Artifact::parse(&bytes).unwrap().crc(), "the image embeds poisson32");
+    let n = usize::from(info.n);
+    let pde = PdeConfig::for_kind(PdeKind::Poisson);
+    let (_, obs) = ddis_trainer::eval::synthetic_case(&pde, n, 31, 0.0, 5).unwrap();
+    let host = ddis_trainer::export::runtime_posterior(&bytes, &obs, 1, 9).unwrap();
+    let run = dev.reconstruct(n, &device::sensor_rows(&obs), 0.0, 9, 1, true).unwrap();
+    eprintln!("poisson: {} instructions", run.report.instructions);
+    assert_eq!(same_bits(&run.mean, &host.mean), None, "mean differs from the host runtime");
+    assert_eq!(same_bits(&run.std, &host.std), None, "std differs from the host runtime");
+    assert_eq!((run.report.guide_calls, run.report.clamped), (host.stats.guide_calls, host.stats.clamped));
 }
