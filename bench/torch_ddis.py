@@ -373,13 +373,14 @@ def step_size(cfg, i, sigma):
 
 class SurrogateGuide:
     """L = 0.5 sum_k ((F(a)[node_k] - y_k) / y_scale)^2, gradient w.r.t. the
-    normalised field by autograd through the FNO (guide.rs)."""
+    normalised field by autograd through the FNO (guide.rs); y_scale is the
+    readings' RMS floored at the surrogate's u_std."""
 
     def __init__(self, fno, nodes, values, a_norm, batch):
         self.fno, self.a_norm = fno, a_norm
         k = len(nodes)
         rms = math.sqrt(sum(v * v for v in values) / k)
-        scale = rms if rms > 1e-12 else 1.0
+        scale = max(rms if rms > 1e-12 else 1.0, fno.norm[3])
         self.idx = torch.tensor(nodes, dtype=torch.int64).repeat(batch, 1)
         self.y = torch.tensor(values, dtype=torch.float32).repeat(batch, 1)
         self.inv_scale = torch.full((batch, k), 1.0 / scale)
