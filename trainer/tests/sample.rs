@@ -169,6 +169,15 @@ fn eval_and_reconstruct_end_to_end() {
     let dev = tmp.path().join("dev");
     ok(ddis(&["--quiet", "reconstruct", "--artifact", s(&art), "--obs", s(&obs), "--out", s(&dev), "--samples", "2"]));
     assert_eq!(npy::read(&dev.join("mean.npy")).unwrap().shape, vec![n, n]);
+    assert!(String::from_utf8_lossy(&o.stdout).contains("problem: darcy"), "the artifact names its problem");
+    // eval runs the artifact as the `device` method, and refuses one for another grid.
+    let rd = tmp.path().join("rd");
+    ok(eval_with(&rd, "device", &["--artifact", s(&art)]));
+    assert!(std::fs::read_to_string(rd.join("results.md")).unwrap().contains("| device |"));
+    let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/darcy32.ddis");
+    let e = eval_with(&tmp.path().join("rx"), "device", &["--artifact", s(&shipped)]);
+    let msg = String::from_utf8_lossy(&e.stderr);
+    assert!(!e.status.success() && msg.contains("32x32 darcy artifact"), "{msg}");
     let mut bytes = std::fs::read(&art).unwrap();
     let mid = bytes.len() / 2;
     bytes[mid] ^= 0x10;
