@@ -217,6 +217,38 @@ impl<'a> Matrix<'a> {
         }
     }
 
+    /// Rows `row0..row0 + out.len() / cols` as f32, without their scales:
+    /// `q` as f32 for int8 (exact), the values for f32. Kernels that reuse
+    /// a small matrix at every grid node convert it once with this and run
+    /// [`Linear::forward_rows_unpacked`] / [`Linear::transposed_rows_unpacked`],
+    /// which apply the scales exactly where [`Self::dot_row`] and
+    /// [`Self::transposed_acc`] do, so the results are the same bits.
+    pub fn unpack_rows(&self, row0: usize, out: &mut [f32]) {
+        let start = row0 * self.cols;
+        match self.storage {
+            Storage::F32(v) => {
+                for (k, o) in out.iter_mut().enumerate() {
+                    *o = v.get(start + k);
+                }
+            }
+            Storage::I8 { q, .. } => {
+                let row = q.get(start..start + out.len()).unwrap_or(&[]);
+                for (o, &b) in out.iter_mut().zip(row) {
+                    *o = f32::from(b as i8);
+                }
+            }
+        }
+    }
+
+    /// The scale of row `r` for int8 storage, `None` for f32.
+    #[inline]
+    fn row_scale(&self, r: usize) -> Option<f32> {
+        match self.storage {
+            Storage::F32(_) => None,
+            Storage::I8 { scales, .. } => Some(scales.get(r)),
+        }
+    }
+
     /// `out[c] += sum_r w[r][c] g[r]` over rows `row0..row0 + g.len()`.
     #[inline]
     pub fn transposed_acc(&self, row0: usize, g: &[f32], out: &mut [f32]) {
@@ -324,6 +356,59 @@ impl<'a> Linear<'a> {
         out.fill(0.0);
         self.weight.transposed_acc(row0, g, out);
     }
+
+    /// [`Self::forward_rows`] with the rows already unpacked into `wq`
+    /// ([`Matrix::unpack_rows`] from `row0`, `y.len() x inputs`): the same
+    /// sums in the same order, so the same bits, without converting int8
+    /// entries at every node.
+    #[inline]
+    pub fn forward_rows_unpacked(&self, row0: usize, wq: &[f32], x: &[f32], y: &mut [f32]) {
+        let cols = self.weight.cols;
+        for ((k, y), row) in y.iter_mut().enumerate().zip(wq.chunks_exact(cols)) {
+            let acc = row.iter().zip(x).fold(0.0f32, |acc, (&w, &x)| acc + w * x);
+            let acc = match self.weight.row_scale(row0 + k) {
+                Some(s) => acc * s,
+                None => acc,
+            };
+            *y = acc + self.bias.get(row0 + k);
+        }
+    }
+
+    /// [`Self::transposed_rows`] with the rows already unpacked into `wq`
+    /// (`g.len() x inputs`): `out[c] = sum_k wq[k][c] (g[k] scale_k)`, summed
+    /// over `k` in increasing order from 0.0 as there, in register blocks
+    /// of 8 outputs.
+    #[inline]
+    pub fn transposed_rows_unpacked(&self, row0: usize, wq: &[f32], g: &[f32], out: &mut [f32]) {
+        let cols = self.weight.cols;
+        let mut c0 = 0;
+        while c0 < cols {
+            if cols - c0 >= 8 {
+                self.transposed_block::<8>(row0, wq, g, c0, out);
+                c0 += 8;
+            } else {
+                self.transposed_block::<1>(row0, wq, g, c0, out);
+                c0 += 1;
+            }
+        }
+    }
+
+    #[inline(always)]
+    fn transposed_block<const B: usize>(&self, row0: usize, wq: &[f32], g: &[f32], c0: usize, out: &mut [f32]) {
+        let cols = self.weight.cols;
+        let mut acc = [0.0f32; B];
+        for ((k, &gr), row) in g.iter().enumerate().zip(wq.chunks_exact(cols)) {
+            let gs = match self.weight.row_scale(row0 + k) {
+                Some(s) => gr * s,
+                None => gr,
+            };
+            let row = &row[c0..c0 + B];
+            for b in 0..B {
+                acc[b] += row[b] * gs;
+            }
+        }
+        out[c0..c0 + B].copy_from_slice(&acc);
+    }
 }
 
 #[cfg(test)]
@@ -361,6 +446,43 @@ pub(crate) mod tests {
                 let want: Vec<f64> =
                     (0..cols).map(|c| (0..rows).map(|r| f64::from(m.at(r, c)) * f64::from(g[r])).sum()).collect();
                 assert_close(&wtg, &want, DOT_TOL, "transposed");
+            }
+        }
+    }
+
+    /// The unpacked kernels are the packed ones reordered for registers:
+    /// same sums in the same order, so the same bits (the device's results
+    /// did not change when the layers switched to them).
+    #[test]
+    fn unpacked_kernels_give_the_same_bits() {
+        let mut rng = Lcg::new(4);
+        // Two stacked blocks of `rows` rows; widths with and without a tail
+        // past the 8-wide register blocks.
+        for (rows, cols) in [(16, 16), (11, 11), (3, 9), (1, 1)] {
+            let (wf, q, s) = matrices(&mut rng, 2 * rows, cols);
+            let bias: Vec<f32> = (0..2 * rows).map(|_| rng.uniform(-1.0, 1.0)).collect();
+            let bias = f32_bytes(&bias);
+            let x: Vec<f32> = (0..cols).map(|_| rng.uniform(-2.0, 2.0)).collect();
+            let g: Vec<f32> = (0..rows).map(|_| rng.uniform(-2.0, 2.0)).collect();
+            for m in [Matrix::f32(&wf, 2 * rows, cols, "w").unwrap(), Matrix::i8(&q, &s, 2 * rows, cols, "w").unwrap()]
+            {
+                let lin = Linear::new(m, &bias, "b").unwrap();
+                let mut wq = vec![0.0; rows * cols];
+                lin.weight().unpack_rows(rows, &mut wq);
+                let (mut a, mut b) = (vec![0.0; rows], vec![0.0; rows]);
+                lin.forward_rows(rows, &x, &mut a);
+                lin.forward_rows_unpacked(rows, &wq, &x, &mut b);
+                assert_eq!(
+                    a.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+                    b.iter().map(|v| v.to_bits()).collect::<Vec<_>>()
+                );
+                let (mut a, mut b) = (vec![0.0; cols], vec![7.0; cols]);
+                lin.transposed_rows(rows, &g, &mut a);
+                lin.transposed_rows_unpacked(rows, &wq, &g, &mut b);
+                assert_eq!(
+                    a.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+                    b.iter().map(|v| v.to_bits()).collect::<Vec<_>>()
+                );
             }
         }
     }

@@ -87,6 +87,7 @@ impl OperatorShape {
             .saturating_add(self.mode_count().saturating_mul(w).saturating_mul(2))
             .saturating_add(self.modes.saturating_mul(w).saturating_mul(2))
             .saturating_add(w.saturating_mul(2))
+            .saturating_add(w.saturating_mul(w))
             .saturating_add(self.proj_width);
         if masks {
             base.saturating_add(self.layers.saturating_mul(words(self.hidden_len())))
@@ -169,6 +170,8 @@ pub(crate) struct Ws<'w> {
     xi: &'w mut [f32],
     t1: &'w mut [f32],
     t2: &'w mut [f32],
+    /// The current layer's skip matrix, unpacked ([`Matrix::unpack_rows`]).
+    wq: &'w mut [f32],
     hid: &'w mut [f32],
     masks: &'w mut [f32],
     smasks: &'w mut [f32],
@@ -283,6 +286,7 @@ impl<'a> Operator<'a> {
         let xi = take(&mut rest, s.modes * w);
         let t1 = take(&mut rest, w);
         let t2 = take(&mut rest, w);
+        let wq = take(&mut rest, w * w);
         let hid = take(&mut rest, s.proj_width);
         let (masks, smasks, su) = if masks {
             (
@@ -293,7 +297,7 @@ impl<'a> Operator<'a> {
         } else {
             (take(&mut rest, 0), take(&mut rest, 0), take(&mut rest, 0))
         };
-        Ok(Ws { h, zr, zi, xr, xi, t1, t2, hid, masks, smasks, su })
+        Ok(Ws { h, zr, zi, xr, xi, t1, t2, wq, hid, masks, smasks, su })
     }
 
     #[inline]
@@ -422,7 +426,8 @@ impl<'a> Operator<'a> {
     pub(crate) fn layer(&self, l: usize, ws: &mut Ws<'_>, film: F32s<'_>, record: bool) {
         let s = self.shape;
         let (p, m, w) = (s.padded(), s.modes, s.width);
-        let Ws { h, zr, zi, xr, xi, t1, t2, masks, .. } = ws;
+        let Ws { h, zr, zi, xr, xi, t1, t2, wq, masks, .. } = ws;
+        self.skip.weight().unpack_rows(l * w, wq);
 
         // 1. Forward truncated DFT, one row at a time: columns, then rows.
         zr.fill(0.0);
@@ -476,7 +481,7 @@ impl<'a> Operator<'a> {
             }
             for (x, node) in row.chunks_exact_mut(w).enumerate() {
                 self.idft_node(xr, xi, x, t1);
-                self.skip.forward_rows(l * w, node, t2);
+                self.skip.forward_rows_unpacked(l * w, wq, node, t2);
                 for (o, v) in node.iter_mut().enumerate() {
                     let mut pre = t1[o] + t2[o];
                     if !film.is_empty() {
@@ -499,7 +504,8 @@ impl<'a> Operator<'a> {
     pub(crate) fn layer_adjoint(&self, l: usize, ws: &mut Ws<'_>) {
         let s = self.shape;
         let (p, m, w) = (s.padded(), s.modes, s.width);
-        let Ws { h, zr, zi, xr, xi, t1, t2, masks, .. } = ws;
+        let Ws { h, zr, zi, xr, xi, t1, t2, wq, masks, .. } = ws;
+        self.skip.weight().unpack_rows(l * w, wq);
         let mask_words = words(s.hidden_len());
         let mask = masks.get(l * mask_words..(l + 1) * mask_words).unwrap_or(&[]);
         let inv = 1.0 / (p * p) as f32;
@@ -564,7 +570,7 @@ impl<'a> Operator<'a> {
             for (x, node) in row.chunks_exact_mut(w).enumerate() {
                 // `gxr c + gxi (-sin)` is `gxr c - gxi sin` bit for bit.
                 self.idft_node(xr, xi, x, t1);
-                self.skip.transposed_rows(l * w, node, t2);
+                self.skip.transposed_rows_unpacked(l * w, wq, node, t2);
                 for ((g, &a), &b) in node.iter_mut().zip(t1.iter()).zip(t2.iter()) {
                     *g = a + b;
                 }
