@@ -240,6 +240,22 @@ impl<'a> Matrix<'a> {
         }
     }
 
+    /// [`Self::unpack_rows`] transposed: `out[c * rows + k]` holds entry
+    /// `[row0 + k][c]` for `k < rows` (`out.len() = rows * cols`), so that a
+    /// kernel can run over the outputs of one input contiguously.
+    pub fn unpack_rows_transposed(&self, row0: usize, rows: usize, out: &mut [f32]) {
+        let cols = self.cols;
+        for (c, col) in out.chunks_exact_mut(rows).enumerate().take(cols) {
+            for (k, o) in col.iter_mut().enumerate() {
+                let i = (row0 + k) * cols + c;
+                *o = match self.storage {
+                    Storage::F32(v) => v.get(i),
+                    Storage::I8 { q, .. } => f32::from(q.get(i).map_or(0, |&b| b as i8)),
+                };
+            }
+        }
+    }
+
     /// The scale of row `r` for int8 storage, `None` for f32.
     #[inline]
     fn row_scale(&self, r: usize) -> Option<f32> {
@@ -357,20 +373,44 @@ impl<'a> Linear<'a> {
         self.weight.transposed_acc(row0, g, out);
     }
 
-    /// [`Self::forward_rows`] with the rows already unpacked into `wq`
-    /// ([`Matrix::unpack_rows`] from `row0`, `y.len() x inputs`): the same
-    /// sums in the same order, so the same bits, without converting int8
-    /// entries at every node.
+    /// [`Self::forward_rows`] with the rows already unpacked, transposed,
+    /// into `wt` ([`Matrix::unpack_rows_transposed`] from `row0`,
+    /// `inputs x y.len()`): every output's sum runs over the inputs in
+    /// increasing order from 0.0 and is then scaled and biased as there, so
+    /// the bits are the same; outputs go in register blocks of 8, each input
+    /// loaded once per block.
     #[inline]
-    pub fn forward_rows_unpacked(&self, row0: usize, wq: &[f32], x: &[f32], y: &mut [f32]) {
-        let cols = self.weight.cols;
-        for ((k, y), row) in y.iter_mut().enumerate().zip(wq.chunks_exact(cols)) {
-            let acc = row.iter().zip(x).fold(0.0f32, |acc, (&w, &x)| acc + w * x);
-            let acc = match self.weight.row_scale(row0 + k) {
+    pub fn forward_rows_unpacked(&self, row0: usize, wt: &[f32], x: &[f32], y: &mut [f32]) {
+        let rows = y.len();
+        let mut k0 = 0;
+        while k0 < rows {
+            if rows - k0 >= 8 {
+                self.forward_block::<8>(row0, wt, x, k0, y);
+                k0 += 8;
+            } else {
+                self.forward_block::<1>(row0, wt, x, k0, y);
+                k0 += 1;
+            }
+        }
+    }
+
+    #[inline(always)]
+    fn forward_block<const B: usize>(&self, row0: usize, wt: &[f32], x: &[f32], k0: usize, y: &mut [f32]) {
+        let rows = y.len();
+        let mut acc = [0.0f32; B];
+        for (&xi, col) in x.iter().zip(wt.chunks_exact(rows)) {
+            let col = &col[k0..k0 + B];
+            for b in 0..B {
+                acc[b] += col[b] * xi;
+            }
+        }
+        for (b, acc) in acc.iter().enumerate() {
+            let k = row0 + k0 + b;
+            let v = match self.weight.row_scale(k) {
                 Some(s) => acc * s,
-                None => acc,
+                None => *acc,
             };
-            *y = acc + self.bias.get(row0 + k);
+            y[k0 + b] = v + self.bias.get(k);
         }
     }
 
@@ -467,11 +507,12 @@ pub(crate) mod tests {
             for m in [Matrix::f32(&wf, 2 * rows, cols, "w").unwrap(), Matrix::i8(&q, &s, 2 * rows, cols, "w").unwrap()]
             {
                 let lin = Linear::new(m, &bias, "b").unwrap();
-                let mut wq = vec![0.0; rows * cols];
+                let (mut wq, mut wt) = (vec![0.0; rows * cols], vec![0.0; rows * cols]);
                 lin.weight().unpack_rows(rows, &mut wq);
+                lin.weight().unpack_rows_transposed(rows, rows, &mut wt);
                 let (mut a, mut b) = (vec![0.0; rows], vec![0.0; rows]);
                 lin.forward_rows(rows, &x, &mut a);
-                lin.forward_rows_unpacked(rows, &wq, &x, &mut b);
+                lin.forward_rows_unpacked(rows, &wt, &x, &mut b);
                 assert_eq!(
                     a.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
                     b.iter().map(|v| v.to_bits()).collect::<Vec<_>>()

@@ -170,7 +170,9 @@ pub(crate) struct Ws<'w> {
     xi: &'w mut [f32],
     t1: &'w mut [f32],
     t2: &'w mut [f32],
-    /// The current layer's skip matrix, unpacked ([`Matrix::unpack_rows`]).
+    /// The current layer's skip matrix, unpacked: transposed for the
+    /// forward pass ([`Matrix::unpack_rows_transposed`]), as stored for the
+    /// adjoint ([`Matrix::unpack_rows`]).
     wq: &'w mut [f32],
     hid: &'w mut [f32],
     masks: &'w mut [f32],
@@ -427,7 +429,7 @@ impl<'a> Operator<'a> {
         let s = self.shape;
         let (p, m, w) = (s.padded(), s.modes, s.width);
         let Ws { h, zr, zi, xr, xi, t1, t2, wq, masks, .. } = ws;
-        self.skip.weight().unpack_rows(l * w, wq);
+        self.skip.weight().unpack_rows_transposed(l * w, w, wq);
 
         // 1. Forward truncated DFT, one row at a time: columns, then rows.
         zr.fill(0.0);
