@@ -124,9 +124,16 @@ pub fn generate_dataset(opts: &GenOptions, out: &Path) -> Result<DatasetMeta> {
     // Fail on a bad configuration before touching the disk.
     GrfSampler::new(opts.res, opts.pde.grf)?;
     opts.pde.solver(opts.res)?;
+    write_staged(out, |staging| write_dataset(opts, staging))
+}
+
+/// Runs `write` on a fresh staging directory beside `out` and, if it
+/// succeeds, moves the directory into place (replacing `out`); on failure
+/// the staging directory is removed and `out` is left as it was.
+fn write_staged<T>(out: &Path, write: impl FnOnce(&Path) -> Result<T>) -> Result<T> {
     let staging = staging_dir(out)?;
-    let meta = match write_dataset(opts, &staging) {
-        Ok(meta) => meta,
+    let value = match write(&staging) {
+        Ok(v) => v,
         Err(e) => {
             let _ = fs::remove_dir_all(&staging);
             return Err(e);
@@ -136,7 +143,13 @@ pub fn generate_dataset(opts: &GenOptions, out: &Path) -> Result<DatasetMeta> {
         fs::remove_dir_all(out).with_context(|| format!("cannot replace {}", out.display()))?;
     }
     fs::rename(&staging, out).with_context(|| format!("cannot move the dataset into {}", out.display()))?;
-    Ok(meta)
+    Ok(value)
+}
+
+/// Writes `DIR/meta.json`.
+fn write_meta(dir: &Path, meta: &DatasetMeta) -> Result<()> {
+    let text = serde_json::to_string_pretty(meta)? + "\n";
+    fs::write(dir.join("meta.json"), text).with_context(|| format!("cannot write {}", dir.display()))
 }
 
 /// Generates and writes every file of the dataset into `staging`.
@@ -167,8 +180,7 @@ fn write_dataset(opts: &GenOptions, staging: &Path) -> Result<DatasetMeta> {
         input: input_name(opts.pde.kind).to_string(),
         ddis_version: env!("CARGO_PKG_VERSION").to_string(),
     };
-    let meta_text = serde_json::to_string_pretty(&meta)? + "\n";
-    fs::write(staging.join("meta.json"), meta_text).with_context(|| format!("cannot write {}", staging.display()))?;
+    write_meta(staging, &meta)?;
     Ok(meta)
 }
 
@@ -348,24 +360,12 @@ pub fn import_dataset(opts: &ImportOptions, out: &Path) -> Result<DatasetMeta> {
         input: input_name(pde.kind).to_string(),
         ddis_version: env!("CARGO_PKG_VERSION").to_string(),
     };
-    let staging = staging_dir(out)?;
-    let written = (|| -> Result<()> {
+    write_staged(out, |staging| {
         npy::write(&staging.join("a.npy"), &shape, &fields.data)?;
         npy::write(&staging.join("u.npy"), &shape, &u)?;
-        let meta_text = serde_json::to_string_pretty(&meta)? + "\n";
-        fs::write(staging.join("meta.json"), meta_text)
-            .with_context(|| format!("cannot write {}", staging.display()))?;
-        Ok(())
-    })();
-    if let Err(e) = written {
-        let _ = fs::remove_dir_all(&staging);
-        return Err(e);
-    }
-    if out.exists() {
-        fs::remove_dir_all(out).with_context(|| format!("cannot replace {}", out.display()))?;
-    }
-    fs::rename(&staging, out).with_context(|| format!("cannot move the dataset into {}", out.display()))?;
-    Ok(meta)
+        write_meta(staging, &meta)?;
+        Ok(meta)
+    })
 }
 
 /// The two values `(low, high)` of a two-phase field, or an error naming
