@@ -288,6 +288,24 @@ impl<'a> Matrix<'a> {
     }
 }
 
+/// Accumulators a register-blocked kernel keeps at once (8 complex pairs
+/// use 16 of the Cortex-M4F's 32 single-precision registers).
+pub(crate) const REG_BLOCK: usize = 8;
+
+/// Walks `0..len` the way the register-blocked kernels do: `f(start, true)`
+/// for each full block of [`REG_BLOCK`] in order, then `f(start, false)`
+/// for each index left over (a block of one).
+#[inline(always)]
+pub(crate) fn for_blocks(len: usize, mut f: impl FnMut(usize, bool)) {
+    let full = len - len % REG_BLOCK;
+    for start in (0..full).step_by(REG_BLOCK) {
+        f(start, true);
+    }
+    for start in full..len {
+        f(start, false);
+    }
+}
+
 /// Quantises one row of weights to int8 with a symmetric scale:
 /// `scale = max |w| / 127`, `q = round(w / scale)` (half away from zero),
 /// so that `|w - q scale| <= scale / 2`. Returns the scale (0 for an
@@ -381,17 +399,13 @@ impl<'a> Linear<'a> {
     /// loaded once per block.
     #[inline]
     pub fn forward_rows_unpacked(&self, row0: usize, wt: &[f32], x: &[f32], y: &mut [f32]) {
-        let rows = y.len();
-        let mut k0 = 0;
-        while k0 < rows {
-            if rows - k0 >= 8 {
-                self.forward_block::<8>(row0, wt, x, k0, y);
-                k0 += 8;
+        for_blocks(y.len(), |k0, full| {
+            if full {
+                self.forward_block::<REG_BLOCK>(row0, wt, x, k0, y)
             } else {
-                self.forward_block::<1>(row0, wt, x, k0, y);
-                k0 += 1;
+                self.forward_block::<1>(row0, wt, x, k0, y)
             }
-        }
+        });
     }
 
     #[inline(always)]
@@ -420,17 +434,13 @@ impl<'a> Linear<'a> {
     /// of 8 outputs.
     #[inline]
     pub fn transposed_rows_unpacked(&self, row0: usize, wq: &[f32], g: &[f32], out: &mut [f32]) {
-        let cols = self.weight.cols;
-        let mut c0 = 0;
-        while c0 < cols {
-            if cols - c0 >= 8 {
-                self.transposed_block::<8>(row0, wq, g, c0, out);
-                c0 += 8;
+        for_blocks(self.weight.cols, |c0, full| {
+            if full {
+                self.transposed_block::<REG_BLOCK>(row0, wq, g, c0, out)
             } else {
-                self.transposed_block::<1>(row0, wq, g, c0, out);
-                c0 += 1;
+                self.transposed_block::<1>(row0, wq, g, c0, out)
             }
-        }
+        });
     }
 
     #[inline(always)]

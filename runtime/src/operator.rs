@@ -19,7 +19,7 @@
 //! and is transposed in the backward pass.
 
 use crate::Error;
-use crate::kernels::{F32s, Linear, Matrix};
+use crate::kernels::{F32s, Linear, Matrix, REG_BLOCK, for_blocks};
 use crate::sensors::MAX_SENSORS;
 
 /// The sizes of an operator network on one grid.
@@ -41,11 +41,6 @@ pub struct OperatorShape {
 }
 
 /// f32 words that hold `bits` mask bits.
-/// Channels whose DFT accumulators [`Operator::dft_columns`] and
-/// [`Operator::idft_node`] keep in registers at once (16 of the Cortex-M4F's
-/// 32 single-precision registers for the complex pair).
-const CHANNEL_BLOCK: usize = 8;
-
 const fn words(bits: usize) -> usize {
     bits.saturating_add(31) / 32
 }
@@ -316,22 +311,18 @@ impl<'a> Operator<'a> {
     /// x `W` channels): `xr[k2][c] = sum_x row[x][c] cos(2 pi k2 x / P)` and
     /// `xi[k2][c] = sum_x row[x][c] (-sin(...))` for `k2 < m`, every sum taken
     /// over `x` in increasing order from 0.0 (so bit-identical to a loop
-    /// over `x` outside). Channels go in blocks of [`CHANNEL_BLOCK`] whose
+    /// over `x` outside). Channels go in blocks of [`REG_BLOCK`] whose
     /// accumulators stay in registers: on the Cortex-M4F this is most of a
     /// layer's work, and the block form loads each input once per mode
     /// instead of loading and storing both accumulators per product.
     fn dft_columns(&self, row: &[f32], xr: &mut [f32], xi: &mut [f32]) {
-        let w = self.shape.width;
-        let mut c0 = 0;
-        while c0 < w {
-            if w - c0 >= CHANNEL_BLOCK {
-                self.dft_columns_block::<CHANNEL_BLOCK>(row, c0, xr, xi);
-                c0 += CHANNEL_BLOCK;
+        for_blocks(self.shape.width, |c0, full| {
+            if full {
+                self.dft_columns_block::<REG_BLOCK>(row, c0, xr, xi)
             } else {
-                self.dft_columns_block::<1>(row, c0, xr, xi);
-                c0 += 1;
+                self.dft_columns_block::<1>(row, c0, xr, xi)
             }
-        }
+        });
     }
 
     #[inline(always)]
@@ -364,17 +355,13 @@ impl<'a> Operator<'a> {
     /// summed over `k2` in increasing order from 0.0, channels in register
     /// blocks as in [`Self::dft_columns`].
     fn idft_node(&self, xr: &[f32], xi: &[f32], x: usize, out: &mut [f32]) {
-        let w = self.shape.width;
-        let mut c0 = 0;
-        while c0 < w {
-            if w - c0 >= CHANNEL_BLOCK {
-                self.idft_node_block::<CHANNEL_BLOCK>(xr, xi, x, c0, out);
-                c0 += CHANNEL_BLOCK;
+        for_blocks(self.shape.width, |c0, full| {
+            if full {
+                self.idft_node_block::<REG_BLOCK>(xr, xi, x, c0, out)
             } else {
-                self.idft_node_block::<1>(xr, xi, x, c0, out);
-                c0 += 1;
+                self.idft_node_block::<1>(xr, xi, x, c0, out)
             }
-        }
+        });
     }
 
     #[inline(always)]
