@@ -206,7 +206,7 @@ fn info(art: &Artifact<'_>) -> DeviceInfo {
         workspace_bytes: WORKSPACE_BYTES as u32,
         stack_bytes: (hi - lo) as u32,
         stack_high_water: stack_high_water() as u32,
-        max_sensors: MAX_SENSORS as u16,
+        max_sensors: art.max_sensors() as u16,
     }
 }
 

@@ -24,6 +24,7 @@ use crate::grid::Grid;
 use crate::kernels::{F32s, Linear, Matrix};
 use crate::noise::SmoothNoise;
 use crate::operator::{Operator, OperatorShape};
+use crate::physics::Physics;
 use crate::schedule::Schedule;
 
 /// The first four bytes of every artifact.
@@ -32,7 +33,7 @@ pub const MAGIC: [u8; 4] = *b"DDIS";
 /// The format version this runtime writes and reads. Any change to the
 /// layout of [`Body`] (a field added, removed, reordered or retyped) bumps
 /// it; readers accept exactly their own version.
-pub const FORMAT_VERSION: u16 = 2;
+pub const FORMAT_VERSION: u16 = 3;
 
 /// Bytes before the postcard body: magic and version.
 pub const HEADER_LEN: usize = 6;
@@ -54,8 +55,19 @@ pub const KIND_PRIOR: u8 = 2;
 pub const KIND_NOISE: u8 = 4;
 /// [`Body::kind`] flag: a DAPS schedule is present.
 pub const KIND_SCHEDULE: u8 = 8;
-/// Everything the reduced-step DAPS sampler needs.
+/// [`Body::kind`] flag: exact physics (a finite-difference solver) is
+/// present.
+pub const KIND_PHYSICS: u8 = 16;
+/// Everything the reduced-step DAPS sampler needs with the surrogate as its
+/// forward model (with exact physics, [`KIND_PHYSICS`] replaces
+/// [`KIND_SURROGATE`]).
 pub const KIND_SAMPLER: u8 = KIND_SURROGATE | KIND_PRIOR | KIND_NOISE | KIND_SCHEDULE;
+
+/// [`ScheduleParams::step`]: Langevin steps on the likelihood gradient.
+pub const STEP_LANGEVIN: u8 = 0;
+/// [`ScheduleParams::step`]: the Gauss–Newton conditional step
+/// ([`crate::gauss_newton`]).
+pub const STEP_GAUSS_NEWTON: u8 = 1;
 
 /// A borrowed byte string, encoded as postcard bytes (varint length, then
 /// the bytes). Arrays of f32 are stored as their little-endian bytes.
@@ -181,6 +193,35 @@ pub struct PriorParams<'a> {
     pub sigma_data: f32,
 }
 
+/// Exact physics: which finite-difference forward map the sampler solves
+/// instead of running the surrogate ([`crate::physics`]).
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PhysicsParams {
+    /// `PDE_DARCY`, `PDE_POISSON` or `PDE_HELMHOLTZ` ([`crate::physics`]).
+    pub pde: u8,
+    /// Helmholtz `k^2` (0 for the other PDEs).
+    pub shift: f32,
+    /// Darcy: the coefficient floor that keeps the operator definite (> 0;
+    /// ignored by the other PDEs).
+    pub coef_floor: f32,
+    /// Floor of the readings' unit (> 0): the spread of `u` over the
+    /// training data, as the surrogate's `u_std` is.
+    pub u_floor: f32,
+}
+
+/// The prior's smooth training noise: `C = K1 (x) K1` with `K1` the 1-D
+/// RBF kernel matrix and `L` its symmetric square root.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct NoiseParams<'a> {
+    /// `L`, `n x n` f32 row-major: a noise field is `L Z L^T`.
+    #[serde(borrow)]
+    pub sqrt_kernel: Bytes<'a>,
+    /// `K1 = L L^T`, `n x n` f32 row-major: `C v = K1 V K1` (the
+    /// Gauss–Newton step applies the covariance).
+    #[serde(borrow)]
+    pub kernel: Bytes<'a>,
+}
+
 /// The reduced-step DAPS schedule, folded on the host in f64. One table row
 /// per annealing level: [`LEVEL_SCALARS`] scalars (see the `LEVEL_*`
 /// offsets), then for each prior layer `width` FiLM scales (`1 + scale`)
@@ -189,8 +230,16 @@ pub struct PriorParams<'a> {
 pub struct ScheduleParams<'a> {
     /// Annealing levels `N`.
     pub levels: u32,
-    /// Langevin steps per level.
+    /// The inner step of each level: [`STEP_LANGEVIN`] or
+    /// [`STEP_GAUSS_NEWTON`].
+    pub step: u8,
+    /// Inner iterations per level: Langevin steps, or Gauss–Newton
+    /// iterations.
     pub langevin: u32,
+    /// Most sensors a request may bring; sizes the sensor-space memory of
+    /// the Gauss–Newton step and of exact physics (1 to
+    /// [`crate::MAX_SENSORS`]; the surrogate's Langevin path ignores it).
+    pub max_sensors: u32,
     /// Likelihood width in residual units (floored at run time by the
     /// readings' noise).
     pub tau: f32,
@@ -217,8 +266,10 @@ pub const LEVEL_NOISE_STD: usize = 5;
 pub const LEVEL_INV_SIGMA2: usize = 6;
 /// Offset of the next level's `sigma_{i+1}` (0 after the last).
 pub const LEVEL_SIGMA_NEXT: usize = 7;
+/// Offset of the Gauss–Newton prior spread `r_i` (normalised units).
+pub const LEVEL_R: usize = 8;
 /// Scalars at the start of each schedule row.
-pub const LEVEL_SCALARS: usize = 8;
+pub const LEVEL_SCALARS: usize = 9;
 
 /// The whole postcard-encoded body of an artifact.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
@@ -238,13 +289,15 @@ pub struct Body<'a> {
     /// The diffusion prior.
     #[serde(borrow)]
     pub prior: Option<PriorParams<'a>>,
-    /// `L`, the symmetric square root of the 1-D RBF kernel, `n x n` f32
-    /// row-major: a noise field is `L Z L^T`.
+    /// The prior's smooth training noise.
     #[serde(borrow)]
-    pub noise: Option<Bytes<'a>>,
+    pub noise: Option<NoiseParams<'a>>,
     /// The DAPS schedule (needs the prior: FiLM tables).
     #[serde(borrow)]
     pub schedule: Option<ScheduleParams<'a>>,
+    /// Exact physics, used by the sampler instead of the surrogate when
+    /// present.
+    pub physics: Option<PhysicsParams>,
 }
 
 impl Body<'_> {
@@ -254,6 +307,7 @@ impl Body<'_> {
             | (if self.prior.is_some() { KIND_PRIOR } else { 0 })
             | (if self.noise.is_some() { KIND_NOISE } else { 0 })
             | (if self.schedule.is_some() { KIND_SCHEDULE } else { 0 })
+            | (if self.physics.is_some() { KIND_PHYSICS } else { 0 })
     }
 }
 
@@ -301,6 +355,7 @@ pub struct Artifact<'a> {
     prior: Option<Prior<'a>>,
     noise: Option<SmoothNoise<'a>>,
     schedule: Option<Schedule<'a>>,
+    physics: Option<Physics>,
 }
 
 impl<'a> Artifact<'a> {
@@ -359,7 +414,11 @@ impl<'a> Artifact<'a> {
             None => None,
         };
         let noise = match body.noise {
-            Some(l) => Some(SmoothNoise::new(l.0, n)?),
+            Some(l) => Some(SmoothNoise::new(l.sqrt_kernel.0, l.kernel.0, n)?),
+            None => None,
+        };
+        let physics = match &body.physics {
+            Some(p) => Some(Physics::from_params(p, n)?),
             None => None,
         };
         let schedule = match (&body.schedule, &prior) {
@@ -367,7 +426,7 @@ impl<'a> Artifact<'a> {
             (Some(_), None) => return Err(Error::MissingPart { part: "prior" }),
             (None, _) => None,
         };
-        Ok(Self { grid, kind: present, problem, len, crc, surrogate, prior, noise, schedule })
+        Ok(Self { grid, kind: present, problem, len, crc, surrogate, prior, noise, schedule, physics })
     }
 
     /// The grid every field lives on.
@@ -420,14 +479,39 @@ impl<'a> Artifact<'a> {
         self.schedule.as_ref()
     }
 
+    /// Exact physics, if present.
+    pub fn physics(&self) -> Option<&Physics> {
+        self.physics.as_ref()
+    }
+
+    /// The forward model the sampler uses: exact physics when present,
+    /// else the surrogate; `None` when neither is.
+    pub fn forward_model(&self) -> Option<crate::sampler::Forward<'_, 'a>> {
+        match (&self.physics, &self.surrogate) {
+            (Some(p), _) => Some(crate::sampler::Forward::Physics(p)),
+            (None, Some(f)) => Some(crate::sampler::Forward::Surrogate(f)),
+            (None, None) => None,
+        }
+    }
+
+    /// Most sensors one reconstruction may bring: the schedule's cap when
+    /// the sampler works in sensor space (Gauss–Newton or exact physics),
+    /// else [`crate::MAX_SENSORS`].
+    pub fn max_sensors(&self) -> usize {
+        match &self.schedule {
+            Some(s) if self.physics.is_some() || s.step() == crate::schedule::Step::GaussNewton => s.max_sensors(),
+            _ => crate::MAX_SENSORS,
+        }
+    }
+
     /// f32 values of workspace the reduced-step DAPS sampler needs
     /// ([`crate::sampler::workspace_len`]); `None` when a section it needs
     /// is missing.
     pub fn workspace_len(&self) -> Option<usize> {
-        let (fno, prior) = (self.surrogate?, self.prior?);
+        let prior = self.prior?;
         self.noise?;
-        self.schedule?;
-        Some(crate::sampler::workspace_len(self.n(), fno.net().shape(), prior.net().shape()))
+        let schedule = self.schedule?;
+        Some(crate::sampler::workspace_len(self.n(), self.forward_model()?, prior.net().shape(), &schedule))
     }
 
     /// [`workspace_len`](Self::workspace_len) in bytes.

@@ -167,6 +167,13 @@ pub enum Error {
     },
     /// The output buffer of an encoder is too short, or postcard failed.
     EncodeFailed,
+    /// A linear system that should be symmetric positive definite had a
+    /// pivot that is not finite and positive (an indefinite or singular PDE
+    /// operator, or a sensor-space system broken by non-finite values).
+    NotPositiveDefinite {
+        /// The row whose pivot failed.
+        row: usize,
+    },
 }
 
 impl fmt::Display for Error {
@@ -216,6 +223,9 @@ impl fmt::Display for Error {
             }
             Error::LevelOutOfRange { level, levels } => write!(f, "level {level} of a {levels}-level schedule"),
             Error::EncodeFailed => write!(f, "artifact encoding failed (output buffer too short?)"),
+            Error::NotPositiveDefinite { row } => {
+                write!(f, "linear system is not positive definite (pivot {row} failed)")
+            }
         }
     }
 }

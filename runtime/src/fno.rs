@@ -193,6 +193,49 @@ impl<'a> Fno<'a> {
         Ok(loss)
     }
 
+    /// Vector-Jacobian product at the sensors in the sampler's units:
+    /// with `F~(x) = F(x * prior_std + prior_mean)[sensors] / scale`,
+    /// `weights` receives `F~(x)` in its buffer and overwrites it with the
+    /// cotangent `w`; `grad` gets `J~^T w` (`n * n`). `scale` must be
+    /// finite and positive.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn sensor_vjp(
+        &self,
+        x: &[f32],
+        (prior_mean, prior_std): (f32, f32),
+        sensors: &Sensors,
+        scale: f32,
+        weights: impl FnOnce(&mut [f32]),
+        grad: &mut [f32],
+        ws: &mut [f32],
+    ) -> Result<(), Error> {
+        if !(scale.is_finite() && scale > 0.0) {
+            return Err(Error::InvalidValue { field: "scale" });
+        }
+        let (am, asd, um, usd) = (self.a_mean, self.a_std, self.u_mean, self.u_std);
+        let inv_scale = 1.0 / scale;
+        self.vjp_mapped(
+            x,
+            |v| ((v * prior_std + prior_mean) - am) / asd,
+            sensors,
+            |u| {
+                for u in u.iter_mut() {
+                    *u = (*u * usd + um) * inv_scale;
+                }
+                weights(u);
+                for u in u.iter_mut() {
+                    *u = *u * inv_scale * usd;
+                }
+            },
+            grad,
+            ws,
+        )?;
+        for g in grad.iter_mut() {
+            *g = *g / asd * prior_std;
+        }
+        Ok(())
+    }
+
     /// The shape of the network.
     pub fn shape(&self) -> OperatorShape {
         self.net.shape()

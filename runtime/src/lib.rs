@@ -12,21 +12,26 @@
 //! in-place truncated-DFT spectral layers and their adjoints), [`fno`] (the
 //! surrogate and its vector-Jacobian product), [`denoiser`] (the EDM prior
 //! at a schedule level), [`schedule`], [`noise`] (smooth GRF noise),
-//! [`rng`], [`math`], [`sensors`], [`sampler`].
+//! [`rng`], [`math`], [`sensors`], [`physics`] (exact finite-difference
+//! forward maps with banded solves), [`gauss_newton`] (the sensor-space
+//! conditional step), [`sampler`].
 #![cfg_attr(not(test), no_std)]
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
 pub mod artifact;
+mod banded;
 pub mod crc;
 pub mod denoiser;
 mod error;
 pub mod fno;
+pub mod gauss_newton;
 pub mod grid;
 pub mod kernels;
 pub mod math;
 pub mod noise;
 pub mod operator;
+pub mod physics;
 pub mod presets;
 pub mod protocol;
 pub mod rng;
@@ -35,6 +40,8 @@ pub mod schedule;
 pub mod sensors;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_gn;
 #[cfg(test)]
 mod testutil;
 

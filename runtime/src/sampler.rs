@@ -5,43 +5,86 @@
 //! x = s_0 * noise
 //! for each level i:
 //!     a0 = D(x; s_i)
-//!     a  = a0
-//!     repeat langevin times:
-//!         a += lr_i (-grad L(a) / tau^2 - (a - a0) / s_i^2) + sqrt(2 lr_i) noise
-//!         clamp a to +-clamp (non-finite -> 0), counting every change
+//!     a  = inner step from a0 (below)
 //!     x = a + s_{i+1} noise        (x = a after the last level)
 //! ```
 //!
-//! `L` is the surrogate's measurement loss in units of the readings' RMS,
-//! floored at the surrogate's `u_std` (the spread of `u` over its training
-//! pairs) so that a case with unusually small readings does not get a much
-//! stiffer likelihood than a typical one (`Fno::loss_grad`); `tau` is
-//! floored at `noise_sigma / unit`. All state
-//! lives in the caller's workspace ([`workspace_len`]): five `n x n` fields
-//! (`x`, which doubles as the gradient, `a0`, `a`, the noise and its
-//! scratch), then the network's work memory, shared by the denoiser and
-//! the surrogate since they never run at the same time.
+//! The inner step is either
+//!
+//! * **Langevin** (the schedule's `langevin` steps):
+//!   `a += lr_i (-grad L(a) / tau^2 - (a - a0) / s_i^2) + sqrt(2 lr_i) noise`,
+//!   then a clamp to `+-clamp` (non-finite -> 0), counting every change; or
+//! * **Gauss–Newton** ([`crate::gauss_newton`]): a draw from the prior
+//!   `N(a0, r_i^2 C)` conditioned on the linearised readings, solved in the
+//!   K-dimensional sensor space — no step size, no clamp.
+//!
+//! The forward model is the surrogate or, when the artifact carries it,
+//! exact physics ([`crate::physics`]). `L` is the measurement loss in units
+//! of the readings' RMS, floored at the surrogate's `u_std` (the spread of
+//! `u` over its training pairs; exact physics records it too) so that a
+//! case with unusually small readings does not get a much stiffer
+//! likelihood than a typical one; `tau` is floored at
+//! `noise_sigma / unit`. All state lives in the caller's workspace
+//! ([`workspace_len`]): five `n x n` fields (`x`, which doubles as the
+//! gradient, `a0`, `a`, the noise and its scratch), then the guide's or the
+//! denoiser's work memory, whichever is larger (they never run at the same
+//! time).
 
 use crate::Error;
 use crate::artifact::Artifact;
 use crate::denoiser::Prior;
 use crate::fno::Fno;
+use crate::gauss_newton::{self, Linear, sensor_mem_len, step_mem_len};
 use crate::math;
 use crate::noise::SmoothNoise;
 use crate::operator::OperatorShape;
+use crate::physics::Physics;
 use crate::rng::Rng;
-use crate::schedule::Schedule;
+use crate::schedule::{Schedule, Step};
 use crate::sensors::{MAX_SENSORS, Sensors};
 
 /// `n x n` fields of sampler state in the workspace.
 pub const STATE_FIELDS: usize = 5;
 
-/// f32 workspace of the sampler for a grid of `n` and the two networks'
-/// shapes: [`STATE_FIELDS`] fields plus the larger of the surrogate's VJP
-/// memory and the denoiser's forward memory. Saturates on absurd shapes.
-pub const fn workspace_len(n: usize, fno: OperatorShape, prior: OperatorShape) -> usize {
+/// The forward model the sampler guides with.
+#[derive(Clone, Copy, Debug)]
+pub enum Forward<'b, 'a> {
+    /// The FNO surrogate.
+    Surrogate(&'b Fno<'a>),
+    /// Exact finite-difference physics.
+    Physics(&'b Physics),
+}
+
+/// f32 workspace of the Langevin sampler with the surrogate for a grid of
+/// `n` and the two networks' shapes: [`STATE_FIELDS`] fields plus the larger
+/// of the surrogate's VJP memory and the denoiser's forward memory.
+/// Saturates on absurd shapes.
+pub const fn langevin_surrogate_workspace_len(n: usize, fno: OperatorShape, prior: OperatorShape) -> usize {
     let (a, b) = (fno.workspace_len(true), prior.workspace_len(false));
     let net = if a > b { a } else { b };
+    n.saturating_mul(n).saturating_mul(STATE_FIELDS).saturating_add(net)
+}
+
+/// f32 values of the guide's memory: the forward model's, then (surrogate
+/// with Gauss–Newton) `K n^2` Jacobian rows, then the sensor-space buffers
+/// for `K = max_sensors` (exact physics, or Gauss–Newton).
+fn guide_len(n: usize, fwd: Forward<'_, '_>, step: Step, max_sensors: usize) -> usize {
+    let k = max_sensors.min(MAX_SENSORS);
+    match (fwd, step) {
+        (Forward::Surrogate(f), Step::Langevin) => f.workspace_len(),
+        (Forward::Surrogate(f), Step::GaussNewton) => {
+            f.workspace_len().saturating_add(k.saturating_mul(n).saturating_mul(n)).saturating_add(step_mem_len(n, k))
+        }
+        (Forward::Physics(p), Step::GaussNewton) => p.mem_len().saturating_add(step_mem_len(n, k)),
+        (Forward::Physics(p), Step::Langevin) => p.mem_len().saturating_add(sensor_mem_len(k)),
+    }
+}
+
+/// f32 workspace of the sampler: [`STATE_FIELDS`] fields plus the larger of
+/// the guide's memory and the denoiser's forward memory.
+pub fn workspace_len(n: usize, fwd: Forward<'_, '_>, prior: OperatorShape, schedule: &Schedule<'_>) -> usize {
+    let guide = guide_len(n, fwd, schedule.step(), schedule.max_sensors());
+    let net = guide.max(prior.workspace_len(false));
     n.saturating_mul(n).saturating_mul(STATE_FIELDS).saturating_add(net)
 }
 
@@ -51,44 +94,76 @@ pub const fn workspace_len(n: usize, fno: OperatorShape, prior: OperatorShape) -
 pub struct SampleStats {
     /// Denoiser evaluations.
     pub denoiser_calls: u32,
-    /// Surrogate loss-and-gradient evaluations.
+    /// Forward-model linearisations (a loss-and-gradient evaluation for
+    /// Langevin, a Jacobian for Gauss–Newton).
     pub guide_calls: u32,
-    /// Node values the clamp changed (should stay 0).
+    /// Node values the clamp changed (should stay 0; Gauss–Newton never
+    /// clamps).
     pub clamped: u32,
     /// Langevin steps that produced a non-finite value (reset to 0).
     pub non_finite: u32,
-    /// Measurement loss `L` at the last Langevin step of the last chain.
+    /// Measurement loss `L` at the last guide evaluation of the last chain
+    /// (Langevin only; 0 for Gauss–Newton).
     pub last_loss: f32,
 }
 
 /// Floating-point operations of one posterior sample for `sensors`
 /// sensors, counted from the shapes (a multiply-add counts 2): denoiser
-/// passes, surrogate VJPs, noise draws (`2 n^3` multiply-adds each) and the
-/// pointwise updates.
+/// passes, guide work (surrogate VJPs, or banded factorisations and
+/// solves), noise draws (`2 n^3` multiply-adds each) and the pointwise
+/// updates.
 pub fn flops(art: &Artifact<'_>, sensors: usize) -> Option<u64> {
-    let (fno, prior, sched) = (art.surrogate()?, art.prior()?, art.schedule()?);
+    let (prior, sched, fwd) = (art.prior()?, art.schedule()?, art.forward_model()?);
     let n = art.n() as u64;
-    let (levels, langevin) = (sched.levels() as u64, sched.langevin() as u64);
+    let k = sensors.clamp(1, MAX_SENSORS) as u64;
+    let (levels, inner) = (sched.levels() as u64, sched.langevin().max(1) as u64);
     let noise = 4 * n * n * n;
     let denoise = prior.shape().forward_flops() + 3 * n * n;
-    let guide = fno.shape().vjp_flops(sensors.min(MAX_SENSORS)) + 4 * n * n;
     let update = 9 * n * n;
-    Some(noise + levels * (denoise + langevin * (guide + noise + update) + noise + 2 * n * n))
+    let per_level = match (fwd, sched.step()) {
+        (Forward::Surrogate(f), Step::Langevin) => {
+            inner * (f.shape().vjp_flops(k as usize) + 4 * n * n + noise + update)
+        }
+        (Forward::Physics(p), Step::Langevin) => {
+            let (factor, solve) = p.factor_solve_madds();
+            inner * (2 * (factor + 2 * solve) + 16 * n * n + noise + update)
+        }
+        (Forward::Surrogate(f), Step::GaussNewton) => {
+            // K VJPs, then K columns: C (2 n^3 madds) and K dots of n^2.
+            let gram = k * (f.shape().vjp_flops(1) + 4 * n * n * n + 2 * k * n * n);
+            noise + inner * (gram + 4 * n * n * n + 6 * k * n * n + update)
+        }
+        (Forward::Physics(p), Step::GaussNewton) => {
+            let (factor, solve) = p.factor_solve_madds();
+            let gram = k * (2 * (2 * solve) + 4 * n * n * n + 16 * n * n) + k * k * k / 3;
+            noise + inner * (2 * (factor + 3 * solve) + gram + 4 * n * n * n + update)
+        }
+    };
+    Some(noise + levels * (denoise + per_level + noise + 2 * n * n))
 }
 
 struct Parts<'b, 'a> {
-    fno: &'b Fno<'a>,
+    fwd: Forward<'b, 'a>,
     prior: &'b Prior<'a>,
     noise: &'b SmoothNoise<'a>,
     schedule: &'b Schedule<'a>,
+    /// The readings' unit floor (the surrogate's `u_std`, or for exact
+    /// physics the one recorded at export).
+    u_floor: f32,
 }
 
 fn parts<'b, 'a>(art: &'b Artifact<'a>) -> Result<Parts<'b, 'a>, Error> {
+    let fwd = art.forward_model().ok_or(Error::MissingPart { part: "surrogate" })?;
+    let u_floor = match fwd {
+        Forward::Surrogate(f) => f.normalization().3,
+        Forward::Physics(p) => p.u_floor(),
+    };
     Ok(Parts {
-        fno: art.surrogate().ok_or(Error::MissingPart { part: "surrogate" })?,
+        fwd,
         prior: art.prior().ok_or(Error::MissingPart { part: "prior" })?,
         noise: art.noise().ok_or(Error::MissingPart { part: "noise" })?,
         schedule: art.schedule().ok_or(Error::MissingPart { part: "schedule" })?,
+        u_floor,
     })
 }
 
@@ -114,6 +189,9 @@ fn prepare<'w>(art: &Artifact<'_>, sensors: &Sensors, noise_sigma: f32, ws: &'w 
     if sensors.is_empty() {
         return Err(Error::NoSensors);
     }
+    if sensors.len() > art.max_sensors() {
+        return Err(Error::TooManySensors { capacity: art.max_sensors() });
+    }
     if !(noise_sigma.is_finite() && noise_sigma >= 0.0) {
         return Err(Error::InvalidValue { field: "noise_sigma" });
     }
@@ -130,6 +208,76 @@ fn prepare<'w>(art: &Artifact<'_>, sensors: &Sensors, noise_sigma: f32, ws: &'w 
     Ok(State { x, a0, a, z, t, net })
 }
 
+/// Langevin steps from `a0` into `a` (`x`, `z`, `t` scratch).
+#[allow(clippy::too_many_arguments)]
+fn langevin(
+    p: &Parts<'_, '_>,
+    sensors: &Sensors,
+    scale: f32,
+    inv_tau2: f32,
+    lv: &crate::schedule::Level<'_>,
+    rng: &mut Rng,
+    st: &mut State<'_>,
+    stats: &mut SampleStats,
+) -> Result<(), Error> {
+    let State { x, a0, a, z, t, net } = st;
+    let clamp = p.schedule.clamp();
+    let prior_norm = p.prior.normalization();
+    a.copy_from_slice(a0);
+    for _ in 0..p.schedule.langevin() {
+        // x is free during the Langevin steps: it holds the gradient.
+        stats.last_loss = match p.fwd {
+            Forward::Surrogate(f) => f.loss_grad(a, prior_norm, sensors, scale, x, net)?,
+            Forward::Physics(ph) => physics_loss_grad(ph, a, prior_norm, sensors, scale, x, net)?,
+        };
+        stats.guide_calls = stats.guide_calls.saturating_add(1);
+        p.noise.sample(rng, z, t)?;
+        let mut bad = false;
+        for (((a, &a0), &g), &z) in a.iter_mut().zip(a0.iter()).zip(x.iter()).zip(z.iter()) {
+            let drift = g * -inv_tau2 - (*a - a0) * lv.inv_sigma2;
+            let v = *a + drift * lv.lr + z * lv.noise_std;
+            *a = if !v.is_finite() {
+                bad = true;
+                stats.clamped = stats.clamped.saturating_add(1);
+                0.0
+            } else if v > clamp || v < -clamp {
+                stats.clamped = stats.clamped.saturating_add(1);
+                if v > 0.0 { clamp } else { -clamp }
+            } else {
+                v
+            };
+        }
+        stats.non_finite = stats.non_finite.saturating_add(u32::from(bad));
+    }
+    Ok(())
+}
+
+/// `L = 0.5 sum_k (F~(x)_k - y_k / scale)^2` and its gradient `J~^T r`
+/// through exact physics.
+fn physics_loss_grad(
+    ph: &Physics,
+    x: &[f32],
+    prior_norm: (f32, f32),
+    sensors: &Sensors,
+    scale: f32,
+    grad: &mut [f32],
+    mem: &mut [f32],
+) -> Result<f32, Error> {
+    let k = sensors.len();
+    let (model, rest) = mem.split_at_mut(ph.mem_len());
+    let r = &mut rest[..k];
+    ph.linearize(x, prior_norm, scale, model)?;
+    ph.predict(sensors, scale, model, r);
+    let inv_scale = 1.0 / scale;
+    let mut loss = 0.0f32;
+    for (r, s) in r.iter_mut().zip(sensors.iter()) {
+        *r -= s.value * inv_scale;
+        loss += 0.5 * *r * *r;
+    }
+    ph.jt(sensors, r, model, grad);
+    Ok(loss)
+}
+
 /// One chain; the normalised result is left in `st.x`.
 fn chain(
     p: &Parts<'_, '_>,
@@ -139,49 +287,43 @@ fn chain(
     st: &mut State<'_>,
     stats: &mut SampleStats,
 ) -> Result<(), Error> {
-    let State { x, a0, a, z, t, net } = st;
     let sched = p.schedule;
     let rms = sensors.rms();
-    let u_std = p.fno.normalization().3;
-    let scale = if u_std > rms { u_std } else { rms };
+    let scale = if p.u_floor > rms { p.u_floor } else { rms };
     let floor = noise_sigma / scale;
     let tau = if floor > sched.tau() { floor } else { sched.tau() };
     let inv_tau2 = 1.0 / (tau * tau);
-    let clamp = sched.clamp();
-    let prior_norm = p.prior.normalization();
+    let n2 = st.x.len();
 
     let s0 = sched.level(0)?.sigma;
-    p.noise.sample(rng, z, t)?;
-    for (x, &z) in x.iter_mut().zip(z.iter()) {
+    p.noise.sample(rng, st.z, st.t)?;
+    for (x, &z) in st.x.iter_mut().zip(st.z.iter()) {
         *x = z * s0;
     }
     for i in 0..sched.levels() {
         let lv = sched.level(i)?;
-        p.prior.denoise(&lv, x, a0, net)?;
+        p.prior.denoise(&lv, st.x, st.a0, st.net)?;
         stats.denoiser_calls = stats.denoiser_calls.saturating_add(1);
-        a.copy_from_slice(a0);
-        for _ in 0..sched.langevin() {
-            // x is free during the Langevin steps: it holds the gradient.
-            stats.last_loss = p.fno.loss_grad(a, prior_norm, sensors, scale, x, net)?;
-            stats.guide_calls = stats.guide_calls.saturating_add(1);
-            p.noise.sample(rng, z, t)?;
-            let mut bad = false;
-            for (((a, &a0), &g), &z) in a.iter_mut().zip(a0.iter()).zip(x.iter()).zip(z.iter()) {
-                let drift = g * -inv_tau2 - (*a - a0) * lv.inv_sigma2;
-                let v = *a + drift * lv.lr + z * lv.noise_std;
-                *a = if !v.is_finite() {
-                    bad = true;
-                    stats.clamped = stats.clamped.saturating_add(1);
-                    0.0
-                } else if v > clamp || v < -clamp {
-                    stats.clamped = stats.clamped.saturating_add(1);
-                    if v > 0.0 { clamp } else { -clamp }
-                } else {
-                    v
+        match sched.step() {
+            Step::Langevin => langevin(p, sensors, scale, inv_tau2, &lv, rng, st, stats)?,
+            Step::GaussNewton => {
+                let (lin, rows_len) = match p.fwd {
+                    Forward::Physics(ph) => (Linear::Physics(ph), 0),
+                    Forward::Surrogate(f) => (Linear::Surrogate(f), sensors.len() * n2),
                 };
+                let set = gauss_newton::Setting {
+                    r: lv.r,
+                    tau,
+                    iterations: sched.langevin(),
+                    scale,
+                    prior_norm: p.prior.normalization(),
+                };
+                let fields = gauss_newton::Fields { a0: st.a0, a: st.a, prop: st.x, z: st.z, t: st.t };
+                let calls = gauss_newton::step(&lin, p.noise, sensors, set, rng, fields, st.net, rows_len)?;
+                stats.guide_calls = stats.guide_calls.saturating_add(calls);
             }
-            stats.non_finite = stats.non_finite.saturating_add(u32::from(bad));
         }
+        let State { x, a, z, t, .. } = st;
         if lv.sigma_next > 0.0 {
             p.noise.sample(rng, z, t)?;
             for ((x, &a), &z) in x.iter_mut().zip(a.iter()).zip(z.iter()) {

@@ -5,20 +5,37 @@
 
 use crate::Error;
 use crate::artifact::{LEVEL_C_IN, LEVEL_C_OUT, LEVEL_C_SKIP, LEVEL_INV_SIGMA2, LEVEL_LR, LEVEL_NOISE_STD};
-use crate::artifact::{LEVEL_SCALARS, LEVEL_SIGMA, LEVEL_SIGMA_NEXT, ScheduleParams, checked_product, positive};
+use crate::artifact::{
+    LEVEL_R, LEVEL_SCALARS, LEVEL_SIGMA, LEVEL_SIGMA_NEXT, ScheduleParams, checked_product, positive,
+};
+use crate::artifact::{STEP_GAUSS_NEWTON, STEP_LANGEVIN};
 use crate::kernels::F32s;
 use crate::operator::OperatorShape;
+use crate::sensors::MAX_SENSORS;
 
 /// Most annealing levels accepted.
 pub const MAX_LEVELS: usize = 4096;
 /// Most Langevin steps per level accepted.
 pub const MAX_LANGEVIN: usize = 10_000;
 
+/// The inner step of each annealing level.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub enum Step {
+    /// Langevin steps on the likelihood gradient with a prior pull to the
+    /// level's estimate.
+    Langevin,
+    /// The Gauss–Newton conditional step ([`crate::gauss_newton`]).
+    GaussNewton,
+}
+
 /// A validated schedule.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Schedule<'a> {
     levels: usize,
+    step: Step,
     langevin: usize,
+    max_sensors: usize,
     tau: f32,
     clamp: f32,
     row: usize,
@@ -44,6 +61,8 @@ pub struct Level<'a> {
     pub inv_sigma2: f32,
     /// `sigma_{i+1}` (0 after the last level).
     pub sigma_next: f32,
+    /// Gauss–Newton prior spread `r_i` (normalised units).
+    pub r: f32,
     film: F32s<'a>,
 }
 
@@ -70,12 +89,26 @@ impl<'a> Schedule<'a> {
                 max: MAX_LANGEVIN,
             });
         }
+        let step = match p.step {
+            STEP_LANGEVIN => Step::Langevin,
+            STEP_GAUSS_NEWTON => Step::GaussNewton,
+            _ => return Err(Error::InvalidValue { field: "schedule.step" }),
+        };
+        let max_sensors = p.max_sensors as usize;
+        if !(1..=MAX_SENSORS).contains(&max_sensors) {
+            return Err(Error::DimOutOfRange {
+                field: "schedule.max_sensors",
+                value: max_sensors,
+                min: 1,
+                max: MAX_SENSORS,
+            });
+        }
         let tau = positive(p.tau, "schedule.tau")?;
         let clamp = positive(p.clamp, "schedule.clamp")?;
         let film = checked_product(&[prior.layers, 2, prior.width], "schedule.table")?;
         let row = LEVEL_SCALARS.checked_add(film).ok_or(Error::Overflow { field: "schedule.table" })?;
         let table = F32s::new(p.table.0, checked_product(&[levels, row], "schedule.table")?, "schedule.table")?;
-        let out = Self { levels, langevin, tau, clamp, row, table };
+        let out = Self { levels, step, langevin, max_sensors, tau, clamp, row, table };
         for i in 0..levels {
             let l = out.level(i)?;
             let ok = l.sigma > 0.0
@@ -83,6 +116,8 @@ impl<'a> Schedule<'a> {
                 && l.lr >= 0.0
                 && l.noise_std >= 0.0
                 && l.sigma_next >= 0.0
+                && l.r.is_finite()
+                && l.r >= 0.0
                 && (i + 1 < levels || l.sigma_next == 0.0);
             if !ok {
                 return Err(Error::InvalidValue { field: "schedule.table" });
@@ -96,9 +131,20 @@ impl<'a> Schedule<'a> {
         self.levels
     }
 
-    /// Langevin steps per level.
+    /// Inner iterations per level (Langevin steps or Gauss–Newton
+    /// iterations).
     pub fn langevin(&self) -> usize {
         self.langevin
+    }
+
+    /// The inner step.
+    pub fn step(&self) -> Step {
+        self.step
+    }
+
+    /// Most sensors a request may bring to the sensor-space paths.
+    pub fn max_sensors(&self) -> usize {
+        self.max_sensors
     }
 
     /// Likelihood width in residual units (before the noise floor).
@@ -131,6 +177,7 @@ impl<'a> Schedule<'a> {
             noise_std: r.get(LEVEL_NOISE_STD),
             inv_sigma2: r.get(LEVEL_INV_SIGMA2),
             sigma_next: r.get(LEVEL_SIGMA_NEXT),
+            r: r.get(LEVEL_R),
             film: r.slice(LEVEL_SCALARS, self.row - LEVEL_SCALARS),
         })
     }

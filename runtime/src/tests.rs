@@ -3,7 +3,9 @@
 //! against finite differences and the adjoint identity, damaged artifacts,
 //! the parse fuzz loop, and the sampler's determinism and bookkeeping.
 
-use crate::artifact::{self, Artifact, Body, Bytes, FORMAT_VERSION, KIND_PRIOR, KIND_SURROGATE, reseal};
+use crate::artifact::{
+    self, Artifact, Body, Bytes, FORMAT_VERSION, KIND_PHYSICS, KIND_PRIOR, KIND_SURROGATE, PhysicsParams, reseal,
+};
 use crate::kernels::F32s;
 use crate::operator::reference;
 use crate::operator::{Operator, OperatorShape};
@@ -260,7 +262,7 @@ fn artifact_round_trips() {
     let sched = art.schedule().unwrap();
     assert_eq!((sched.levels(), sched.langevin()), (3, 2));
     assert_eq!(sched.level(3), Err(Error::LevelOutOfRange { level: 3, levels: 3 }));
-    assert_eq!(art.workspace_len(), Some(sampler::workspace_len(8, TINY_FNO, TINY_PRIOR)));
+    assert_eq!(art.workspace_len(), Some(sampler::langevin_surrogate_workspace_len(8, TINY_FNO, TINY_PRIOR)));
 }
 
 #[test]
@@ -352,7 +354,36 @@ fn absurd_shapes_with_a_valid_crc_are_errors() {
     check!(b => b.prior.as_mut().unwrap().sigma_data = -1.0, "negative sigma_data", &|e| {
         matches!(e, Error::InvalidValue { .. })
     });
-    check!(b => b.noise = Some(Bytes(&[0; 12])), "short noise kernel", &shape);
+    check!(b => b.noise.as_mut().unwrap().sqrt_kernel = Bytes(&[0; 12]), "short noise kernel", &shape);
+    check!(b => b.noise.as_mut().unwrap().kernel = Bytes(&[0; 12]), "short covariance kernel", &shape);
+    check!(b => b.schedule.as_mut().unwrap().step = 2, "unknown step", &|e| matches!(e, Error::InvalidValue { .. }));
+    check!(b => b.schedule.as_mut().unwrap().max_sensors = 0, "no sensors allowed", &dim);
+    check!(b => b.schedule.as_mut().unwrap().max_sensors = 257, "sensor cap above the runtime's", &dim);
+    check!(
+        b => {
+            b.physics = Some(PhysicsParams { pde: 7, shift: 0.0, coef_floor: 1.0, u_floor: 1.0 });
+            b.kind |= KIND_PHYSICS;
+        },
+        "unknown PDE",
+        &|e| matches!(e, Error::InvalidValue { .. })
+    );
+    check!(
+        b => {
+            b.physics = Some(PhysicsParams { pde: 0, shift: 0.0, coef_floor: 0.0, u_floor: 1.0 });
+            b.kind |= KIND_PHYSICS;
+        },
+        "Darcy floor 0",
+        &|e| matches!(e, Error::InvalidValue { .. })
+    );
+    check!(
+        b => {
+            b.physics = Some(PhysicsParams { pde: 1, shift: 0.0, coef_floor: 1.0, u_floor: f32::NAN });
+            b.kind |= KIND_PHYSICS;
+        },
+        "NaN unit floor",
+        &|e| matches!(e, Error::InvalidValue { .. })
+    );
+    check!(b => b.physics = Some(PhysicsParams { pde: 1, shift: 0.0, coef_floor: 1.0, u_floor: 1.0 }), "physics without its flag", &|e| matches!(e, Error::KindMismatch { .. }));
     check!(b => b.schedule.as_mut().unwrap().levels = 0, "no levels", &dim);
     check!(b => b.schedule.as_mut().unwrap().levels = u32::MAX, "levels huge", &dim);
     check!(b => b.schedule.as_mut().unwrap().levels = 2, "levels differ from the table", &shape);

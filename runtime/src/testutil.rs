@@ -62,10 +62,12 @@ pub(crate) fn quantize_rows(w: &[f32], rows: usize, cols: usize) -> (Vec<u8>, Ve
 }
 
 use crate::artifact::{
-    Body, Bytes, KIND_NOISE, KIND_PRIOR, KIND_SCHEDULE, KIND_SURROGATE, LEVEL_SCALARS, LinearParams, OperatorParams,
-    PriorParams, ScheduleParams, SurrogateParams, Weights, encode, encoded_len,
+    Body, Bytes, KIND_NOISE, KIND_PHYSICS, KIND_PRIOR, KIND_SCHEDULE, KIND_SURROGATE, LEVEL_SCALARS, LinearParams,
+    NoiseParams, OperatorParams, PhysicsParams, PriorParams, STEP_LANGEVIN, ScheduleParams, SurrogateParams, Weights,
+    encode, encoded_len,
 };
 use crate::operator::OperatorShape;
+use crate::sensors::MAX_SENSORS;
 
 /// Owned bytes of one weight tensor.
 pub(crate) struct WeightBytes {
@@ -178,6 +180,8 @@ pub(crate) struct Fixture {
     pub(crate) fno: NetBytes,
     pub(crate) prior: NetBytes,
     pub(crate) noise: Vec<u8>,
+    /// `K1 = L L`, the covariance factor.
+    pub(crate) kernel: Vec<u8>,
     pub(crate) table: Vec<u8>,
     pub(crate) levels: usize,
     pub(crate) langevin: usize,
@@ -223,6 +227,7 @@ impl Fixture {
                 (2.0 * lr).sqrt(),
                 1.0 / (s * s),
                 next,
+                s * sd / (s * s + sd * sd).sqrt(),
             ];
             assert_eq!(row.len(), LEVEL_SCALARS);
             table.extend(row.iter().map(|&v| v as f32));
@@ -231,7 +236,19 @@ impl Fixture {
                 table.extend((0..w).map(|_| rng.uniform(-0.2, 0.2)));
             }
         }
-        Self { n, fno, prior, noise: f32_bytes(&l), table: f32_bytes(&table), levels, langevin }
+        let kernel: Vec<f32> = (0..n * n)
+            .map(|k| (0..n).map(|c| l[(k / n) * n + c] as f64 * l[c * n + k % n] as f64).sum::<f64>() as f32)
+            .collect();
+        Self {
+            n,
+            fno,
+            prior,
+            noise: f32_bytes(&l),
+            kernel: f32_bytes(&kernel),
+            table: f32_bytes(&table),
+            levels,
+            langevin,
+        }
     }
 
     pub(crate) fn tiny(seed: u64, int8: bool) -> Self {
@@ -256,15 +273,32 @@ impl Fixture {
                 std: PRIOR_NORM.1,
                 sigma_data: 1.0,
             }),
-            noise: Some(Bytes(&self.noise)),
+            noise: Some(NoiseParams { sqrt_kernel: Bytes(&self.noise), kernel: Bytes(&self.kernel) }),
             schedule: Some(ScheduleParams {
                 levels: self.levels as u32,
+                step: STEP_LANGEVIN,
                 langevin: self.langevin as u32,
+                max_sensors: MAX_SENSORS as u32,
                 tau: 0.05,
                 clamp: 10.0,
                 table: Bytes(&self.table),
             }),
+            physics: None,
         }
+    }
+
+    /// [`Self::body`] with exact physics for `pde` in place of the
+    /// surrogate and the given inner step.
+    pub(crate) fn physics_body(&self, pde: u8, step: u8, iterations: u32) -> Body<'_> {
+        let mut b = self.body();
+        b.surrogate = None;
+        b.physics = Some(PhysicsParams { pde, shift: 0.0, coef_floor: 1.0, u_floor: FNO_NORM.3 });
+        b.kind = KIND_PRIOR | KIND_NOISE | KIND_SCHEDULE | KIND_PHYSICS;
+        let sched = b.schedule.as_mut().unwrap();
+        sched.step = step;
+        sched.langevin = iterations;
+        sched.max_sensors = 40;
+        b
     }
 
     pub(crate) fn encode(&self) -> Vec<u8> {

@@ -124,9 +124,27 @@ pub struct ExportArgs {
     /// Prior run.
     #[arg(long)]
     pub prior: PathBuf,
-    /// Surrogate run.
-    #[arg(long)]
-    pub operator: PathBuf,
+    /// Surrogate run: the forward model with `--physics surrogate`; with
+    /// `--physics solver` only its `u` spread is used (the readings' unit
+    /// floor), else that spread is read from the prior's dataset.
+    #[arg(long, required_if_eq("physics", "surrogate"))]
+    pub operator: Option<PathBuf>,
+    /// Forward model the device guides with: the trained surrogate, or
+    /// exact finite-difference physics of the prior's PDE (banded direct
+    /// solves on the device; no surrogate in the artifact).
+    #[arg(long, value_enum, default_value_t = Physics::Surrogate)]
+    pub physics: Physics,
+    /// Inner step of each annealing level on the device.
+    #[arg(long, value_enum, default_value_t = crate::export::StepKind::Langevin)]
+    pub step: crate::export::StepKind,
+    /// Most sensors one request may bring (sizes the device's sensor-space
+    /// memory for the Gauss-Newton step and exact physics).
+    #[arg(long, default_value_t = 100)]
+    pub max_sensors: usize,
+    /// Gauss-Newton prior spread per level as a multiple of the EDM
+    /// `c_out(sigma)` (the denoiser's own error scale).
+    #[arg(long, default_value_t = 1.0)]
+    pub r_scale: f64,
     /// Output artifact (e.g. models/darcy32.ddis).
     #[arg(long)]
     pub out: PathBuf,
@@ -874,17 +892,37 @@ pub fn run(cli: Cli) -> Result<()> {
             );
             let device = Default::default();
             let (prior, cfg) = crate::train::diffusion::load_diffusion::<Cpu>(&args.prior, &device)?;
-            let (operator, op_cfg) = crate::train::operator::load_operator_run::<Cpu>(&args.operator, &device)?;
             let problem = cfg.data_meta.pde.kind;
-            anyhow::ensure!(
-                op_cfg.data_meta.pde.kind == problem,
-                "the prior was trained on {problem} fields ({}), the surrogate on {} ({}): export a pair trained for one problem",
-                cfg.data,
-                op_cfg.data_meta.pde.kind,
-                op_cfg.data
-            );
+            let operator = match &args.operator {
+                Some(dir) => {
+                    let (operator, op_cfg) = crate::train::operator::load_operator_run::<Cpu>(dir, &device)?;
+                    anyhow::ensure!(
+                        op_cfg.data_meta.pde.kind == problem,
+                        "the prior was trained on {problem} fields ({}), the surrogate on {} ({}): export a pair trained for one problem",
+                        cfg.data,
+                        op_cfg.data_meta.pde.kind,
+                        op_cfg.data
+                    );
+                    Some(operator)
+                }
+                None => None,
+            };
+            let forward = match (args.physics, &operator) {
+                (Physics::Surrogate, Some(op)) => crate::export::ForwardModel::Surrogate(op),
+                (Physics::Surrogate, None) => anyhow::bail!("--physics surrogate needs --operator"),
+                (Physics::Solver, op) => {
+                    let u_floor = match op {
+                        Some(op) => op.normalization.u_std,
+                        None => crate::data::solution_spread(std::path::Path::new(&cfg.data))?,
+                    };
+                    crate::export::ForwardModel::Solver { pde: cfg.data_meta.pde, u_floor }
+                }
+            };
+            let step =
+                crate::export::DeviceStep { step: args.step, max_sensors: args.max_sensors, r_scale: args.r_scale };
             let n = args.res.unwrap_or(cfg.data_meta.res);
-            let bytes = crate::export::build_artifact(&prior, &operator, &daps, problem.name(), n, args.quant)?;
+            let bytes =
+                crate::export::build_artifact_with(&prior, forward, &daps, &step, problem.name(), n, args.quant)?;
             if let Some(dir) = args.out.parent().filter(|d| !d.as_os_str().is_empty()) {
                 std::fs::create_dir_all(dir)?;
             }

@@ -53,6 +53,17 @@ impl DatasetMeta {
     }
 }
 
+/// The population standard deviation of every value of `u` in the dataset
+/// at `dir` (the readings' unit floor of exact-physics artifacts, as the
+/// surrogate's `u_std` is for the surrogate).
+pub fn solution_spread(dir: &Path) -> Result<f64> {
+    let u = npy::read(&dir.join("u.npy")).with_context(|| format!("cannot read the solutions of {}", dir.display()))?;
+    let count = u.data.len().max(1) as f64;
+    let mean = u.data.iter().map(|&v| v as f64).sum::<f64>() / count;
+    let var = u.data.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>() / count;
+    Ok(var.sqrt())
+}
+
 /// The random stream of sample `index` of a dataset with `seed`.
 pub fn sample_rng(seed: u64, index: u64) -> ChaCha8Rng {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);

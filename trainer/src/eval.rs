@@ -46,6 +46,10 @@ pub enum Method {
     /// The device runtime (`ddis-runtime`) on an exported artifact, with
     /// the artifact's own surrogate and schedule (`--artifact`).
     Device,
+    /// The exact Gaussian posterior (Poisson, Helmholtz): Matheron draws
+    /// (row `exact`) and the closed-form mean and std (row `exact-mean`).
+    /// Needs no trained model; see [`crate::exact`].
+    Exact,
 }
 
 impl Method {
@@ -57,6 +61,7 @@ impl Method {
             Method::JointDaps => "joint-daps",
             Method::JointDps => "joint-dps",
             Method::Device => "device",
+            Method::Exact => "exact",
         }
     }
 
@@ -67,7 +72,8 @@ impl Method {
             "joint-daps" => Method::JointDaps,
             "joint-dps" => Method::JointDps,
             "device" => Method::Device,
-            _ => bail!("unknown method `{s}` (valid: ddis-daps, ddis-dps, joint-daps, joint-dps, device)"),
+            "exact" => Method::Exact,
+            _ => bail!("unknown method `{s}` (valid: ddis-daps, ddis-dps, joint-daps, joint-dps, device, exact)"),
         })
     }
 
@@ -143,6 +149,7 @@ impl MethodSpec {
                 format!("DPS {} steps zeta={}", self.dps.steps, self.dps.zeta)
             }
             Method::Device => "runtime on the artifact (its surrogate and schedule)".to_string(),
+            Method::Exact => "exact Gaussian posterior, Matheron draws".to_string(),
         }
     }
 }
@@ -214,6 +221,7 @@ pub fn reconstruct_cases<AB: AutodiffBackend>(
         spec.method != Method::Device,
         "the device method runs through `export::runtime_posterior`, not the host sampler"
     );
+    ensure!(spec.method != Method::Exact, "the exact method runs through `exact_cases`, not the host sampler");
     let n = cases[0].n;
     let per = n * n;
     let (model, cfg) = if spec.method.is_joint() {
@@ -262,7 +270,7 @@ pub fn reconstruct_cases<AB: AutodiffBackend>(
                 let mut g = SolverGuide::new(*pde, obs, a_norm)?;
                 dps_sample(model, &mut g, &noise, &spec.dps, [batch, channels], chunk_seed, device)?
             }
-            (Method::Device, _) => unreachable!("rejected above"),
+            (Method::Device | Method::Exact, _) => unreachable!("rejected above"),
         };
         let (x, s) = x;
         stats.denoiser_calls += s.denoiser_calls;
@@ -427,6 +435,10 @@ pub fn pick_run(runs: &[FoundRun], kind: &str, pde: &str, res: usize, paired: Op
     }
 }
 
+/// The split seed `ddis eval` assumes when the exact method runs without a
+/// prior run to read it from: the `ddis train --split-seed` default.
+pub const DEFAULT_SPLIT_SEED: u64 = 0;
+
 /// `ddis eval` settings.
 #[derive(Clone, Debug)]
 pub struct EvalOptions {
@@ -469,7 +481,7 @@ pub struct EvalOptions {
 }
 
 /// Per-case posterior mean and standard deviation.
-type MeanStd = (Vec<f32>, Vec<f32>);
+pub type MeanStd = (Vec<f32>, Vec<f32>);
 
 /// The device runtime on every case: case `k` uses seed `seed + k`.
 /// Returns per-case (mean, std), wall seconds and the summed counters.
@@ -495,6 +507,40 @@ fn device_cases(
     }
     bar.finish_and_clear();
     Ok((out, start.elapsed().as_secs_f64(), stats))
+}
+
+/// The exact Gaussian posterior on every case (Poisson, Helmholtz; see
+/// [`crate::exact`]): `samples` Matheron draws per case, and the closed-form
+/// per-case mean and std. Case `k` draws from stream `k` of `seed`. The
+/// seconds in the returned posterior cover both.
+pub fn exact_cases(
+    pde: &PdeConfig,
+    cases: &[Observations],
+    samples: usize,
+    seed: u64,
+    progress: bool,
+) -> Result<(Posterior, Vec<MeanStd>)> {
+    ensure!(!cases.is_empty(), "no cases to reconstruct");
+    ensure!(samples >= 1, "--samples must be >= 1");
+    let n = cases[0].n;
+    let mut model = crate::exact::LinearGaussian::new(pde, n)?;
+    let bar = progress_bar(cases.len() as u64, progress, Method::Exact.name());
+    let start = Instant::now();
+    let mut fields = Vec::with_capacity(cases.len() * samples * n * n);
+    let mut closed = Vec::with_capacity(cases.len());
+    for (k, obs) in cases.iter().enumerate() {
+        let post = model.condition(obs).with_context(|| format!("exact posterior of case {k}"))?;
+        let mut rng = crate::data::sample_rng(seed ^ 0xE8AC_7D00, k as u64);
+        for _ in 0..samples {
+            fields.extend(model.sample(&post, &mut rng)?.iter().map(|&v| v as f32));
+        }
+        let to_f32 = |v: &[f64]| v.iter().map(|&x| x as f32).collect::<Vec<f32>>();
+        closed.push((to_f32(post.mean()), to_f32(post.std())));
+        bar.inc(1);
+    }
+    bar.finish_and_clear();
+    let seconds = start.elapsed().as_secs_f64();
+    Ok((Posterior { n, samples, fields, stats: SampleStats::default(), seconds }, closed))
 }
 
 /// One row of the report.
@@ -525,12 +571,38 @@ impl EvalRow {
 pub fn run_eval<AB: AutodiffBackend>(opts: &EvalOptions, device: &AB::Device) -> Result<Vec<EvalRow>> {
     ensure!(opts.cases >= 1 && opts.sensors >= 1, "--cases and --sensors must be >= 1");
     ensure!(!opts.methods.is_empty() && !opts.paired.is_empty(), "need at least one method and one paired fraction");
-    let runs = find_runs(&opts.runs)?;
     let pde_name = opts.pde.name();
-    let prior_path = pick_run(&runs, "prior", pde_name, opts.res, None)?;
-    let (prior, prior_cfg) = load_diffusion::<AB>(&prior_path, device)?;
-    ensure!(prior_cfg.kind == DiffusionKind::Prior, "{} is not a prior run", prior_path.display());
-    let data_dir = opts.data.clone().unwrap_or_else(|| PathBuf::from(&prior_cfg.data));
+    if opts.methods.iter().any(|m| m.method == Method::Exact) {
+        crate::exact::check_linear_gaussian(opts.pde)?;
+    }
+    // The exact method alone needs no model: without a prior run it takes
+    // the dataset from --data and the split from the training default seed.
+    let exact_only = opts.methods.iter().all(|m| m.method == Method::Exact);
+    let runs = if exact_only && !opts.runs.is_dir() { vec![] } else { find_runs(&opts.runs)? };
+    let has_prior = runs.iter().any(|r| r.kind == "prior" && r.pde == pde_name && r.res == opts.res);
+    let prior = if exact_only && !has_prior {
+        ensure!(
+            opts.data.is_some(),
+            "no prior run for {pde_name} {0}x{0} under {1}: the exact method alone needs only the dataset, so pass --data DIR (the test split then uses split seed {DEFAULT_SPLIT_SEED}, the `ddis train` default)",
+            opts.res,
+            opts.runs.display()
+        );
+        None
+    } else {
+        let path = pick_run(&runs, "prior", pde_name, opts.res, None)?;
+        let (model, cfg) = load_diffusion::<AB>(&path, device)?;
+        ensure!(cfg.kind == DiffusionKind::Prior, "{} is not a prior run", path.display());
+        Some((path, model, cfg))
+    };
+    let prior_desc = match &prior {
+        Some((path, _, _)) => format!("prior `{}`", path.display()),
+        None => format!("no prior run (split seed {DEFAULT_SPLIT_SEED})"),
+    };
+    let data_dir = match (&opts.data, &prior) {
+        (Some(d), _) => d.clone(),
+        (None, Some((_, _, cfg))) => PathBuf::from(&cfg.data),
+        (None, None) => unreachable!("checked above"),
+    };
     let data = Dataset::load(&data_dir)?;
     ensure!(
         data.res() == opts.res,
@@ -548,7 +620,8 @@ pub fn run_eval<AB: AutodiffBackend>(opts: &EvalOptions, device: &AB::Device) ->
         data.meta.pde.kind.name()
     );
     let pde = data.meta.pde;
-    let split = Split::new(data.len(), prior_cfg.split_seed, 1.0)?;
+    let split_seed = prior.as_ref().map_or(DEFAULT_SPLIT_SEED, |(_, _, cfg)| cfg.split_seed);
+    let split = Split::new(data.len(), split_seed, 1.0)?;
     let pool = if opts.validation { &split.val } else { &split.test };
     ensure!(opts.cases <= pool.len(), "--cases {} exceeds the {} cases of the split", opts.cases, pool.len());
     let idx = &pool[..opts.cases];
@@ -580,8 +653,9 @@ pub fn run_eval<AB: AutodiffBackend>(opts: &EvalOptions, device: &AB::Device) ->
     };
     let mut rows = vec![];
     for &paired in &opts.paired {
-        let needs_op = opts.methods.iter().any(|m| !m.method.is_joint() && m.method != Method::Device)
-            && opts.physics == Physics::Surrogate;
+        let needs_op =
+            opts.methods.iter().any(|m| !m.method.is_joint() && !matches!(m.method, Method::Device | Method::Exact))
+                && opts.physics == Physics::Surrogate;
         let operator = if needs_op {
             Some(load_operator::<AB>(&pick_run(&runs, "operator", pde_name, n, Some(paired))?, device)?)
         } else {
@@ -592,14 +666,25 @@ pub fn run_eval<AB: AutodiffBackend>(opts: &EvalOptions, device: &AB::Device) ->
         } else {
             None
         };
-        let models = Models { prior: Some((prior.clone(), prior_cfg.clone())), operator, joint };
+        let models = Models { prior: prior.as_ref().map(|(_, m, c)| (m.clone(), c.clone())), operator, joint };
         for (m, spec) in opts.methods.iter().enumerate() {
-            let (per_case, seconds, stats) = if spec.method == Method::Device {
-                if Some(&paired) != opts.paired.first() {
-                    continue; // the artifact has one surrogate: one row is enough
-                }
+            // Each method gives one row, the exact method two:
+            // (name, settings, per-case mean and std, seconds, counters).
+            let mut outputs = vec![];
+            if matches!(spec.method, Method::Device | Method::Exact) && Some(&paired) != opts.paired.first() {
+                continue; // no paired model involved: one row is enough
+            }
+            if spec.method == Method::Exact {
+                let (post, closed) = exact_cases(&pde, &cases, opts.samples, opts.seed, opts.progress)?;
+                let sampled = (0..cases.len()).map(|k| post.mean_std(k)).collect::<Vec<_>>();
+                let settings = format!("exact Gaussian posterior, mean of {} Matheron draws", opts.samples);
+                outputs.push((spec.method.name().to_string(), settings, sampled, post.seconds, post.stats));
+                let settings = "exact Gaussian posterior, closed-form mean and std (infinitely many draws)".to_string();
+                outputs.push(("exact-mean".to_string(), settings, closed, post.seconds, SampleStats::default()));
+            } else if spec.method == Method::Device {
                 let bytes = artifact.as_ref().context("the device method needs --artifact")?;
-                device_cases(bytes, &cases, opts.samples, opts.seed, opts.progress)?
+                let (per_case, seconds, stats) = device_cases(bytes, &cases, opts.samples, opts.seed, opts.progress)?;
+                outputs.push((spec.method.name().to_string(), spec.settings(), per_case, seconds, stats));
             } else {
                 let post = reconstruct_cases(
                     spec,
@@ -613,51 +698,54 @@ pub fn run_eval<AB: AutodiffBackend>(opts: &EvalOptions, device: &AB::Device) ->
                     opts.progress,
                     device,
                 )?;
-                ((0..cases.len()).map(|k| post.mean_std(k)).collect::<Vec<_>>(), post.seconds, post.stats)
-            };
-            let mut metrics_rows = vec![];
-            for (k, &i) in idx.iter().enumerate() {
-                let truth = &data.a[i * per..(i + 1) * per];
-                let (mean, std) = per_case[k].clone();
-                metrics_rows.push(case_metrics(&pde, truth, &mean, &std, n)?);
-                if k < opts.panels {
-                    let name = format!("m{m}-{}-p{paired}-case{k}.png", spec.method.name());
-                    write_panel(&opts.out.join(name), n, Some(truth), &cases[k], &mean, &std)?;
+                let per_case = (0..cases.len()).map(|k| post.mean_std(k)).collect::<Vec<_>>();
+                outputs.push((spec.method.name().to_string(), spec.settings(), per_case, post.seconds, post.stats));
+            }
+            for (name, settings, per_case, seconds, stats) in outputs {
+                let mut metrics_rows = vec![];
+                for (k, &i) in idx.iter().enumerate() {
+                    let truth = &data.a[i * per..(i + 1) * per];
+                    let (mean, std) = &per_case[k];
+                    metrics_rows.push(case_metrics(&pde, truth, mean, std, n)?);
+                    if k < opts.panels {
+                        let file = format!("m{m}-{name}-p{paired}-case{k}.png");
+                        write_panel(&opts.out.join(file), n, Some(truth), &cases[k], mean, std)?;
+                    }
                 }
+                let row = EvalRow {
+                    method: name,
+                    settings,
+                    paired,
+                    cases: metrics_rows,
+                    seconds_per_case: seconds / opts.cases as f64,
+                    stats,
+                };
+                let (l2, l2_se) = row.summary(|c| c.rel_l2);
+                if opts.progress {
+                    eprintln!(
+                        "{} (paired {paired}, {}): rel. L2 {:.2} % +- {:.2} %, {:.2} s/case",
+                        row.method,
+                        row.settings,
+                        100.0 * l2,
+                        100.0 * l2_se,
+                        row.seconds_per_case
+                    );
+                }
+                rows.push(row);
+                write_report(opts, &rows, &prior_desc, &data_dir)?;
             }
-            let row = EvalRow {
-                method: spec.method.name().to_string(),
-                settings: spec.settings(),
-                paired,
-                cases: metrics_rows,
-                seconds_per_case: seconds / opts.cases as f64,
-                stats,
-            };
-            let (l2, l2_se) = row.summary(|c| c.rel_l2);
-            if opts.progress {
-                eprintln!(
-                    "{} (paired {paired}, {}): rel. L2 {:.2} % +- {:.2} %, {:.2} s/case",
-                    row.method,
-                    row.settings,
-                    100.0 * l2,
-                    100.0 * l2_se,
-                    row.seconds_per_case
-                );
-            }
-            rows.push(row);
-            write_report(opts, &rows, &prior_path, &data_dir)?;
         }
     }
     Ok(rows)
 }
 
-fn write_report(opts: &EvalOptions, rows: &[EvalRow], prior: &Path, data: &Path) -> Result<()> {
+fn write_report(opts: &EvalOptions, rows: &[EvalRow], prior: &str, data: &Path) -> Result<()> {
     let darcy = opts.pde == PdeKind::Darcy;
     let mut md = String::new();
     let _ = writeln!(md, "# ddis eval: {} {}x{}\n", opts.pde.name(), opts.res, opts.res);
     let _ = writeln!(
         md,
-        "{} {} cases of `{}`, {} sensors, reading noise {}, {} posterior samples per case, physics {:?}, seed {}; prior `{}`.\n",
+        "{} {} cases of `{}`, {} sensors, reading noise {}, {} posterior samples per case, physics {:?}, seed {}; {}.\n",
         opts.cases,
         if opts.validation { "validation" } else { "test" },
         data.display(),
@@ -666,7 +754,7 @@ fn write_report(opts: &EvalOptions, rows: &[EvalRow], prior: &Path, data: &Path)
         opts.samples,
         opts.physics,
         opts.seed,
-        prior.display()
+        prior
     );
     let _ = writeln!(
         md,
@@ -723,9 +811,13 @@ fn write_report(opts: &EvalOptions, rows: &[EvalRow], prior: &Path, data: &Path)
         let best = |joint: bool, f: &dyn Fn(&EvalRow) -> f64| {
             rows.iter()
                 // The device row runs the artifact's own surrogate whatever
-                // the paired fraction: it is not a DDIS-at-`p` figure.
+                // the paired fraction: it is not a DDIS-at-`p` figure; the
+                // exact rows are the reference, not a sampler.
                 .filter(|r| {
-                    r.paired == p && r.method != Method::Device.name() && r.method.starts_with("joint") == joint
+                    r.paired == p
+                        && r.method != Method::Device.name()
+                        && !r.method.starts_with(Method::Exact.name())
+                        && r.method.starts_with("joint") == joint
                 })
                 .map(f)
                 .fold(f64::INFINITY, f64::min)
@@ -745,6 +837,13 @@ fn write_report(opts: &EvalOptions, rows: &[EvalRow], prior: &Path, data: &Path)
                 100.0 * (d_es / j_es - 1.0)
             );
         }
+    }
+    if rows.iter().any(|r| r.method.starts_with(Method::Exact.name())) {
+        let _ = writeln!(
+            md,
+            "\n`exact`: the mean of {} draws of the exact Gaussian posterior, the floor a sampler with as many draws can reach; `exact-mean`: the exact posterior mean itself (infinitely many draws).",
+            opts.samples
+        );
     }
     if !ratios.is_empty() {
         let _ = writeln!(md, "\n## DDIS against the best joint baseline\n\n{ratios}");
@@ -891,6 +990,69 @@ mod tests {
         for bad in ["ddis", "ddis-daps+tau", "ddis-daps+tau=x", "ddis-daps+tau=-1", "ddis-daps+color=3"] {
             assert!(MethodSpec::parse(bad, &d, &p).is_err(), "{bad}");
         }
+    }
+
+    fn exact_eval_options(pde: PdeKind, root: &Path, cases: usize) -> EvalOptions {
+        let (d, p) = (DapsConfig::full(), DpsConfig::default_for_budget(100));
+        EvalOptions {
+            pde,
+            res: 16,
+            cases,
+            sensors: 10,
+            noise: 0.0,
+            methods: vec![MethodSpec::parse("exact", &d, &p).unwrap()],
+            paired: vec![1.0, 0.1],
+            physics: Physics::Surrogate,
+            samples: 2,
+            batch_cases: 4,
+            seed: 0,
+            validation: false,
+            runs: root.join("no-runs"),
+            data: Some(root.join("data")),
+            panels: 0,
+            out: root.join("out"),
+            artifact: None,
+            progress: false,
+        }
+    }
+
+    #[test]
+    fn exact_method_runs_without_models_and_beats_the_prior_mean() {
+        // The prior mean of the GRF source is the zero field, whose rel. L2 is 1.
+        const PRIOR_MEAN_REL_L2: f64 = 1.0;
+        let root = tempfile::tempdir().unwrap();
+        let gen_opts = crate::data::GenOptions {
+            pde: PdeConfig::for_kind(PdeKind::Poisson),
+            res: 16,
+            count: 40,
+            seed: 1,
+            force: false,
+            progress: false,
+        };
+        crate::data::generate_dataset(&gen_opts, &root.path().join("data")).unwrap();
+        let opts = exact_eval_options(PdeKind::Poisson, root.path(), 4);
+        let rows = run_eval::<crate::train::backend::CpuAutodiff>(&opts, &Default::default()).unwrap();
+        // One paired fraction's worth: exact draws and the closed form.
+        let names: Vec<&str> = rows.iter().map(|r| r.method.as_str()).collect();
+        assert_eq!(names, ["exact", "exact-mean"]);
+        for row in &rows {
+            assert_eq!(row.cases.len(), 4);
+            for c in &row.cases {
+                assert!(c.rel_l2.is_finite() && c.spectral_geo.is_finite() && c.calibration.is_finite(), "{c:?}");
+            }
+            let l2 = row.summary(|c| c.rel_l2).0;
+            assert!(l2 < PRIOR_MEAN_REL_L2, "{}: rel. L2 {l2} is no better than the prior mean", row.method);
+        }
+        let md = std::fs::read_to_string(root.path().join("out/results.md")).unwrap();
+        assert!(md.contains("| exact-mean |") && md.contains("no prior run"), "{md}");
+    }
+
+    #[test]
+    fn exact_method_refuses_darcy_by_name() {
+        let root = tempfile::tempdir().unwrap();
+        let opts = exact_eval_options(PdeKind::Darcy, root.path(), 1);
+        let e = run_eval::<crate::train::backend::CpuAutodiff>(&opts, &Default::default()).unwrap_err().to_string();
+        assert!(e.contains("darcy") && e.contains("exact posterior"), "{e}");
     }
 
     #[test]

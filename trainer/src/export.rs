@@ -17,8 +17,9 @@ use burn::nn::Linear;
 use burn::tensor::Tensor;
 use burn::tensor::backend::Backend;
 use ddis_runtime::artifact::{
-    self, Artifact, Body, Bytes, KIND_NOISE, KIND_PRIOR, KIND_SCHEDULE, KIND_SURROGATE, LEVEL_SCALARS, LinearParams,
-    OperatorParams, PriorParams, ScheduleParams, SurrogateParams, Weights,
+    self, Artifact, Body, Bytes, KIND_NOISE, KIND_PHYSICS, KIND_PRIOR, KIND_SCHEDULE, KIND_SURROGATE, LEVEL_SCALARS,
+    LinearParams, NoiseParams, OperatorParams, PhysicsParams, PriorParams, STEP_GAUSS_NEWTON, STEP_LANGEVIN,
+    ScheduleParams, SurrogateParams, Weights,
 };
 use ddis_runtime::kernels::quantize_row;
 use ddis_runtime::operator::OperatorShape;
@@ -264,11 +265,49 @@ fn film_table<B: Backend>(net: &Denoiser<B>, sigma: f64) -> Result<Vec<f64>> {
     Ok(out)
 }
 
-/// Builds the device artifact for an `n x n` grid: the surrogate, the
-/// prior (one data channel), the prior's smooth noise and the DAPS schedule
-/// `daps` (which must use one ODE step and no preconditioning, as the
-/// device does). The result is parsed back by the runtime before it is
-/// returned.
+/// The inner step of the device sampler's annealing levels.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum StepKind {
+    /// Langevin steps on the likelihood gradient (`lr`, `clamp`).
+    Langevin,
+    /// The Gauss–Newton conditional step in sensor space (no step size, no
+    /// clamp; the schedule's inner count is the number of iterations).
+    GaussNewton,
+}
+
+/// The forward model the device sampler guides with.
+pub enum ForwardModel<'m, B: Backend> {
+    /// The trained FNO surrogate.
+    Surrogate(&'m Fno<B>),
+    /// Exact finite-difference physics of the prior's PDE.
+    Solver {
+        /// The PDE and its settings (Darcy phases, Helmholtz `k`).
+        pde: crate::pde::PdeConfig,
+        /// Floor of the readings' unit: the spread of `u` in the data.
+        u_floor: f64,
+    },
+}
+
+/// How the device samples: the inner step and the sensor cap that sizes
+/// the sensor-space memory.
+#[derive(Clone, Copy, Debug)]
+pub struct DeviceStep {
+    /// The inner step.
+    pub step: StepKind,
+    /// Most sensors a request may bring (Gauss–Newton and exact physics).
+    pub max_sensors: usize,
+    /// Gauss–Newton prior spread `r_i = r_scale * c_out(s_i)`.
+    pub r_scale: f64,
+}
+
+impl Default for DeviceStep {
+    fn default() -> Self {
+        Self { step: StepKind::Langevin, max_sensors: 100, r_scale: 1.0 }
+    }
+}
+
+/// Builds the device artifact for an `n x n` grid with the surrogate and
+/// Langevin steps: [`build_artifact_with`] with [`DeviceStep::default`].
 pub fn build_artifact<B: Backend>(
     prior: &EdmModel<B>,
     operator: &Fno<B>,
@@ -277,7 +316,31 @@ pub fn build_artifact<B: Backend>(
     n: usize,
     quant: Quant,
 ) -> Result<Vec<u8>> {
+    build_artifact_with(prior, ForwardModel::Surrogate(operator), daps, &DeviceStep::default(), problem, n, quant)
+}
+
+/// Builds the device artifact for an `n x n` grid: the forward model (the
+/// surrogate or exact physics), the prior (one data channel), the prior's
+/// smooth noise and the DAPS schedule `daps` (which must use one ODE step
+/// and no preconditioning, as the device does) with the inner step of
+/// `step`. The result is parsed back by the runtime before it is returned.
+pub fn build_artifact_with<B: Backend>(
+    prior: &EdmModel<B>,
+    forward: ForwardModel<'_, B>,
+    daps: &DapsConfig,
+    step: &DeviceStep,
+    problem: &str,
+    n: usize,
+    quant: Quant,
+) -> Result<Vec<u8>> {
     daps.validate()?;
+    ensure!(
+        (1..=ddis_runtime::MAX_SENSORS).contains(&step.max_sensors),
+        "the sensor cap must be 1..={}, not {}",
+        ddis_runtime::MAX_SENSORS,
+        step.max_sensors
+    );
+    ensure!(step.r_scale.is_finite() && step.r_scale > 0.0, "r_scale must be finite and > 0");
     ensure!(
         daps.ode_steps == 1,
         "the device sampler takes one ODE step (Tweedie); the schedule has {}",
@@ -288,21 +351,30 @@ pub fn build_artifact<B: Backend>(
     let den = &prior.denoiser;
     ensure!(den.channels == 1, "the device prior has one data channel, this one has {}", den.channels);
     cfg.denoiser.check_resolution(n).map_err(|e| anyhow!("prior at n = {n}: {e}"))?;
-    let fno_cfg_pad = operator.pad_len(n);
-    let fno_net = OwnedNet::new(
-        NetParts {
-            lift: &operator.lift,
-            spectral: &operator.spectral,
-            skip: &operator.skip,
-            proj_hidden: &operator.proj_hidden,
-            proj_out: &operator.proj_out,
-            modes: operator.modes,
-            pad: fno_cfg_pad,
-        },
-        n,
-        quant,
-        "surrogate",
-    )?;
+    let fno_net = match &forward {
+        ForwardModel::Surrogate(operator) => Some((
+            OwnedNet::new(
+                NetParts {
+                    lift: &operator.lift,
+                    spectral: &operator.spectral,
+                    skip: &operator.skip,
+                    proj_hidden: &operator.proj_hidden,
+                    proj_out: &operator.proj_out,
+                    modes: operator.modes,
+                    pad: operator.pad_len(n),
+                },
+                n,
+                quant,
+                "surrogate",
+            )?,
+            &operator.normalization,
+        )),
+        ForwardModel::Solver { .. } => None,
+    };
+    let physics = match &forward {
+        ForwardModel::Surrogate(_) => None,
+        ForwardModel::Solver { pde, u_floor } => Some(physics_params(pde, *u_floor)?),
+    };
     let prior_net = OwnedNet::new(
         NetParts {
             lift: &den.lift,
@@ -333,42 +405,74 @@ pub fn build_artifact<B: Backend>(
             (2.0 * lr).sqrt(),
             1.0 / (s * s),
             sigmas.get(i + 1).copied().unwrap_or(0.0),
+            step.r_scale * edm::c_out(s, sd),
         ];
         table.extend(row.iter().map(|&v| v as f32));
         table.extend(film_table(den, s)?.iter().map(|&v| v as f32));
     }
     let table = le_bytes(&table);
     let noise = cfg.smooth_noise(n).map_err(|e| anyhow!("smooth noise at n = {n}: {e}"))?;
-    let noise = le_bytes(noise.sqrt_kernel_f32());
-    let nz = &operator.normalization;
+    let kernel = le_bytes(&kernel_f32(noise.sqrt_kernel(), n));
+    let sqrt_kernel = le_bytes(noise.sqrt_kernel_f32());
     let (pm, ps) = cfg.normalization.channel(0);
 
     let body = Body {
-        kind: KIND_SURROGATE | KIND_PRIOR | KIND_NOISE | KIND_SCHEDULE,
+        kind: KIND_PRIOR
+            | KIND_NOISE
+            | KIND_SCHEDULE
+            | if fno_net.is_some() { KIND_SURROGATE } else { 0 }
+            | if physics.is_some() { KIND_PHYSICS } else { 0 },
         problem,
         n: n as u32,
-        surrogate: Some(SurrogateParams {
-            net: fno_net.params(),
+        surrogate: fno_net.as_ref().map(|(net, nz)| SurrogateParams {
+            net: net.params(),
             a_mean: nz.a_mean as f32,
             a_std: nz.a_std as f32,
             u_mean: nz.u_mean as f32,
             u_std: nz.u_std as f32,
         }),
         prior: Some(PriorParams { net: prior_net.params(), mean: pm as f32, std: ps as f32, sigma_data: sd as f32 }),
-        noise: Some(Bytes(&noise)),
+        noise: Some(NoiseParams { sqrt_kernel: Bytes(&sqrt_kernel), kernel: Bytes(&kernel) }),
         schedule: Some(ScheduleParams {
             levels: sigmas.len() as u32,
+            step: match step.step {
+                StepKind::Langevin => STEP_LANGEVIN,
+                StepKind::GaussNewton => STEP_GAUSS_NEWTON,
+            },
             langevin: daps.langevin as u32,
+            max_sensors: step.max_sensors as u32,
             tau: daps.tau as f32,
             clamp: daps.clamp as f32,
             table: Bytes(&table),
         }),
+        physics,
     };
     let mut out = vec![0u8; artifact::encoded_len(&body)?];
     let len = artifact::encode(&body, &mut out)?;
     out.truncate(len);
     Artifact::parse(&out).context("the runtime rejects the artifact just built")?;
     Ok(out)
+}
+
+/// `K1 = L L` (L symmetric) in f64, rounded to f32: the 1-D factor of the
+/// noise covariance `C = K1 (x) K1`.
+fn kernel_f32(l: &[f64], n: usize) -> Vec<f32> {
+    (0..n * n).map(|k| (0..n).map(|c| l[(k / n) * n + c] * l[c * n + k % n]).sum::<f64>() as f32).collect()
+}
+
+/// The artifact's exact-physics section for `pde`.
+fn physics_params(pde: &crate::pde::PdeConfig, u_floor: f64) -> Result<PhysicsParams> {
+    use crate::pde::PdeKind;
+    use ddis_runtime::physics::{PDE_DARCY, PDE_HELMHOLTZ, PDE_POISSON};
+    ensure!(u_floor.is_finite() && u_floor > 0.0, "the readings' unit floor must be finite and > 0, not {u_floor}");
+    let (code, shift, floor) = match pde.kind {
+        // Half the lower phase: iterates may leave [a_low, a_high], the
+        // operator must stay definite.
+        PdeKind::Darcy => (PDE_DARCY, 0.0, 0.5 * pde.darcy.a_low.min(pde.darcy.a_high)),
+        PdeKind::Poisson => (PDE_POISSON, 0.0, 1.0),
+        PdeKind::Helmholtz => (PDE_HELMHOLTZ, pde.helmholtz_k * pde.helmholtz_k, 1.0),
+    };
+    Ok(PhysicsParams { pde: code, shift: shift as f32, coef_floor: floor as f32, u_floor: u_floor as f32 })
 }
 
 fn describe_net(out: &mut String, name: &str, net: &ddis_runtime::operator::Operator<'_>) {
@@ -401,6 +505,7 @@ pub fn inspect(bytes: &[u8]) -> Result<String> {
         (artifact::KIND_PRIOR, "prior"),
         (artifact::KIND_NOISE, "noise"),
         (artifact::KIND_SCHEDULE, "schedule"),
+        (artifact::KIND_PHYSICS, "exact physics"),
     ]
     .iter()
     .filter(|(f, _)| kind & f != 0)
@@ -425,23 +530,37 @@ pub fn inspect(bytes: &[u8]) -> Result<String> {
     if let Some(nz) = art.noise() {
         let _ = writeln!(out, "noise: {0} x {0} square-root kernel, {1} bytes", nz.n(), nz.bytes());
     }
-    if let Some(s) = art.schedule() {
+    if let Some(p) = art.physics() {
+        let (factor, solve) = p.factor_solve_madds();
         let _ = writeln!(
             out,
-            "schedule: {} levels x {} Langevin steps (one ODE step), tau {}, clamp {}, {} bytes",
+            "physics: exact finite differences on {0} x {0}, banded L D L^T ({factor} multiply-adds per factorisation, {solve} per solve); readings' unit floor {1}",
+            p.n(),
+            p.u_floor()
+        );
+    }
+    if let Some(s) = art.schedule() {
+        let inner = match s.step() {
+            ddis_runtime::schedule::Step::Langevin => "Langevin steps",
+            ddis_runtime::schedule::Step::GaussNewton => "Gauss-Newton iterations",
+        };
+        let _ = writeln!(
+            out,
+            "schedule: {} levels x {} {inner} (one ODE step), tau {}, clamp {}, at most {} sensors, {} bytes",
             s.levels(),
             s.langevin(),
             s.tau(),
             s.clamp(),
+            s.max_sensors(),
             s.bytes()
         );
-        let _ = writeln!(out, "  level   sigma        lr           sqrt(2 lr)   c_skip   c_out");
+        let _ = writeln!(out, "  level   sigma        lr           sqrt(2 lr)   c_skip   c_out    r");
         for i in 0..s.levels() {
             if let Ok(l) = s.level(i) {
                 let _ = writeln!(
                     out,
-                    "  {i:>5}   {:<11.4e}  {:<11.4e}  {:<11.4e}  {:<7.4}  {:<7.4}",
-                    l.sigma, l.lr, l.noise_std, l.c_skip, l.c_out
+                    "  {i:>5}   {:<11.4e}  {:<11.4e}  {:<11.4e}  {:<7.4}  {:<7.4}  {:<7.4}",
+                    l.sigma, l.lr, l.noise_std, l.c_skip, l.c_out, l.r
                 );
             }
         }

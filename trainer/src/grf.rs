@@ -173,8 +173,9 @@ impl GrfSampler {
 
 /// `phi_k(t_m)` for an `n`-node axis as a table `[k * n + m]`. The angle
 /// `pi k m / N` is reduced modulo `2 pi` in integers first, so large `k m`
-/// keep full accuracy.
-fn basis_table(n: usize) -> Vec<f64> {
+/// keep full accuracy. Shared with `exact`, whose covariance must be the
+/// one these samples have.
+pub(crate) fn basis_table(n: usize) -> Vec<f64> {
     let big_n = n - 1;
     let mut table = vec![0.0; n * n];
     for k in 0..n {

@@ -8,6 +8,7 @@ pub mod cli;
 pub mod data;
 pub mod device;
 pub mod eval;
+pub mod exact;
 pub mod export;
 pub mod grf;
 pub mod grid;
