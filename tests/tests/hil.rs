@@ -19,6 +19,24 @@ fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
 }
 
+/// Instructions per posterior sample measured with the shipped artifacts
+/// (Gauss-Newton step, exact physics, 10 levels; docs/results.md), by
+/// sensor count. The test fails 5 % above them: a slower device is a
+/// regression to explain, not noise (`-icount` counts are exact).
+const MEASURED_INSTRUCTIONS: [(usize, u64); 2] = [(31, 953_978_400), (100, 1_857_357_200)];
+/// The Poisson image with 31 sensors.
+const MEASURED_POISSON_INSTRUCTIONS: u64 = 907_200_480;
+/// Allowed growth over the measured counts.
+const INSTRUCTION_SLACK: f64 = 1.05;
+
+fn under_ceiling(what: &str, got: u64, measured: u64) {
+    let ceiling = (measured as f64 * INSTRUCTION_SLACK) as u64;
+    assert!(
+        got <= ceiling,
+        "{what}: {got} instructions per posterior sample, ceiling {ceiling} (measured {measured} + 5 %)"
+    );
+}
+
 /// The firmware image embedding `models/poisson32.ddis` (scripts/test.sh).
 const POISSON_ELF: &str = "firmware/target/ddis-firmware-poisson";
 
@@ -86,6 +104,9 @@ fn device_matches_host_runtime_bit_for_bit_and_survives_hostile_frames() {
         assert_eq!(run.report.denoiser_calls, host.stats.denoiser_calls);
         assert_eq!(run.report.clamped, host.stats.clamped);
         assert!(run.report.instructions > 0);
+        let measured = MEASURED_INSTRUCTIONS.iter().find(|(k, _)| *k == count).map(|&(_, m)| m).unwrap();
+        under_ceiling(&format!("case {k}"), run.report.instructions / u64::from(samples), measured);
+        assert_eq!(run.report.clamped, 0, "the Gauss-Newton step never clamps");
     }
 
     // Hostile frames: each answered with an error, then a ping still works.
@@ -172,6 +193,7 @@ fn poisson_image_matches_host_runtime_bit_for_bit() {
     let host = ddis_trainer::export::runtime_posterior(&bytes, &obs, 1, 9).unwrap();
     let run = dev.reconstruct(n, &device::sensor_rows(&obs), 0.0, 9, 1, true).unwrap();
     eprintln!("poisson: {} instructions", run.report.instructions);
+    under_ceiling("poisson", run.report.instructions, MEASURED_POISSON_INSTRUCTIONS);
     assert_eq!(same_bits(&run.mean, &host.mean), None, "mean differs from the host runtime");
     assert_eq!(same_bits(&run.std, &host.std), None, "std differs from the host runtime");
     assert_eq!((run.report.guide_calls, run.report.clamped), (host.stats.guide_calls, host.stats.clamped));
