@@ -133,7 +133,7 @@ pub(crate) fn dense_solve(a: &[f32], k: usize, x: &mut [f32]) {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     /// A reproducible SPD band matrix: a shifted 1-D/2-D-like stencil with
@@ -161,8 +161,9 @@ mod tests {
         (band, dense)
     }
 
-    /// Dense Gaussian elimination in f64: the plain reference.
-    fn dense_reference(a: &[f64], b: &[f64]) -> Vec<f64> {
+    /// Dense Gaussian elimination in f64 (no pivoting: SPD), the plain
+    /// reference of every direct solve in the runtime's tests.
+    pub(crate) fn dense_reference(a: &[f64], b: &[f64]) -> Vec<f64> {
         let n = b.len();
         let mut a = a.to_vec();
         let mut x = b.to_vec();

@@ -4,6 +4,7 @@
 //! map and a Gaussian prior (Matheron's rule), and the sampler end to end.
 
 use crate::artifact::{Artifact, PhysicsParams, STEP_GAUSS_NEWTON, STEP_LANGEVIN};
+use crate::banded::tests::dense_reference as dense_solve;
 use crate::gauss_newton::{self, Fields, Linear, Setting, step_mem_len};
 use crate::noise::SmoothNoise;
 use crate::physics::{PDE_DARCY, PDE_POISSON, Physics};
@@ -54,26 +55,6 @@ fn dense_operator(coef: &[f64]) -> Vec<f64> {
         }
     }
     k
-}
-
-/// Dense f64 solve by Gaussian elimination (no pivoting: SPD).
-fn dense_solve(a: &[f64], b: &[f64]) -> Vec<f64> {
-    let n = b.len();
-    let (mut a, mut x) = (a.to_vec(), b.to_vec());
-    for c in 0..n {
-        for r in c + 1..n {
-            let f = a[r * n + c] / a[c * n + c];
-            for k in c..n {
-                a[r * n + k] -= f * a[c * n + k];
-            }
-            x[r] -= f * x[c];
-        }
-    }
-    for c in (0..n).rev() {
-        let s: f64 = (c + 1..n).map(|k| a[c * n + k] * x[k]).sum();
-        x[c] = (x[c] - s) / a[c * n + c];
-    }
-    x
 }
 
 /// f32 banded solve against the f64 dense reference.
