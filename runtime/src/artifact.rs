@@ -33,7 +33,7 @@ pub const MAGIC: [u8; 4] = *b"DDIS";
 /// The format version this runtime writes and reads. Any change to the
 /// layout of [`Body`] (a field added, removed, reordered or retyped) bumps
 /// it; readers accept exactly their own version.
-pub const FORMAT_VERSION: u16 = 3;
+pub const FORMAT_VERSION: u16 = 4;
 
 /// Bytes before the postcard body: magic and version.
 pub const HEADER_LEN: usize = 6;
@@ -209,6 +209,54 @@ pub struct PhysicsParams {
     pub u_floor: f32,
 }
 
+/// What the models were trained on: the law of the input field and the
+/// range of the solution over the training data. The sampler does not read
+/// it; hosts use it to draw demo truths from the model's own law, to score
+/// Darcy phases, and to check readings against the training range.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct DataParams {
+    /// Darcy: the coefficient below the threshold (0 for the other PDEs).
+    pub phase_low: f32,
+    /// Darcy: the coefficient at or above the threshold (0 otherwise).
+    pub phase_high: f32,
+    /// Darcy: the GRF level that separates the phases.
+    pub threshold: f32,
+    /// Smoothness `alpha` of the GRF the inputs were drawn from (> 0).
+    pub grf_alpha: f32,
+    /// Inverse length `tau` of that GRF (> 0).
+    pub grf_tau: f32,
+    /// Helmholtz wave number `k` (0 for the other PDEs).
+    pub helmholtz_k: f32,
+    /// Smallest solution value over the training data.
+    pub u_min: f32,
+    /// Largest solution value over the training data (`>= u_min`).
+    pub u_max: f32,
+}
+
+impl DataParams {
+    /// Checks every value is finite, the GRF parameters positive and the
+    /// range ordered.
+    pub fn validate(&self) -> Result<(), Error> {
+        let all = [
+            (self.phase_low, "phase_low"),
+            (self.phase_high, "phase_high"),
+            (self.threshold, "threshold"),
+            (self.helmholtz_k, "helmholtz_k"),
+            (self.u_min, "u_min"),
+            (self.u_max, "u_max"),
+        ];
+        for (v, field) in all {
+            finite(v, field)?;
+        }
+        positive(self.grf_alpha, "grf_alpha")?;
+        positive(self.grf_tau, "grf_tau")?;
+        if self.u_min > self.u_max {
+            return Err(Error::InvalidValue { field: "u_max" });
+        }
+        Ok(())
+    }
+}
+
 /// The prior's smooth training noise: `C = K1 (x) K1` with `K1` the 1-D
 /// RBF kernel matrix and `L` its symmetric square root.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
@@ -298,6 +346,8 @@ pub struct Body<'a> {
     /// Exact physics, used by the sampler instead of the surrogate when
     /// present.
     pub physics: Option<PhysicsParams>,
+    /// The training data's law and solution range (always present).
+    pub data: DataParams,
 }
 
 impl Body<'_> {
@@ -356,6 +406,7 @@ pub struct Artifact<'a> {
     noise: Option<SmoothNoise<'a>>,
     schedule: Option<Schedule<'a>>,
     physics: Option<Physics>,
+    data: DataParams,
 }
 
 impl<'a> Artifact<'a> {
@@ -405,6 +456,7 @@ impl<'a> Artifact<'a> {
             return Err(Error::DimOutOfRange { field: "n", value: n, min: 3, max: MAX_N });
         }
         let grid = Grid::new(n)?;
+        body.data.validate()?;
         let surrogate = match &body.surrogate {
             Some(s) => Some(Fno::from_params(s, n)?),
             None => None,
@@ -426,7 +478,7 @@ impl<'a> Artifact<'a> {
             (Some(_), None) => return Err(Error::MissingPart { part: "prior" }),
             (None, _) => None,
         };
-        Ok(Self { grid, kind: present, problem, len, crc, surrogate, prior, noise, schedule, physics })
+        Ok(Self { grid, kind: present, problem, len, crc, surrogate, prior, noise, schedule, physics, data: body.data })
     }
 
     /// The grid every field lives on.
@@ -477,6 +529,11 @@ impl<'a> Artifact<'a> {
     /// The DAPS schedule, if present.
     pub fn schedule(&self) -> Option<&Schedule<'a>> {
         self.schedule.as_ref()
+    }
+
+    /// The training data's law and solution range.
+    pub fn data(&self) -> DataParams {
+        self.data
     }
 
     /// Exact physics, if present.

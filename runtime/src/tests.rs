@@ -384,6 +384,9 @@ fn absurd_shapes_with_a_valid_crc_are_errors() {
         &|e| matches!(e, Error::InvalidValue { .. })
     );
     check!(b => b.physics = Some(PhysicsParams { pde: 1, shift: 0.0, coef_floor: 1.0, u_floor: 1.0 }), "physics without its flag", &|e| matches!(e, Error::KindMismatch { .. }));
+    check!(b => b.data.u_min = f32::NAN, "NaN solution range", &|e| matches!(e, Error::NonFinite { field: "u_min", .. }));
+    check!(b => b.data.u_max = -1.0, "range upside down", &|e| matches!(e, Error::InvalidValue { field: "u_max" }));
+    check!(b => b.data.grf_tau = 0.0, "zero GRF tau", &|e| matches!(e, Error::InvalidValue { field: "grf_tau" }));
     check!(b => b.schedule.as_mut().unwrap().levels = 0, "no levels", &dim);
     check!(b => b.schedule.as_mut().unwrap().levels = u32::MAX, "levels huge", &dim);
     check!(b => b.schedule.as_mut().unwrap().levels = 2, "levels differ from the table", &shape);

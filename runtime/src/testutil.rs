@@ -62,6 +62,7 @@ pub(crate) fn quantize_rows(w: &[f32], rows: usize, cols: usize) -> (Vec<u8>, Ve
 }
 
 use crate::artifact::{
+    DataParams,
     Body, Bytes, KIND_NOISE, KIND_PHYSICS, KIND_PRIOR, KIND_SCHEDULE, KIND_SURROGATE, LEVEL_SCALARS, LinearParams,
     NoiseParams, OperatorParams, PhysicsParams, PriorParams, STEP_LANGEVIN, ScheduleParams, SurrogateParams, Weights,
     encode, encoded_len,
@@ -196,6 +197,17 @@ pub(crate) const TINY_PRIOR: OperatorShape =
 pub(crate) const FNO_NORM: (f32, f32, f32, f32) = (7.5, 4.5, 0.2, 0.1);
 /// Prior normalisation of the fixtures.
 pub(crate) const PRIOR_NORM: (f32, f32) = (7.4, 4.4);
+/// The data section of the test artifacts (Darcy phases 3 / 12).
+pub(crate) const TEST_DATA: DataParams = DataParams {
+    phase_low: 3.0,
+    phase_high: 12.0,
+    threshold: 0.0,
+    grf_alpha: 2.0,
+    grf_tau: 3.0,
+    helmholtz_k: 0.0,
+    u_min: 0.0,
+    u_max: 0.4,
+};
 
 impl Fixture {
     pub(crate) fn new(seed: u64, fno: OperatorShape, prior: OperatorShape, int8: bool) -> Self {
@@ -284,6 +296,7 @@ impl Fixture {
                 table: Bytes(&self.table),
             }),
             physics: None,
+            data: TEST_DATA,
         }
     }
 

@@ -5,7 +5,7 @@
 
 use std::path::PathBuf;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
 
 use crate::data::{self, GenOptions};
@@ -20,6 +20,10 @@ use crate::train::TrainConfig;
 use crate::train::backend::{BackendKind, Cpu, CpuAutodiff};
 use crate::train::diffusion::{DiffusionKind, DiffusionOptions, train_diffusion};
 use crate::train::operator::{OperatorOptions, OperatorSummary, train_operator};
+
+/// Posterior samples drawn by default wherever a posterior is drawn
+/// (`demo`, `reconstruct`, `eval`, `device`).
+pub const DEFAULT_SAMPLES: usize = 4;
 
 /// Calls the training function `$f::<B>($opts, &device)` on the backend
 /// chosen by `--backend` (a generic function cannot be passed as a value).
@@ -102,7 +106,7 @@ pub struct DeviceArgs {
     #[arg(long)]
     pub obs: PathBuf,
     /// Standard deviation of the reading noise (physical units).
-    #[arg(long, default_value_t = 0.0)]
+    #[arg(long = "noise-std", alias = "noise", default_value_t = 0.0)]
     pub noise: f64,
     /// Output folder: mean.npy, std.npy, readings.csv, panel.png.
     #[arg(long)]
@@ -110,9 +114,12 @@ pub struct DeviceArgs {
     /// Seed of the device sampler.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
-    /// Posterior samples.
-    #[arg(long, default_value_t = 1)]
+    /// Posterior samples (mean and std are over these).
+    #[arg(long, default_value_t = DEFAULT_SAMPLES as u8)]
     pub samples: u8,
+    /// Replace --out even if ddis did not write it.
+    #[arg(long)]
+    pub force: bool,
     /// Seconds to wait for the reconstruction.
     #[arg(long, default_value_t = 600)]
     pub timeout_secs: u64,
@@ -174,7 +181,7 @@ pub struct DemoArgs {
     /// PDE of the truth drawn for the demo [default: the artifact's problem, else darcy]
     #[arg(long)]
     pub pde: Option<PdeKind>,
-    /// Artifact [default: models/<pde>32.ddis]
+    /// Artifact [default: the shipped models/<pde>32.ddis, found from any folder; $DDIS_MODELS overrides]
     #[arg(long)]
     pub artifact: Option<PathBuf>,
     /// Reconstruct these readings (CSV `x,y,value` or .npy [K, 3]) instead of a fresh truth.
@@ -183,18 +190,21 @@ pub struct DemoArgs {
     /// Sensors on the fresh truth (random interior nodes).
     #[arg(long, default_value_t = 31)]
     pub sensors: usize,
-    /// Posterior samples.
-    #[arg(long, default_value_t = 4)]
+    /// Posterior samples (mean and std are over these).
+    #[arg(long, default_value_t = DEFAULT_SAMPLES)]
     pub samples: usize,
-    /// Seed of the truth, the sensors and the sampler (3 is a typical case; errors vary from case to case).
+    /// Seed of the truth, the sensors and the sampler: each seed is another case (3, the default, is a typical one; errors vary from case to case).
     #[arg(long, default_value_t = 3)]
     pub seed: u64,
     /// Standard deviation of the reading noise (physical units).
-    #[arg(long, default_value_t = 0.0)]
+    #[arg(long = "noise-std", alias = "noise", default_value_t = 0.0)]
     pub noise: f64,
-    /// Output folder: panel.png, mean.npy, std.npy (and truth.npy, readings.csv).
+    /// Output folder: panel.png, mean.npy, std.npy, truth.npy, readings.csv, run.json (replaced whole on every run).
     #[arg(long, default_value = "demo")]
     pub out: PathBuf,
+    /// Replace --out even if ddis did not write it.
+    #[arg(long)]
+    pub force: bool,
 }
 
 /// Sampler knobs shared by `reconstruct` and `eval` (defaults in docs/results.md).
@@ -204,10 +214,10 @@ pub struct SamplerArgs {
     #[arg(long)]
     pub schedule: Option<String>,
     /// DAPS likelihood width tau, relative to the RMS of the readings [default: per schedule]
-    #[arg(long)]
+    #[arg(long = "likelihood-width", alias = "tau")]
     pub tau: Option<f64>,
-    /// DAPS Langevin step at the first level (capped by lr_cap * sigma^2)
-    #[arg(long)]
+    /// DAPS Langevin step size at the first level (capped by lr_cap * sigma^2)
+    #[arg(long = "langevin-step", alias = "lr")]
     pub lr: Option<f64>,
     /// DAPS highest annealing level
     #[arg(long)]
@@ -262,13 +272,16 @@ pub enum SamplerKind {
 /// Arguments of `ddis reconstruct`.
 #[derive(Debug, Args)]
 pub struct ReconstructArgs {
-    /// Prior run (`ddis train prior`).
-    #[arg(long, required_unless_present_any = ["joint", "artifact"])]
+    /// Prior run (`ddis train prior`) [default: the shipped prior for --pde]
+    #[arg(long)]
     pub prior: Option<PathBuf>,
+    /// Problem of the shipped models used when --prior is not given.
+    #[arg(long, default_value = "darcy")]
+    pub pde: PdeKind,
     /// Run the device runtime on this artifact (`ddis export`) instead of the burn host sampler.
     #[arg(long, conflicts_with_all = ["prior", "operator", "joint", "sampler", "physics"])]
     pub artifact: Option<PathBuf>,
-    /// Surrogate run (`ddis train operator`); needed with `--physics surrogate`.
+    /// Surrogate run (`ddis train operator`) for `--physics surrogate` [default: the shipped 100 %-pairs surrogate for the prior's problem]
     #[arg(long)]
     pub operator: Option<PathBuf>,
     /// Sample the joint baseline of this run instead of prior + physics.
@@ -277,20 +290,23 @@ pub struct ReconstructArgs {
     /// Sensor readings: CSV with header `x,y,value` (x, y in [0,1]) or .npy [K, 3].
     #[arg(long)]
     pub obs: PathBuf,
-    /// Output folder: mean.npy, std.npy, samples.npy, panel.png.
+    /// Output folder: mean.npy, std.npy, samples.npy, readings.csv, panel.png, run.json (replaced whole).
     #[arg(long)]
     pub out: PathBuf,
+    /// Replace --out even if ddis did not write it.
+    #[arg(long)]
+    pub force: bool,
     /// Sampler.
     #[arg(long, value_enum, default_value_t = SamplerKind::Daps)]
     pub sampler: SamplerKind,
     /// Posterior samples (mean and std are over these).
-    #[arg(long, default_value_t = 8)]
+    #[arg(long, default_value_t = DEFAULT_SAMPLES)]
     pub samples: usize,
     /// Seed of the sampler.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
     /// Standard deviation of the reading noise (physical units).
-    #[arg(long, default_value_t = 0.0)]
+    #[arg(long = "noise-std", alias = "noise", default_value_t = 0.0)]
     pub noise: f64,
     /// Guide through the trained surrogate or the exact finite-difference solver.
     #[arg(long, value_enum, default_value_t = Physics::Surrogate)]
@@ -318,16 +334,16 @@ pub struct EvalArgs {
     #[arg(long, default_value = "ddis-daps,ddis-dps,joint-dps,joint-daps")]
     pub methods: String,
     /// Paired-data fractions of the surrogate and joint runs, comma-separated.
-    #[arg(long, default_value = "1.0")]
+    #[arg(long = "paired-fraction", alias = "paired", default_value = "1.0")]
     pub paired: String,
     /// Posterior samples per case.
-    #[arg(long, default_value_t = 4)]
+    #[arg(long, default_value_t = DEFAULT_SAMPLES)]
     pub samples: usize,
     /// Cases per sampler batch.
     #[arg(long, default_value_t = 25)]
     pub batch_cases: usize,
     /// Standard deviation of the reading noise (physical units).
-    #[arg(long, default_value_t = 0.0)]
+    #[arg(long = "noise-std", alias = "noise", default_value_t = 0.0)]
     pub noise: f64,
     /// Physics of the decoupled methods.
     #[arg(long, value_enum, default_value_t = Physics::Surrogate)]
@@ -338,19 +354,22 @@ pub struct EvalArgs {
     /// Evaluate on validation cases (for tuning) instead of test cases.
     #[arg(long)]
     pub validation: bool,
-    /// Folder holding the trained runs (found by their config).
-    #[arg(long, default_value = "runs")]
-    pub runs: PathBuf,
+    /// Folder holding the trained runs (found by their config) [default: ./runs, then the shipped models/host]
+    #[arg(long)]
+    pub runs: Option<PathBuf>,
     /// Dataset (default: the prior run's).
     #[arg(long)]
     pub data: Option<PathBuf>,
     /// Cases with a PNG panel per method.
     #[arg(long, default_value_t = 3)]
     pub panels: usize,
-    /// Report folder.
+    /// Report folder (replaced whole; run.json records the settings).
     #[arg(long)]
     pub out: PathBuf,
-    /// Artifact for the `device` method (the no_std runtime) [default: models/<pde><res>.ddis]
+    /// Replace --out even if ddis did not write it.
+    #[arg(long)]
+    pub force: bool,
+    /// Artifact for the `device` method (the no_std runtime) [default: the shipped models/<pde><res>.ddis]
     #[arg(long)]
     pub artifact: Option<PathBuf>,
     #[command(flatten)]
@@ -396,10 +415,20 @@ pub struct CommonTrainArgs {
     /// Run directory (config, split, checkpoints, model, loss curves).
     #[arg(long)]
     pub out: PathBuf,
-    /// Model size preset.
+    /// Model size preset (a named model config; --model-config keys override it).
     #[arg(long, value_enum, default_value_t = Size::Device)]
     pub size: Size,
-    /// Optimiser steps.
+    /// JSON model settings laid over the --size preset, in the form of the run's
+    /// config.json "model", every key optional: e.g. {"width": 8, "modes": 4,
+    /// "layers": 2} for `operator`, {"denoiser": {"width": 8, "modes": 4}} for
+    /// `prior`/`joint`. Unknown keys, zero sizes and modes the grid cannot
+    /// carry are errors; "normalization" is ignored (fitted on the data).
+    #[arg(long, value_name = "FILE.json")]
+    pub model_config: Option<PathBuf>,
+    /// Optimiser steps. With --resume, a new value (not below the step the run
+    /// reached) re-plans the rest of the run: the learning rate continues from
+    /// its value at the resume step and decays by a cosine to 1 % of --lr at
+    /// the new end; the warm-up stays the run's.
     #[arg(long, default_value_t = 2000)]
     pub steps: usize,
     /// Samples per step.
@@ -417,7 +446,9 @@ pub struct CommonTrainArgs {
     /// Steps between checkpoints (one is always written at the end).
     #[arg(long, default_value_t = 500)]
     pub checkpoint_every: usize,
-    /// Continue the run in --out from its last checkpoint.
+    /// Continue the run in --out from its last checkpoint. Every other option
+    /// must match the run's; only --steps may change (see --steps). At the
+    /// same --steps the result is bit for bit an uninterrupted run's.
     #[arg(long)]
     pub resume: bool,
     /// Compute backend.
@@ -433,6 +464,8 @@ impl CommonTrainArgs {
         crate::train::Session { resume: self.resume, progress, halt_after: self.halt_after }
     }
 
+    /// The training knobs of a new run; on `--resume` the run's recorded
+    /// warm-up, log interval and extensions replace the derived ones.
     fn train_config(&self) -> TrainConfig {
         TrainConfig {
             steps: self.steps,
@@ -442,7 +475,47 @@ impl CommonTrainArgs {
             checkpoint_every: self.checkpoint_every,
             warmup: (self.steps / 20).clamp(1, 200),
             log_every: (self.steps / 100).clamp(1, 100),
+            extensions: Vec::new(),
         }
+    }
+
+    /// The surrogate's settings: the `--size` preset under `--model-config`.
+    fn fno_config(&self) -> Result<FnoConfig> {
+        let preset = match self.size {
+            Size::Device => FnoConfig::device(),
+            Size::Host => FnoConfig::host(),
+        };
+        self.model_config(preset, |mut c| {
+            c.normalization = crate::model::fno::Normalization::identity();
+            c.validate().map(|()| c)
+        })
+    }
+
+    /// The diffusion model's settings for `channels` data channels: the
+    /// `--size` preset under `--model-config`.
+    fn edm_config(&self, channels: usize) -> Result<EdmConfig> {
+        let preset = EdmConfig::new(match self.size {
+            Size::Device => DenoiserConfig::device(channels),
+            Size::Host => DenoiserConfig::host(channels),
+        });
+        self.model_config(preset, |mut c| {
+            c.normalization = crate::model::denoiser::ChannelNorm::identity();
+            c.validate().map(|()| c)
+        })
+    }
+
+    /// `preset` with the keys of `--model-config` laid over it, then checked
+    /// by `check` (which also drops the fitted normalisation).
+    fn model_config<T: serde::Serialize + serde::de::DeserializeOwned>(
+        &self,
+        preset: T,
+        check: impl FnOnce(T) -> Result<T, crate::pde::PdeError>,
+    ) -> Result<T> {
+        let Some(file) = &self.model_config else {
+            return Ok(preset);
+        };
+        let cfg = crate::train::model_config(&preset, file)?;
+        check(cfg).map_err(|e| anyhow::anyhow!("--model-config {}: {e}", file.display()))
     }
 }
 
@@ -523,10 +596,10 @@ pub struct GenArgs {
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
     /// GRF smoothness alpha of the covariance (-Laplacian + tau^2)^(-alpha).
-    #[arg(long, default_value_t = 2.0)]
+    #[arg(long = "grf-alpha", alias = "alpha", default_value_t = 2.0)]
     pub alpha: f64,
-    /// GRF inverse length scale tau.
-    #[arg(long, default_value_t = 3.0)]
+    /// GRF inverse length scale tau of that covariance.
+    #[arg(long = "grf-tau", alias = "tau", default_value_t = 3.0)]
     pub tau: f64,
     /// Output directory.
     #[arg(long)]
@@ -564,59 +637,62 @@ fn read_artifact(path: &std::path::Path) -> Result<Vec<u8>> {
     })
 }
 
-/// Writes mean.npy, std.npy and panel.png (with the truth and the error
-/// when the truth is known) into `out`.
+/// Writes mean.npy, std.npy, readings.csv and panel.png (with the truth
+/// and the error when the truth is known) into the staged folder `out`.
 fn write_reconstruction(
-    out: &std::path::Path,
+    out: &crate::output::Staged,
     n: usize,
     obs: &crate::observe::Observations,
     truth: Option<&[f32]>,
     mean: &[f32],
     std: &[f32],
 ) -> Result<()> {
-    std::fs::create_dir_all(out).map_err(|e| anyhow::anyhow!("cannot create {}: {e}", out.display()))?;
     crate::npy::write(&out.join("mean.npy"), &[n, n], mean)?;
     crate::npy::write(&out.join("std.npy"), &[n, n], std)?;
     if let Some(t) = truth {
         crate::npy::write(&out.join("truth.npy"), &[n, n], t)?;
     }
+    obs.write_csv(&out.join("readings.csv"))?;
     crate::eval::write_panel(&out.join("panel.png"), n, truth, obs, mean, std)
 }
 
-/// `ddis demo`: a fresh truth from the PDE's generator (or the user's
-/// readings), reconstructed by the device runtime from the shipped artifact.
+/// `ddis demo`: a fresh truth from the law the artifact's models were
+/// trained on (or the user's readings), reconstructed by the device runtime
+/// from the shipped artifact.
 fn demo(args: &DemoArgs, progress: bool) -> Result<()> {
     let path = args
         .artifact
         .clone()
-        .unwrap_or_else(|| PathBuf::from(format!("models/{}32.ddis", args.pde.unwrap_or(PdeKind::Darcy).name())));
+        .unwrap_or_else(|| crate::output::shipped_artifact(args.pde.unwrap_or(PdeKind::Darcy).name(), 32));
     let bytes = read_artifact(&path)?;
     let art = ddis_runtime::Artifact::parse(&bytes).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
     let n = art.n();
     let problem = art.problem();
-    let kind = match args.pde {
-        Some(k) => {
-            anyhow::ensure!(
-                k.name() == problem,
-                "{} is a {problem} artifact, not {k}: pass --pde {problem}, or --artifact with a {k} artifact",
-                path.display()
-            );
-            Some(k)
-        }
-        None => problem.parse::<PdeKind>().ok(),
-    };
-    let (truth, obs, pde) = match (&args.obs, kind) {
-        (Some(file), _) => (None, crate::observe::Observations::load(file, n, args.noise)?, None),
-        (None, Some(k)) => {
-            let pde = PdeConfig::for_kind(k);
-            let (t, o) = crate::eval::synthetic_case(&pde, n, args.sensors, args.noise, args.seed)?;
-            (Some(t), o, Some(pde))
+    if let Some(k) = args.pde {
+        anyhow::ensure!(
+            k.name() == problem,
+            "{} is a {problem} artifact, not {k}: pass --pde {problem}, or --artifact with a {k} artifact",
+            path.display()
+        );
+    }
+    // The artifact's own law: its Darcy phases, GRF and wave number.
+    let law = crate::export::artifact_pde(&art);
+    let (truth, obs) = match (&args.obs, &law) {
+        (Some(file), _) => (None, crate::observe::Observations::load(file, n, args.noise)?),
+        (None, Some(pde)) => {
+            let (t, o) = crate::eval::synthetic_case(pde, n, args.sensors, args.noise, args.seed)?;
+            (Some(t), o)
         }
         (None, None) => anyhow::bail!(
             "{} is for the problem `{problem}`, for which ddis cannot draw a ground truth: pass your readings with --obs",
             path.display()
         ),
     };
+    let data = art.data();
+    for w in obs.warnings(Some((data.u_min as f64, data.u_max as f64))) {
+        crate::output::warn(w);
+    }
+    let out = crate::output::Staged::new(&args.out, args.force)?;
     if progress {
         eprintln!(
             "{}: {} readings on a {n}x{n} grid; {} posterior samples with {} ...",
@@ -629,22 +705,43 @@ fn demo(args: &DemoArgs, progress: bool) -> Result<()> {
     let t0 = std::time::Instant::now();
     let post = crate::export::runtime_posterior(&bytes, &obs, args.samples, args.seed)?;
     let secs = t0.elapsed().as_secs_f64();
-    write_reconstruction(&args.out, n, &obs, truth.as_deref(), &post.mean, &post.std)?;
-    obs.write_csv(&args.out.join("readings.csv"))?;
+    warn_clamped(post.stats.clamped as usize);
+    write_reconstruction(&out, n, &obs, truth.as_deref(), &post.mean, &post.std)?;
+    let metrics = match (&truth, &law) {
+        (Some(t), Some(pde)) => Some(crate::eval::case_metrics(pde, t, &post.mean, &post.std, n)?),
+        _ => None,
+    };
+    let record = serde_json::json!({
+        "command": "demo",
+        "ddis_version": env!("CARGO_PKG_VERSION"),
+        "models": { "artifact": crate::output::model_entry(&path)? },
+        "problem": problem,
+        "grid": n,
+        "readings": match &args.obs {
+            Some(f) => serde_json::json!({ "file": f.display().to_string(), "count": obs.len(), "noise_std": args.noise }),
+            None => serde_json::json!({ "synthetic_sensors": obs.len(), "noise_std": args.noise }),
+        },
+        "samples": args.samples,
+        "seed": args.seed,
+        "seconds": { "sampler": secs },
+        "sampler": runtime_counters(&post.stats),
+        "metrics": metrics,
+    });
+    let dir = out.commit(&record)?;
     println!(
         "reconstructed {n}x{n} {problem} from {} readings in {secs:.2} s ({} samples, device runtime, int8 or f32 as exported)",
         obs.len(),
         args.samples
     );
-    if let (Some(t), Some(pde)) = (&truth, &pde) {
-        let m = crate::eval::case_metrics(pde, t, &post.mean, &post.std, n)?;
+    if let Some(m) = &metrics {
         print!("relative L2 error {:.1} %", 100.0 * m.rel_l2);
         if let Some(e) = m.error_rate {
             print!(", error rate {:.1} % of nodes in the wrong phase", 100.0 * e);
         }
         println!(", truth inside mean +- 2 std at {:.0} % of nodes", 100.0 * m.calibration);
     }
-    println!("wrote {}/panel.png (truth, sensors, mean, std, |error|), mean.npy, std.npy", args.out.display());
+    let panels = if truth.is_some() { "truth, sensors, mean, std, |error|" } else { "sensors, mean, std" };
+    println!("wrote {}/panel.png ({panels}), mean.npy, std.npy, readings.csv, run.json", dir.display());
     Ok(())
 }
 
@@ -655,18 +752,13 @@ fn train_diffusion_cmd(
     stat_samples: usize,
     progress: bool,
 ) -> Result<()> {
-    let channels = kind.channels();
-    let denoiser = match c.size {
-        Size::Device => DenoiserConfig::device(channels),
-        Size::Host => DenoiserConfig::host(channels),
-    };
     let opts = DiffusionOptions {
         kind,
         data: c.data.clone(),
         out: c.out.clone(),
         paired_fraction,
         split_seed: c.split_seed,
-        model: EdmConfig::new(denoiser),
+        model: c.edm_config(kind.channels())?,
         train: c.train_config(),
         stat_samples,
         session: c.session(progress),
@@ -685,6 +777,286 @@ fn train_diffusion_cmd(
         s.mean_spectrum_error_geometric,
         s.mean_spectrum_error_arithmetic,
         c.out.display()
+    );
+    Ok(())
+}
+
+/// `ddis export`: the device artifact from a prior run and a forward model.
+fn export_cmd(args: &ExportArgs) -> Result<()> {
+    let (daps, _) = args.sampler_args.configs(true)?;
+    anyhow::ensure!(args.force || !args.out.exists(), "{} exists; pass --force to replace it", args.out.display());
+    let device = Default::default();
+    let (prior, cfg) = crate::train::diffusion::load_diffusion::<Cpu>(&args.prior, &device)?;
+    let problem = cfg.data_meta.pde.kind;
+    let operator = match &args.operator {
+        Some(dir) => {
+            let (operator, op_cfg) = crate::train::operator::load_operator_run::<Cpu>(dir, &device)?;
+            crate::eval::ensure_same_problem(
+                ("the prior", &args.prior, &cfg.data_meta),
+                ("the surrogate", dir, &op_cfg.data_meta),
+            )?;
+            Some(operator)
+        }
+        None => None,
+    };
+    // The readings' range (and spread) over the training data, recorded in
+    // the artifact so hosts and the device can check readings against it.
+    let stats = match crate::data::solution_stats(std::path::Path::new(&cfg.data)) {
+        Ok(s) => s,
+        Err(e) => {
+            let Some(op) = &operator else {
+                return Err(e.context(format!(
+                    "the prior's dataset {} is needed for the readings' range (or pass --operator)",
+                    cfg.data
+                )));
+            };
+            let nz = &op.normalization;
+            crate::output::warn(format_args!(
+                "cannot read the prior's dataset {} ({e:#}); the readings' range is taken as the surrogate's u mean +- 6 std",
+                cfg.data
+            ));
+            crate::data::SolutionStats {
+                spread: nz.u_std,
+                min: nz.u_mean - 6.0 * nz.u_std,
+                max: nz.u_mean + 6.0 * nz.u_std,
+            }
+        }
+    };
+    let forward = match (args.physics, &operator) {
+        (Physics::Surrogate, Some(op)) => crate::export::ForwardModel::Surrogate(op),
+        (Physics::Surrogate, None) => anyhow::bail!("--physics surrogate needs --operator"),
+        (Physics::Solver, op) => {
+            let u_floor = op.as_ref().map(|op| op.normalization.u_std).unwrap_or(stats.spread);
+            crate::export::ForwardModel::Solver { pde: cfg.data_meta.pde, u_floor }
+        }
+    };
+    let step = crate::export::DeviceStep { step: args.step, max_sensors: args.max_sensors, r_scale: args.r_scale };
+    let n = args.res.unwrap_or(cfg.data_meta.res);
+    let data = crate::export::data_params(&cfg.data_meta.pde, (stats.min, stats.max));
+    let bytes =
+        crate::export::build_artifact_with(&prior, forward, &daps, &step, problem.name(), data, n, args.quant)?;
+    if let Some(dir) = args.out.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)?;
+    }
+    let tmp = args.out.with_extension("partial");
+    std::fs::write(&tmp, &bytes).map_err(|e| anyhow::anyhow!("cannot write {}: {e}", tmp.display()))?;
+    std::fs::rename(&tmp, &args.out)?;
+    print!("{}", crate::export::inspect(&bytes)?);
+    for w in crate::export::budget_warnings(&bytes)? {
+        crate::output::warn(w);
+    }
+    println!("wrote {} ({} bytes)", args.out.display(), bytes.len());
+    Ok(())
+}
+
+/// The shipped host run `models/host/<pde><res>-<name>` (e.g. `prior`,
+/// `op-p100`), or an error saying how to get one.
+fn shipped_run(pde: PdeKind, res: usize, name: &str) -> Result<PathBuf> {
+    let dir = crate::output::shipped_runs().join(format!("{}{res}-{name}", pde.name()));
+    anyhow::ensure!(
+        dir.join("model.bin").is_file(),
+        "no shipped {name} model for {pde} {res}x{res} at {}: pass a run you trained (`ddis train ...`)",
+        dir.display()
+    );
+    Ok(dir)
+}
+
+/// `ddis reconstruct --artifact`: the device runtime on the host.
+fn reconstruct_artifact_cmd(args: &ReconstructArgs) -> Result<()> {
+    let path = args.artifact.clone().unwrap_or_default();
+    let bytes = read_artifact(&path)?;
+    let art = ddis_runtime::Artifact::parse(&bytes).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    let obs = crate::observe::Observations::load(&args.obs, art.n(), args.noise)?;
+    let data = art.data();
+    for w in obs.warnings(Some((data.u_min as f64, data.u_max as f64))) {
+        crate::output::warn(w);
+    }
+    let out = crate::output::Staged::new(&args.out, args.force)?;
+    let t0 = std::time::Instant::now();
+    let post = crate::export::runtime_posterior(&bytes, &obs, args.samples, args.seed)?;
+    let secs = t0.elapsed().as_secs_f64();
+    warn_clamped(post.stats.clamped as usize);
+    write_reconstruction(&out, art.n(), &obs, None, &post.mean, &post.std)?;
+    let record = serde_json::json!({
+        "command": "reconstruct",
+        "ddis_version": env!("CARGO_PKG_VERSION"),
+        "models": { "artifact": crate::output::model_entry(&path)? },
+        "problem": art.problem(),
+        "grid": art.n(),
+        "readings": { "file": args.obs.display().to_string(), "count": obs.len(), "noise_std": args.noise },
+        "method": "device runtime",
+        "samples": args.samples,
+        "seed": args.seed,
+        "seconds": { "sampler": secs },
+        "sampler": runtime_counters(&post.stats),
+    });
+    let dir = out.commit(&record)?;
+    eprintln!(
+        "{} posterior samples in {secs:.2} s on the device runtime ({} denoiser calls, {} guide calls, {} clamped) -> {}",
+        args.samples,
+        post.stats.denoiser_calls,
+        post.stats.guide_calls,
+        post.stats.clamped,
+        dir.display()
+    );
+    Ok(())
+}
+
+/// The device runtime's counters for a `run.json`.
+fn runtime_counters(s: &ddis_runtime::sampler::SampleStats) -> serde_json::Value {
+    serde_json::json!({
+        "denoiser_calls": s.denoiser_calls,
+        "guide_calls": s.guide_calls,
+        "clamped": s.clamped,
+        "non_finite": s.non_finite,
+    })
+}
+
+/// A warning when the sampler's safety clamp fired.
+fn warn_clamped(clamped: usize) {
+    if clamped > 0 {
+        crate::output::warn(format_args!(
+            "the sampler's safety clamp changed {clamped} node values: the posterior may be distorted (a smaller step, or another schedule)"
+        ));
+    }
+}
+
+/// `ddis reconstruct` with the burn host samplers; the shipped host models
+/// when no run is named.
+fn reconstruct_cmd(args: ReconstructArgs, progress: bool) -> Result<()> {
+    let (daps, dps) = args.sampler_args.configs(args.sampler == SamplerKind::DapsLite)?;
+    let method = match (args.sampler, args.joint.is_some()) {
+        (SamplerKind::Dps, false) => Method::DdisDps,
+        (SamplerKind::Dps, true) => Method::JointDps,
+        (_, false) => Method::DdisDaps,
+        (_, true) => Method::JointDaps,
+    };
+    let prior = match (&args.prior, &args.joint) {
+        (Some(p), _) => Some(p.clone()),
+        (None, Some(_)) => None,
+        (None, None) => Some(shipped_run(args.pde, 32, "prior")?),
+    };
+    let operator = match (&args.operator, &prior, args.physics, &args.joint) {
+        (Some(o), ..) => Some(o.clone()),
+        (None, Some(p), Physics::Surrogate, None) => {
+            let cfg = crate::train::run::RunDir::read_config(p)?;
+            let pde = cfg
+                .pointer("/data_meta/pde/kind")
+                .and_then(|v| v.as_str())
+                .and_then(|k| k.parse::<PdeKind>().ok())
+                .with_context(|| format!("{} has no readable problem in its config.json", p.display()))?;
+            let res = cfg.pointer("/data_meta/res").and_then(|v| v.as_u64()).unwrap_or(32) as usize;
+            Some(shipped_run(pde, res, "op-p100").context("--physics surrogate needs --operator")?)
+        }
+        _ => None,
+    };
+    let opts = ReconstructOptions {
+        prior,
+        operator,
+        joint: args.joint,
+        obs: args.obs,
+        noise: args.noise,
+        method: MethodSpec { method, daps, dps },
+        physics: args.physics,
+        samples: args.samples,
+        seed: args.seed,
+        out: args.out.clone(),
+        force: args.force,
+        progress,
+    };
+    let post = run_reconstruct::<CpuAutodiff>(&opts, &Default::default())?;
+    eprintln!(
+        "{} posterior samples in {:.2} s ({} denoiser calls, {} guide calls, {} clamped) -> {}",
+        post.samples,
+        post.seconds,
+        post.stats.denoiser_calls,
+        post.stats.guide_calls,
+        post.stats.clamped,
+        args.out.display()
+    );
+    Ok(())
+}
+
+/// `ddis eval`.
+fn eval_cmd(args: EvalArgs, progress: bool) -> Result<()> {
+    let (daps, dps) = args.sampler_args.configs(false)?;
+    let methods = args
+        .methods
+        .split(',')
+        .filter(|m| !m.trim().is_empty())
+        .map(|m| MethodSpec::parse(m, &daps, &dps))
+        .collect::<Result<Vec<_>>>()?;
+    let paired = args
+        .paired
+        .split(',')
+        .map(|p| {
+            p.trim()
+                .parse::<f64>()
+                .ok()
+                .filter(|v| *v > 0.0 && *v <= 1.0)
+                .ok_or_else(|| anyhow::anyhow!("--paired-fraction: `{p}` is not a fraction in (0, 1]"))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let runs = match args.runs {
+        Some(r) => vec![r],
+        None => vec![PathBuf::from("runs"), crate::output::shipped_runs()],
+    };
+    let opts = EvalOptions {
+        pde: args.pde,
+        res: args.res,
+        cases: args.cases,
+        sensors: args.sensors,
+        noise: args.noise,
+        methods,
+        paired,
+        physics: args.physics,
+        samples: args.samples,
+        batch_cases: args.batch_cases,
+        seed: args.seed,
+        validation: args.validation,
+        runs,
+        force: args.force,
+        data: args.data,
+        panels: args.panels,
+        out: args.out.clone(),
+        artifact: Some(args.artifact.clone().unwrap_or_else(|| crate::output::shipped_artifact(args.pde.name(), args.res))),
+        progress,
+    };
+    run_eval::<CpuAutodiff>(&opts, &Default::default())?;
+    println!("wrote {}", args.out.join("results.md").display());
+    Ok(())
+}
+
+/// `ddis device`: one reconstruction on the firmware (QEMU or a board).
+fn device_cmd(args: DeviceArgs, progress: bool) -> Result<()> {
+    use crate::device::{DeviceOptions, QemuOptions, Transport, device_reconstruct};
+    let transport = match args.serial {
+        Some(port) => Transport::Serial { port, baud: args.baud },
+        None => Transport::Qemu(QemuOptions { machine: args.machine, elf: args.elf, ..QemuOptions::default() }),
+    };
+    let opts = DeviceOptions {
+        transport,
+        obs: args.obs,
+        noise: args.noise,
+        out: args.out.clone(),
+        force: args.force,
+        seed: args.seed,
+        samples: args.samples,
+        timeout: std::time::Duration::from_secs(args.timeout_secs),
+    };
+    if progress {
+        eprintln!("reconstructing on the device (under QEMU this takes tens of seconds) ...");
+    }
+    let r = device_reconstruct(&opts)?;
+    let ins = r.run.report.instructions;
+    println!(
+        "device: {0}x{0} field in {1:.1} s wall; {ins} instructions = {2:.1} s at 168 MHz (an estimate from instructions, not cycles); stack high-water {3} B of {4} B -> {5}",
+        r.info.n,
+        r.seconds,
+        ins as f64 / 168e6,
+        r.info.stack_high_water,
+        r.info.stack_bytes,
+        args.out.display()
     );
     Ok(())
 }
@@ -759,10 +1131,7 @@ pub fn run(cli: Cli) -> Result<()> {
                 out: c.out.clone(),
                 paired_fraction: args.paired_fraction,
                 split_seed: c.split_seed,
-                model: match c.size {
-                    Size::Device => FnoConfig::device(),
-                    Size::Host => FnoConfig::host(),
-                },
+                model: c.fno_config()?,
                 train: c.train_config(),
                 session: c.session(progress),
             };
@@ -784,189 +1153,28 @@ pub fn run(cli: Cli) -> Result<()> {
             train_diffusion_cmd(DiffusionKind::Joint, &args.common, args.paired_fraction, 64, progress)?
         }
         Command::EvalOperator(args) => {
+            let cfg: crate::train::operator::OperatorRunConfig =
+                serde_json::from_value(crate::train::run::RunDir::read_config(&args.operator)?)
+                    .with_context(|| format!("{} is not an operator run", args.operator.display()))?;
+            let meta = crate::data::DatasetMeta::load(&args.data)?;
+            crate::eval::ensure_same_problem(
+                ("the surrogate", &args.operator, &cfg.data_meta),
+                ("the dataset", &args.data, &meta),
+            )?;
             let (mean, stderr, count) =
                 crate::train::operator::eval_operator::<Cpu>(&args.operator, &args.data, &Default::default())?;
             println!("relative L2 {mean:.4} +- {stderr:.4} over {count} samples of {}", args.data.display());
         }
-        Command::Reconstruct(args) if args.artifact.is_some() => {
-            let path = args.artifact.clone().unwrap_or_default();
-            let bytes = read_artifact(&path)?;
-            let art = ddis_runtime::Artifact::parse(&bytes).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
-            let obs = crate::observe::Observations::load(&args.obs, art.n(), args.noise)?;
-            let t0 = std::time::Instant::now();
-            let post = crate::export::runtime_posterior(&bytes, &obs, args.samples, args.seed)?;
-            let secs = t0.elapsed().as_secs_f64();
-            write_reconstruction(&args.out, art.n(), &obs, None, &post.mean, &post.std)?;
-            eprintln!(
-                "{} posterior samples in {secs:.2} s on the device runtime ({} denoiser calls, {} guide calls, {} clamped) -> {}",
-                args.samples,
-                post.stats.denoiser_calls,
-                post.stats.guide_calls,
-                post.stats.clamped,
-                args.out.display()
-            );
-        }
-        Command::Reconstruct(args) => {
-            let (daps, dps) = args.sampler_args.configs(args.sampler == SamplerKind::DapsLite)?;
-            let method = match (args.sampler, args.joint.is_some()) {
-                (SamplerKind::Dps, false) => Method::DdisDps,
-                (SamplerKind::Dps, true) => Method::JointDps,
-                (_, false) => Method::DdisDaps,
-                (_, true) => Method::JointDaps,
-            };
-            let opts = ReconstructOptions {
-                prior: args.prior,
-                operator: args.operator,
-                joint: args.joint,
-                obs: args.obs,
-                noise: args.noise,
-                method: MethodSpec { method, daps, dps },
-                physics: args.physics,
-                samples: args.samples,
-                seed: args.seed,
-                out: args.out.clone(),
-                progress,
-            };
-            let post = run_reconstruct::<CpuAutodiff>(&opts, &Default::default())?;
-            eprintln!(
-                "{} posterior samples in {:.2} s ({} denoiser calls, {} guide calls, {} clamped) -> {}",
-                post.samples,
-                post.seconds,
-                post.stats.denoiser_calls,
-                post.stats.guide_calls,
-                post.stats.clamped,
-                args.out.display()
-            );
-        }
-        Command::Eval(args) => {
-            let (daps, dps) = args.sampler_args.configs(false)?;
-            let methods = args
-                .methods
-                .split(',')
-                .filter(|m| !m.trim().is_empty())
-                .map(|m| MethodSpec::parse(m, &daps, &dps))
-                .collect::<Result<Vec<_>>>()?;
-            let paired = args
-                .paired
-                .split(',')
-                .map(|p| {
-                    p.trim()
-                        .parse::<f64>()
-                        .ok()
-                        .filter(|v| *v > 0.0 && *v <= 1.0)
-                        .ok_or_else(|| anyhow::anyhow!("--paired: `{p}` is not a fraction in (0, 1]"))
-                })
-                .collect::<Result<Vec<_>>>()?;
-            let opts = EvalOptions {
-                pde: args.pde,
-                res: args.res,
-                cases: args.cases,
-                sensors: args.sensors,
-                noise: args.noise,
-                methods,
-                paired,
-                physics: args.physics,
-                samples: args.samples,
-                batch_cases: args.batch_cases,
-                seed: args.seed,
-                validation: args.validation,
-                runs: args.runs,
-                data: args.data,
-                panels: args.panels,
-                out: args.out.clone(),
-                artifact: args
-                    .artifact
-                    .clone()
-                    .or_else(|| Some(PathBuf::from(format!("models/{}{}.ddis", args.pde.name(), args.res)))),
-                progress,
-            };
-            run_eval::<CpuAutodiff>(&opts, &Default::default())?;
-            println!("wrote {}", args.out.join("results.md").display());
-        }
-        Command::Export(args) => {
-            let (daps, _) = args.sampler_args.configs(true)?;
-            anyhow::ensure!(
-                args.force || !args.out.exists(),
-                "{} exists; pass --force to replace it",
-                args.out.display()
-            );
-            let device = Default::default();
-            let (prior, cfg) = crate::train::diffusion::load_diffusion::<Cpu>(&args.prior, &device)?;
-            let problem = cfg.data_meta.pde.kind;
-            let operator = match &args.operator {
-                Some(dir) => {
-                    let (operator, op_cfg) = crate::train::operator::load_operator_run::<Cpu>(dir, &device)?;
-                    anyhow::ensure!(
-                        op_cfg.data_meta.pde.kind == problem,
-                        "the prior was trained on {problem} fields ({}), the surrogate on {} ({}): export a pair trained for one problem",
-                        cfg.data,
-                        op_cfg.data_meta.pde.kind,
-                        op_cfg.data
-                    );
-                    Some(operator)
-                }
-                None => None,
-            };
-            let forward = match (args.physics, &operator) {
-                (Physics::Surrogate, Some(op)) => crate::export::ForwardModel::Surrogate(op),
-                (Physics::Surrogate, None) => anyhow::bail!("--physics surrogate needs --operator"),
-                (Physics::Solver, op) => {
-                    let u_floor = match op {
-                        Some(op) => op.normalization.u_std,
-                        None => crate::data::solution_spread(std::path::Path::new(&cfg.data))?,
-                    };
-                    crate::export::ForwardModel::Solver { pde: cfg.data_meta.pde, u_floor }
-                }
-            };
-            let step =
-                crate::export::DeviceStep { step: args.step, max_sensors: args.max_sensors, r_scale: args.r_scale };
-            let n = args.res.unwrap_or(cfg.data_meta.res);
-            let bytes =
-                crate::export::build_artifact_with(&prior, forward, &daps, &step, problem.name(), n, args.quant)?;
-            if let Some(dir) = args.out.parent().filter(|d| !d.as_os_str().is_empty()) {
-                std::fs::create_dir_all(dir)?;
-            }
-            let tmp = args.out.with_extension("partial");
-            std::fs::write(&tmp, &bytes).map_err(|e| anyhow::anyhow!("cannot write {}: {e}", tmp.display()))?;
-            std::fs::rename(&tmp, &args.out)?;
-            print!("{}", crate::export::inspect(&bytes)?);
-            println!("wrote {} ({} bytes)", args.out.display(), bytes.len());
-        }
+        Command::Reconstruct(args) if args.artifact.is_some() => reconstruct_artifact_cmd(&args)?,
+        Command::Reconstruct(args) => reconstruct_cmd(args, progress)?,
+        Command::Eval(args) => eval_cmd(args, progress)?,
+        Command::Export(args) => export_cmd(&args)?,
         Command::Inspect(args) => {
             let bytes = read_artifact(&args.artifact)?;
             print!("{}", crate::export::inspect(&bytes)?);
         }
         Command::Demo(args) => demo(&args, progress)?,
-        Command::Device(args) => {
-            use crate::device::{DeviceOptions, QemuOptions, Transport, device_reconstruct};
-            let transport = match args.serial {
-                Some(port) => Transport::Serial { port, baud: args.baud },
-                None => Transport::Qemu(QemuOptions { machine: args.machine, elf: args.elf, ..QemuOptions::default() }),
-            };
-            let opts = DeviceOptions {
-                transport,
-                obs: args.obs,
-                noise: args.noise,
-                out: args.out.clone(),
-                seed: args.seed,
-                samples: args.samples,
-                timeout: std::time::Duration::from_secs(args.timeout_secs),
-            };
-            if progress {
-                eprintln!("reconstructing on the device (under QEMU this takes tens of seconds) ...");
-            }
-            let r = device_reconstruct(&opts)?;
-            let ins = r.run.report.instructions;
-            println!(
-                "device: {0}x{0} field in {1:.1} s wall; {ins} instructions = {2:.1} s at 168 MHz (an estimate from instructions, not cycles); stack high-water {3} B of {4} B -> {5}",
-                r.info.n,
-                r.seconds,
-                ins as f64 / 168e6,
-                r.info.stack_high_water,
-                r.info.stack_bytes,
-                args.out.display()
-            );
-        }
+        Command::Device(args) => device_cmd(args, progress)?,
     }
     Ok(())
 }

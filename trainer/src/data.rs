@@ -57,11 +57,28 @@ impl DatasetMeta {
 /// at `dir` (the readings' unit floor of exact-physics artifacts, as the
 /// surrogate's `u_std` is for the surrogate).
 pub fn solution_spread(dir: &Path) -> Result<f64> {
+    Ok(solution_stats(dir)?.spread)
+}
+
+/// Summary of every value of `u` in a dataset.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct SolutionStats {
+    /// Population standard deviation.
+    pub spread: f64,
+    /// Smallest value.
+    pub min: f64,
+    /// Largest value.
+    pub max: f64,
+}
+
+/// The spread and range of every value of `u` in the dataset at `dir`.
+pub fn solution_stats(dir: &Path) -> Result<SolutionStats> {
     let u = npy::read(&dir.join("u.npy")).with_context(|| format!("cannot read the solutions of {}", dir.display()))?;
     let count = u.data.len().max(1) as f64;
     let mean = u.data.iter().map(|&v| v as f64).sum::<f64>() / count;
     let var = u.data.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>() / count;
-    Ok(var.sqrt())
+    let (min, max) = u.data.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), &v| (lo.min(v as f64), hi.max(v as f64)));
+    Ok(SolutionStats { spread: var.sqrt(), min, max })
 }
 
 /// The random stream of sample `index` of a dataset with `seed`.

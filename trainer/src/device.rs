@@ -5,7 +5,7 @@
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -392,8 +392,11 @@ pub struct DeviceOptions {
     pub obs: PathBuf,
     /// Noise level of the readings.
     pub noise: f64,
-    /// Output directory (mean.npy, std.npy, readings.csv, panel.png).
+    /// Output directory (mean.npy, std.npy, readings.csv, panel.png,
+    /// run.json), replaced whole.
     pub out: PathBuf,
+    /// Replace `out` even if ddis did not write it.
+    pub force: bool,
     /// Sampler seed.
     pub seed: u64,
     /// Posterior samples (1..=255).
@@ -428,18 +431,29 @@ pub fn device_reconstruct(opts: &DeviceOptions) -> Result<DeviceResult> {
     let info = dev.info()?;
     let n = usize::from(info.n);
     let obs = Observations::load(&opts.obs, n, opts.noise).with_context(|| format!("read {}", opts.obs.display()))?;
+    for w in obs.warnings(None) {
+        crate::output::warn(w);
+    }
+    let out = crate::output::Staged::new(&opts.out, opts.force)?;
     let t0 = Instant::now();
     let run = dev.reconstruct(n, &sensor_rows(&obs), opts.noise as f32, opts.seed, opts.samples, true)?;
     let seconds = t0.elapsed().as_secs_f64();
     let info = dev.info()?;
-    write_outputs(&opts.out, n, &obs, &run)?;
-    Ok(DeviceResult { info, run, seconds, log: dev.log() })
-}
-
-fn write_outputs(out: &Path, n: usize, obs: &Observations, run: &DeviceRun) -> Result<()> {
-    std::fs::create_dir_all(out).with_context(|| format!("create {}", out.display()))?;
     crate::npy::write(&out.join("mean.npy"), &[n, n], &run.mean)?;
     crate::npy::write(&out.join("std.npy"), &[n, n], &run.std)?;
     obs.write_csv(&out.join("readings.csv"))?;
-    crate::eval::write_panel(&out.join("panel.png"), n, None, obs, &run.mean, &run.std)
+    crate::eval::write_panel(&out.join("panel.png"), n, None, &obs, &run.mean, &run.std)?;
+    let record = serde_json::json!({
+        "command": "device",
+        "ddis_version": env!("CARGO_PKG_VERSION"),
+        "device": { "n": info.n, "max_sensors": info.max_sensors, "artifact_crc32": format!("{:#010x}", info.artifact_crc) },
+        "readings": { "file": opts.obs.display().to_string(), "count": obs.len(), "noise_std": opts.noise },
+        "samples": opts.samples,
+        "seed": opts.seed,
+        "seconds": { "wall": seconds },
+        "instructions": run.report.instructions,
+        "stack_high_water": info.stack_high_water,
+    });
+    out.commit(&record)?;
+    Ok(DeviceResult { info, run, seconds, log: dev.log() })
 }

@@ -29,7 +29,7 @@ use crate::sample::{
     dps_sample,
 };
 use crate::train::diffusion::{DiffusionKind, DiffusionRunConfig, load_diffusion};
-use crate::train::operator::load_operator;
+use crate::train::operator::{load_operator, load_operator_run};
 use crate::train::run::{RunDir, Split};
 
 /// Which sampler on which model pair.
@@ -307,6 +307,39 @@ pub fn phase_threshold(pde: &PdeConfig) -> f64 {
     0.5 * (pde.darcy.a_low + pde.darcy.a_high)
 }
 
+/// Refuses two models (or a model and a dataset) made for different
+/// problems: another PDE, other Darcy phases or another Helmholtz `k`.
+/// Each side is `(what, path, its dataset description)`; the error names
+/// both and what differs.
+pub fn ensure_same_problem(
+    a: (&str, &Path, &crate::data::DatasetMeta),
+    b: (&str, &Path, &crate::data::DatasetMeta),
+) -> Result<()> {
+    let (pa, pb) = (&a.2.pde, &b.2.pde);
+    let differs = if pa.kind != pb.kind {
+        Some(format!("{} fields vs {} fields", pa.kind, pb.kind))
+    } else if pa.kind == PdeKind::Darcy && pa.darcy != pb.darcy {
+        Some(format!(
+            "Darcy phases {}/{} (threshold {}) vs {}/{} (threshold {})",
+            pa.darcy.a_low, pa.darcy.a_high, pa.darcy.threshold, pb.darcy.a_low, pb.darcy.a_high, pb.darcy.threshold
+        ))
+    } else if pa.kind == PdeKind::Helmholtz && pa.helmholtz_k != pb.helmholtz_k {
+        Some(format!("Helmholtz k = {} vs k = {}", pa.helmholtz_k, pb.helmholtz_k))
+    } else {
+        None
+    };
+    match differs {
+        None => Ok(()),
+        Some(what) => bail!(
+            "{} ({}) and {} ({}) were made for different problems: {what}; use models trained for one problem",
+            a.0,
+            a.1.display(),
+            b.0,
+            b.1.display()
+        ),
+    }
+}
+
 /// Fraction of nodes where the truth lies within `mean +- 2 std`.
 pub fn calibration(truth: &[f32], mean: &[f32], std: &[f32]) -> f64 {
     let inside = truth.iter().zip(mean).zip(std).filter(|((t, m), s)| (*t - *m).abs() <= 2.0 * **s).count();
@@ -343,8 +376,10 @@ pub fn case_metrics(pde: &PdeConfig, truth: &[f32], mean: &[f32], std: &[f32], n
     })
 }
 
-/// Writes the panel of one case: truth (if known), sensors, posterior mean,
-/// std and error (if the truth is known), each on its own colour scale.
+/// Writes the panel of one case: truth (if known), sensor readings,
+/// posterior mean, std and |error| (if the truth is known), titled, with
+/// x/y axes and colour bars; truth and mean share one colour scale (see
+/// [`crate::plot::posterior_panels`]).
 pub fn write_panel(
     path: &Path,
     n: usize,
@@ -353,22 +388,8 @@ pub fn write_panel(
     mean: &[f32],
     std: &[f32],
 ) -> Result<()> {
-    let mut sensors = vec![f32::NAN; n * n];
-    for (&k, &v) in obs.nodes.iter().zip(&obs.values) {
-        sensors[k] = v as f32;
-    }
-    let mut fields: Vec<Vec<f32>> = vec![];
-    if let Some(t) = truth {
-        fields.push(t.to_vec());
-    }
-    fields.push(sensors);
-    fields.push(mean.to_vec());
-    fields.push(std.to_vec());
-    if let Some(t) = truth {
-        fields.push(mean.iter().zip(t).map(|(m, t)| (m - t).abs()).collect());
-    }
-    let refs: Vec<&[f32]> = fields.iter().map(|f| f.as_slice()).collect();
-    crate::plot::panels(path, &refs, n, refs.len())
+    let panels = crate::plot::posterior_panels(n, truth, obs, mean, std)?;
+    crate::plot::PanelFigure::new(n, panels)?.save(path)
 }
 
 /// A run found under `--runs`.
@@ -386,6 +407,25 @@ pub struct FoundRun {
     pub paired_fraction: f64,
     /// Its dataset directory.
     pub data: String,
+    /// Index of the runs folder it was found in (earlier folders win).
+    pub rank: usize,
+}
+
+/// The runs of every folder in `roots` that exists, in order; a folder
+/// named first wins when two hold a run for the same slot. None of them
+/// existing is an error naming them.
+pub fn find_runs_in(roots: &[PathBuf]) -> Result<Vec<FoundRun>> {
+    let mut out = vec![];
+    for (rank, root) in roots.iter().enumerate().filter(|(_, r)| r.is_dir()) {
+        out.extend(find_runs(root)?.into_iter().map(|r| FoundRun { rank, ..r }));
+    }
+    if out.is_empty() && !roots.iter().any(|r| r.is_dir()) {
+        bail!(
+            "none of the runs folders exists: {}",
+            roots.iter().map(|r| r.display().to_string()).collect::<Vec<_>>().join(", ")
+        );
+    }
+    Ok(out)
 }
 
 /// Every run directory directly under `root` with a readable config and a
@@ -406,6 +446,7 @@ pub fn find_runs(root: &Path) -> Result<Vec<FoundRun>> {
             res: cfg.pointer("/data_meta/res").and_then(|v| v.as_u64()).unwrap_or_default() as usize,
             paired_fraction: get("paired_fraction").as_f64().unwrap_or(f64::NAN),
             data: get("data").as_str().unwrap_or_default().to_string(),
+            rank: 0,
             path,
         });
     }
@@ -416,11 +457,14 @@ pub fn find_runs(root: &Path) -> Result<Vec<FoundRun>> {
 /// The one run of `kind` for this PDE and grid (and paired fraction, for
 /// operator and joint runs); an error lists the candidates otherwise.
 pub fn pick_run(runs: &[FoundRun], kind: &str, pde: &str, res: usize, paired: Option<f64>) -> Result<PathBuf> {
-    let hits: Vec<&FoundRun> = runs
+    let mut hits: Vec<&FoundRun> = runs
         .iter()
         .filter(|r| r.kind == kind && r.pde == pde && r.res == res)
         .filter(|r| paired.is_none_or(|p| (r.paired_fraction - p).abs() < 1e-9))
         .collect();
+    if let Some(first) = hits.iter().map(|r| r.rank).min() {
+        hits.retain(|r| r.rank == first);
+    }
     let what = match paired {
         Some(p) => format!("{kind} run for {pde} {res}x{res} with paired fraction {p}"),
         None => format!("{kind} run for {pde} {res}x{res}"),
@@ -466,8 +510,10 @@ pub struct EvalOptions {
     pub seed: u64,
     /// Use validation cases instead of test cases (for tuning).
     pub validation: bool,
-    /// Runs folder.
-    pub runs: PathBuf,
+    /// Runs folders, searched in order (the first with a matching run wins).
+    pub runs: Vec<PathBuf>,
+    /// Replace `out` even when ddis did not write it.
+    pub force: bool,
     /// Dataset override.
     pub data: Option<PathBuf>,
     /// Cases with a PNG panel per method.
@@ -575,17 +621,18 @@ pub fn run_eval<AB: AutodiffBackend>(opts: &EvalOptions, device: &AB::Device) ->
     if opts.methods.iter().any(|m| m.method == Method::Exact) {
         crate::exact::check_linear_gaussian(opts.pde)?;
     }
-    // The exact method alone needs no model: without a prior run it takes
-    // the dataset from --data and the split from the training default seed.
-    let exact_only = opts.methods.iter().all(|m| m.method == Method::Exact);
-    let runs = if exact_only && !opts.runs.is_dir() { vec![] } else { find_runs(&opts.runs)? };
+    // The exact and device methods need no trained run: without a prior
+    // run they take the dataset from --data and the split from the
+    // training default seed.
+    let model_free = opts.methods.iter().all(|m| matches!(m.method, Method::Exact | Method::Device));
+    let runs = if model_free && !opts.runs.iter().any(|r| r.is_dir()) { vec![] } else { find_runs_in(&opts.runs)? };
     let has_prior = runs.iter().any(|r| r.kind == "prior" && r.pde == pde_name && r.res == opts.res);
-    let prior = if exact_only && !has_prior {
+    let roots = opts.runs.iter().map(|r| r.display().to_string()).collect::<Vec<_>>().join(", ");
+    let prior = if model_free && (!has_prior || opts.data.is_some()) {
         ensure!(
             opts.data.is_some(),
-            "no prior run for {pde_name} {0}x{0} under {1}: the exact method alone needs only the dataset, so pass --data DIR (the test split then uses split seed {DEFAULT_SPLIT_SEED}, the `ddis train` default)",
+            "no prior run for {pde_name} {0}x{0} under {roots}: the exact and device methods need only the dataset, so pass --data DIR (the test split then uses split seed {DEFAULT_SPLIT_SEED}, the `ddis train` default)",
             opts.res,
-            opts.runs.display()
         );
         None
     } else {
@@ -635,7 +682,23 @@ pub fn run_eval<AB: AutodiffBackend>(opts: &EvalOptions, device: &AB::Device) ->
         let nodes = random_interior_nodes(n, opts.sensors, &mut rng)?;
         cases.push(Observations::measure(n, nodes, &data.u[i * per..(i + 1) * per], opts.noise, &mut rng)?);
     }
-    std::fs::create_dir_all(&opts.out).with_context(|| format!("cannot create {}", opts.out.display()))?;
+    let record = serde_json::json!({
+        "command": "eval",
+        "ddis_version": env!("CARGO_PKG_VERSION"),
+        "problem": pde_name,
+        "grid": n,
+        "data": data_dir.display().to_string(),
+        "split": if opts.validation { "validation" } else { "test" },
+        "cases": opts.cases,
+        "sensors": opts.sensors,
+        "noise_std": opts.noise,
+        "samples": opts.samples,
+        "seed": opts.seed,
+        "methods": opts.methods.iter().map(|m| format!("{} ({})", m.method.name(), m.settings())).collect::<Vec<_>>(),
+        "paired_fractions": opts.paired,
+        "prior": prior_desc,
+    });
+    crate::output::fresh_dir(&opts.out, opts.force, &record)?;
     let artifact = match (&opts.artifact, opts.methods.iter().any(|m| m.method == Method::Device)) {
         (Some(p), true) => {
             let bytes = std::fs::read(p).with_context(|| format!("cannot read the artifact {}", p.display()))?;
@@ -883,16 +946,24 @@ pub struct ReconstructOptions {
     pub seed: u64,
     /// Output folder.
     pub out: PathBuf,
+    /// Replace `out` even when ddis did not write it.
+    pub force: bool,
     /// Progress.
     pub progress: bool,
 }
 
 /// Reconstructs one field from a readings file; writes `mean.npy`,
-/// `std.npy`, `samples.npy` and `panel.png`. Returns the posterior.
+/// `std.npy`, `samples.npy`, `readings.csv`, `panel.png` and `run.json`
+/// (models with their hashes, settings, seed, timings, sampler counters)
+/// into a fresh `opts.out`. Returns the posterior.
 pub fn run_reconstruct<AB: AutodiffBackend>(opts: &ReconstructOptions, device: &AB::Device) -> Result<Posterior> {
+    let t_load = std::time::Instant::now();
     let prior = opts.prior.as_ref().map(|p| load_diffusion::<AB>(p, device)).transpose()?;
     let joint = opts.joint.as_ref().map(|p| load_diffusion::<AB>(p, device)).transpose()?;
-    let operator = opts.operator.as_ref().map(|p| load_operator::<AB>(p, device)).transpose()?;
+    let operator = opts.operator.as_ref().map(|p| load_operator_run::<AB>(p, device)).transpose()?;
+    if let (Some((_, pc)), Some((_, oc)), Some(pp), Some(op)) = (&prior, &operator, &opts.prior, &opts.operator) {
+        ensure_same_problem(("the prior", pp, &pc.data_meta), ("the surrogate", op, &oc.data_meta))?;
+    }
     let model_cfg = if opts.method.method.is_joint() { &joint } else { &prior };
     let (_, cfg) = model_cfg.as_ref().with_context(|| {
         format!(
@@ -904,7 +975,13 @@ pub fn run_reconstruct<AB: AutodiffBackend>(opts: &ReconstructOptions, device: &
     let n = cfg.data_meta.res;
     let pde = cfg.data_meta.pde;
     let obs = Observations::load(&opts.obs, n, opts.noise)?;
-    let models = Models { prior, operator, joint };
+    let range = training_range(&cfg.data, operator.as_ref().map(|(op, _)| op));
+    for w in obs.warnings(range) {
+        crate::output::warn(w);
+    }
+    let out = crate::output::Staged::new(&opts.out, opts.force)?;
+    let load_seconds = t_load.elapsed().as_secs_f64();
+    let models = Models { prior, operator: operator.map(|(op, _)| op), joint };
     let post = reconstruct_cases(
         &opts.method,
         opts.physics,
@@ -917,13 +994,61 @@ pub fn run_reconstruct<AB: AutodiffBackend>(opts: &ReconstructOptions, device: &
         opts.progress,
         device,
     )?;
+    if post.stats.clamped > 0 {
+        crate::output::warn(format_args!(
+            "the sampler's safety clamp changed {} node values: the posterior may be distorted (a smaller step, or another schedule)",
+            post.stats.clamped
+        ));
+    }
     let (mean, std) = post.mean_std(0);
-    std::fs::create_dir_all(&opts.out).with_context(|| format!("cannot create {}", opts.out.display()))?;
-    crate::npy::write(&opts.out.join("mean.npy"), &[n, n], &mean)?;
-    crate::npy::write(&opts.out.join("std.npy"), &[n, n], &std)?;
-    crate::npy::write(&opts.out.join("samples.npy"), &[post.samples, n, n], &post.fields)?;
-    write_panel(&opts.out.join("panel.png"), n, None, &obs, &mean, &std)?;
+    crate::npy::write(&out.join("mean.npy"), &[n, n], &mean)?;
+    crate::npy::write(&out.join("std.npy"), &[n, n], &std)?;
+    crate::npy::write(&out.join("samples.npy"), &[post.samples, n, n], &post.fields)?;
+    obs.write_csv(&out.join("readings.csv"))?;
+    write_panel(&out.join("panel.png"), n, None, &obs, &mean, &std)?;
+    let mut models_json = serde_json::Map::new();
+    for (name, path) in [("prior", &opts.prior), ("operator", &opts.operator), ("joint", &opts.joint)] {
+        if let Some(p) = path {
+            models_json.insert(name.into(), crate::output::model_entry(p)?);
+        }
+    }
+    let record = serde_json::json!({
+        "command": "reconstruct",
+        "ddis_version": env!("CARGO_PKG_VERSION"),
+        "models": models_json,
+        "problem": pde.kind.name(),
+        "grid": n,
+        "readings": { "file": opts.obs.display().to_string(), "count": obs.len(), "noise_std": opts.noise },
+        "method": opts.method.method.name(),
+        "physics": format!("{:?}", opts.physics).to_lowercase(),
+        "daps": serde_json::to_value(&opts.method.daps)?,
+        "dps": serde_json::to_value(&opts.method.dps)?,
+        "samples": opts.samples,
+        "seed": opts.seed,
+        "seconds": { "load": load_seconds, "sampler": post.seconds },
+        "sampler": {
+            "denoiser_calls": post.stats.denoiser_calls,
+            "denoiser_vjps": post.stats.denoiser_vjps,
+            "guide_calls": post.stats.guide_calls,
+            "clamped": post.stats.clamped,
+            "non_finite": post.stats.non_finite,
+        },
+    });
+    out.commit(&record)?;
     Ok(post)
+}
+
+/// The solution range of a model's training data, for the readings'
+/// sanity check: from the dataset when it is on disk, else the surrogate's
+/// `u` mean +- 6 std, else unknown.
+pub fn training_range<B: burn::tensor::backend::Backend>(data: &str, operator: Option<&Fno<B>>) -> Option<(f64, f64)> {
+    match crate::data::solution_stats(Path::new(data)) {
+        Ok(s) => Some((s.min, s.max)),
+        Err(_) => operator.map(|op| {
+            let nz = &op.normalization;
+            (nz.u_mean - 6.0 * nz.u_std, nz.u_mean + 6.0 * nz.u_std)
+        }),
+    }
 }
 
 /// Draws a fresh ground truth from the PDE's generator, solves it and reads
@@ -1007,7 +1132,8 @@ mod tests {
             batch_cases: 4,
             seed: 0,
             validation: false,
-            runs: root.join("no-runs"),
+            runs: vec![root.join("no-runs")],
+            force: false,
             data: Some(root.join("data")),
             panels: 0,
             out: root.join("out"),
@@ -1064,8 +1190,15 @@ mod tests {
             res: 32,
             paired_fraction: paired,
             data: String::new(),
+            rank: 0,
         };
         let runs = vec![run("p", "prior", 1.0), run("o1", "operator", 1.0), run("o2", "operator", 0.01)];
+        // A run in an earlier folder shadows one for the same slot in a
+        // later folder (your runs/ before the shipped models).
+        let shipped = FoundRun { rank: 1, ..run("shipped-p", "prior", 1.0) };
+        let both = vec![shipped.clone(), runs[0].clone()];
+        assert_eq!(pick_run(&both, "prior", "darcy", 32, None).unwrap(), PathBuf::from("p"));
+        assert_eq!(pick_run(&[shipped], "prior", "darcy", 32, None).unwrap(), PathBuf::from("shipped-p"));
         assert_eq!(pick_run(&runs, "operator", "darcy", 32, Some(0.01)).unwrap(), PathBuf::from("o2"));
         assert_eq!(pick_run(&runs, "prior", "darcy", 32, None).unwrap(), PathBuf::from("p"));
         let e = pick_run(&runs, "operator", "darcy", 32, None).unwrap_err().to_string();

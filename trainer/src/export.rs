@@ -17,6 +17,7 @@ use burn::nn::Linear;
 use burn::tensor::Tensor;
 use burn::tensor::backend::Backend;
 use ddis_runtime::artifact::{
+    DataParams,
     self, Artifact, Body, Bytes, KIND_NOISE, KIND_PHYSICS, KIND_PRIOR, KIND_SCHEDULE, KIND_SURROGATE, LEVEL_SCALARS,
     LinearParams, NoiseParams, OperatorParams, PhysicsParams, PriorParams, STEP_GAUSS_NEWTON, STEP_LANGEVIN,
     ScheduleParams, SurrogateParams, Weights,
@@ -316,7 +317,47 @@ pub fn build_artifact<B: Backend>(
     n: usize,
     quant: Quant,
 ) -> Result<Vec<u8>> {
-    build_artifact_with(prior, ForwardModel::Surrogate(operator), daps, &DeviceStep::default(), problem, n, quant)
+    let pde = crate::pde::PdeConfig::for_kind(problem.parse().unwrap_or(crate::pde::PdeKind::Darcy));
+    let data = data_params(&pde, (0.0, 1.0));
+    build_artifact_with(prior, ForwardModel::Surrogate(operator), daps, &DeviceStep::default(), problem, data, n, quant)
+}
+
+/// The artifact's data section: the input law of `pde` and the solution
+/// range `u_range` measured on the training data.
+pub fn data_params(pde: &crate::pde::PdeConfig, u_range: (f64, f64)) -> DataParams {
+    let darcy = pde.kind == crate::pde::PdeKind::Darcy;
+    let helmholtz = pde.kind == crate::pde::PdeKind::Helmholtz;
+    DataParams {
+        phase_low: if darcy { pde.darcy.a_low as f32 } else { 0.0 },
+        phase_high: if darcy { pde.darcy.a_high as f32 } else { 0.0 },
+        threshold: if darcy { pde.darcy.threshold as f32 } else { 0.0 },
+        grf_alpha: pde.grf.alpha as f32,
+        grf_tau: pde.grf.tau as f32,
+        helmholtz_k: if helmholtz { pde.helmholtz_k as f32 } else { 0.0 },
+        u_min: u_range.0 as f32,
+        u_max: u_range.1 as f32,
+    }
+}
+
+/// The PDE law an artifact was trained on (its problem name and data
+/// section); `None` for a problem ddis has no generator for.
+pub fn artifact_pde(art: &Artifact<'_>) -> Option<crate::pde::PdeConfig> {
+    let kind: crate::pde::PdeKind = art.problem().parse().ok()?;
+    let d = art.data();
+    let mut pde = crate::pde::PdeConfig::for_kind(kind);
+    pde.grf = crate::grf::GrfConfig { alpha: d.grf_alpha as f64, tau: d.grf_tau as f64 };
+    match kind {
+        crate::pde::PdeKind::Darcy => {
+            pde.darcy = crate::pde::DarcyConfig {
+                a_low: d.phase_low as f64,
+                a_high: d.phase_high as f64,
+                threshold: d.threshold as f64,
+            }
+        }
+        crate::pde::PdeKind::Helmholtz => pde.helmholtz_k = d.helmholtz_k as f64,
+        crate::pde::PdeKind::Poisson => {}
+    }
+    Some(pde)
 }
 
 /// Builds the device artifact for an `n x n` grid: the forward model (the
@@ -330,10 +371,12 @@ pub fn build_artifact_with<B: Backend>(
     daps: &DapsConfig,
     step: &DeviceStep,
     problem: &str,
+    data: DataParams,
     n: usize,
     quant: Quant,
 ) -> Result<Vec<u8>> {
     daps.validate()?;
+    data.validate().map_err(|e| anyhow!("the data section: {e}"))?;
     ensure!(
         (1..=ddis_runtime::MAX_SENSORS).contains(&step.max_sensors),
         "the sensor cap must be 1..={}, not {}",
@@ -446,6 +489,7 @@ pub fn build_artifact_with<B: Backend>(
             table: Bytes(&table),
         }),
         physics,
+        data,
     };
     let mut out = vec![0u8; artifact::encoded_len(&body)?];
     let len = artifact::encode(&body, &mut out)?;
@@ -493,6 +537,43 @@ fn describe_net(out: &mut String, name: &str, net: &ddis_runtime::operator::Oper
     );
 }
 
+/// Flash of the reference device (an STM32F4-class Cortex-M4F).
+pub const DEVICE_FLASH_BYTES: usize = 1024 * 1024;
+/// RAM of the reference device.
+pub const DEVICE_RAM_BYTES: usize = 256 * 1024;
+/// Flash the reference firmware needs besides the artifact (measured
+/// 84 094 B of code and constants, rounded up).
+pub const FIRMWARE_CODE_BYTES: usize = 96 * 1024;
+/// RAM the reference firmware needs besides the sampler's workspace and
+/// its two output fields: frame buffers and the smallest stack it accepts
+/// (firmware/src/main.rs).
+pub const FIRMWARE_RAM_BYTES: usize = 32 * 1024;
+
+/// Why an artifact will not fit the reference device (empty when it fits):
+/// flash for the artifact plus the firmware, RAM for the workspace, the
+/// two output fields and the firmware's buffers and stack.
+pub fn budget_warnings(bytes: &[u8]) -> Result<Vec<String>> {
+    let art = Artifact::parse(bytes).map_err(|e| anyhow!("invalid artifact: {e}"))?;
+    let mut out = vec![];
+    let flash = art.len_bytes() + FIRMWARE_CODE_BYTES;
+    if flash > DEVICE_FLASH_BYTES {
+        out.push(format!(
+            "the artifact ({} B) plus the firmware (about {FIRMWARE_CODE_BYTES} B) needs {flash} B of flash, more than the reference device's {DEVICE_FLASH_BYTES} B: the firmware will not link (fewer parameters, or int8)",
+            art.len_bytes()
+        ));
+    }
+    if let Some(ws) = art.workspace_bytes() {
+        let n2 = art.n() * art.n();
+        let ram = ws + 2 * n2 * 4 + FIRMWARE_RAM_BYTES;
+        if ram > DEVICE_RAM_BYTES {
+            out.push(format!(
+                "the sampler's workspace ({ws} B) plus two output fields and the firmware's buffers and stack needs {ram} B of RAM, more than the reference device's {DEVICE_RAM_BYTES} B: the firmware will not link (a smaller grid, fewer sensors with --max-sensors, or a narrower prior)"
+            ));
+        }
+    }
+    Ok(out)
+}
+
 /// A human-readable description of an artifact: kind, grid, shapes,
 /// parameter counts, sizes, workspace, CRC and schedule. Errors (damaged,
 /// wrong version, bad shapes) carry the runtime's message.
@@ -513,6 +594,19 @@ pub fn inspect(bytes: &[u8]) -> Result<String> {
     .collect();
     let _ = writeln!(out, "format: DDIS version {}", artifact::FORMAT_VERSION);
     let _ = writeln!(out, "problem: {}", art.problem());
+    let d = art.data();
+    if d.phase_low != 0.0 || d.phase_high != 0.0 {
+        let _ = writeln!(out, "phases: a = {} below the GRF level {}, {} above", d.phase_low, d.threshold, d.phase_high);
+    }
+    let _ = writeln!(
+        out,
+        "training data: GRF alpha {}, tau {}{}; u in [{:.4e}, {:.4e}]",
+        d.grf_alpha,
+        d.grf_tau,
+        if d.helmholtz_k != 0.0 { format!(", Helmholtz k {}", d.helmholtz_k) } else { String::new() },
+        d.u_min,
+        d.u_max
+    );
     let _ = writeln!(out, "kind: {kind:#04x} ({})", names.join(" + "));
     let _ = writeln!(out, "grid: {0} x {0}", art.n());
     let _ = writeln!(out, "artifact: {} bytes ({:.1} KiB)", art.len_bytes(), art.len_bytes() as f64 / 1024.0);

@@ -15,6 +15,7 @@ pub mod grid;
 pub mod metrics;
 pub mod model;
 pub mod npy;
+pub mod output;
 pub mod observe;
 pub mod pde;
 pub mod plot;

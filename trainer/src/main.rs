@@ -1,4 +1,5 @@
-//! The `ddis` binary: parses the command line and reports errors on one line.
+//! The `ddis` binary: parses the command line (usage errors as clap words
+//! them) and reports run-time errors on one line.
 
 use std::process::ExitCode;
 
@@ -19,12 +20,10 @@ fn main() -> ExitCode {
             let _ = e.print();
             return ExitCode::SUCCESS;
         }
-        // A usage error: clap's first line names the problem; the rest is a
-        // usage hint that would break the one-line contract.
+        // A usage error: clap's own message names the option and keeps its
+        // "did you mean" hint and the usage line.
         Err(e) => {
-            let text = e.render().to_string();
-            let line = text.lines().find(|l| !l.trim().is_empty()).unwrap_or("error: bad arguments");
-            eprintln!("{line} (see ddis --help)");
+            let _ = e.print();
             return ExitCode::from(2);
         }
     };

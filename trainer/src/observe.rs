@@ -235,6 +235,47 @@ impl Observations {
         self.nodes.len()
     }
 
+    /// Warnings about readings that are legal but suspect: sensors on the
+    /// boundary (where every shipped PDE fixes `u = 0`, so they carry no
+    /// information) and readings more than one range-width outside
+    /// `range`, the training data's solution range (wrong units, or
+    /// another problem). Empty when nothing is suspect.
+    pub fn warnings(&self, range: Option<(f64, f64)>) -> Vec<String> {
+        let grid = Grid { n: self.n };
+        let mut out = vec![];
+        let on_boundary: Vec<usize> = (0..self.len())
+            .filter(|&k| {
+                let (i, j) = grid.ij(self.nodes[k]);
+                i == 0 || j == 0 || i + 1 == self.n || j + 1 == self.n
+            })
+            .collect();
+        if let Some(&first) = on_boundary.first() {
+            let (x, y) = self.xy(first);
+            out.push(format!(
+                "{} of {} readings sit on the boundary (the first: sensor {} at x = {x:.3}, y = {y:.3}), where the PDE fixes u = 0: they add no information",
+                on_boundary.len(),
+                self.len(),
+                first + 1
+            ));
+        }
+        if let Some((lo, hi)) = range.filter(|(lo, hi)| lo.is_finite() && hi.is_finite() && hi >= lo) {
+            let width = (hi - lo).max(f64::MIN_POSITIVE);
+            let outside: Vec<usize> =
+                (0..self.len()).filter(|&k| self.values[k] < lo - width || self.values[k] > hi + width).collect();
+            if let Some(&first) = outside.first() {
+                let (x, y) = self.xy(first);
+                out.push(format!(
+                    "{} of {} readings lie far outside the training data's range [{lo:.4e}, {hi:.4e}] (the first: sensor {} at x = {x:.3}, y = {y:.3} reads {:.4e}): check the units and the problem",
+                    outside.len(),
+                    self.len(),
+                    first + 1,
+                    self.values[first]
+                ));
+            }
+        }
+        out
+    }
+
     /// True only for hand-built observations; validated ones have K >= 1.
     pub fn is_empty(&self) -> bool {
         self.nodes.is_empty()
@@ -403,6 +444,20 @@ mod tests {
         let path = dir.path().join(name);
         fs::write(&path, text).unwrap();
         path
+    }
+
+    #[test]
+    fn boundary_and_far_off_readings_are_warned_about() {
+        // 5x5 grid: node 0 is a corner, 12 the centre, 13 interior.
+        let obs = Observations::new(5, vec![12, 0, 13], vec![0.01, 0.0, 5.0], 0.0).unwrap();
+        let w = obs.warnings(Some((0.0, 0.02)));
+        assert_eq!(w.len(), 2, "{w:?}");
+        assert!(w[0].contains("1 of 3 readings sit on the boundary") && w[0].contains("sensor 2"), "{}", w[0]);
+        assert!(w[1].contains("1 of 3 readings lie far outside") && w[1].contains("sensor 3"), "{}", w[1]);
+        // Inside the range (or within one range-width of it): no warning.
+        let fine = Observations::new(5, vec![12, 13], vec![0.01, 0.039], 0.0).unwrap();
+        assert!(fine.warnings(Some((0.0, 0.02))).is_empty());
+        assert!(fine.warnings(None).is_empty());
     }
 
     /// Loads `text` as CSV on a 5x5 grid and returns the error message.

@@ -158,12 +158,25 @@ fn bad_input_is_a_one_line_error_with_no_output() {
         (solve(&p("ints.npy"), "darcy"), "unsupported dtype '<i8'"),
         (solve(&p("garbage.npy"), "darcy"), "not a valid .npy"),
         (solve(&p("missing.npy"), "darcy"), "missing.npy"),
-        (solve(&p("ok.npy"), "navier"), "navier"),
     ];
     for (args, needle) in &cases {
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         assert_rejected(&args, needle, &out);
     }
+    // Usage errors are clap's own: they name the option, list the values
+    // and keep the "did you mean" hint; exit code 2, no output.
+    let usage = |args: &[&str]| {
+        let o = ddis(args);
+        assert_eq!(o.status.code(), Some(2), "{args:?}");
+        String::from_utf8_lossy(&o.stderr).to_string()
+    };
+    let e = usage(&["data", "solve", "--pde", "navier", "--field", &s(&p("ok.npy")), "--out", &s(&out)]);
+    assert!(e.contains("navier") && e.contains("darcy") && e.contains("--pde"), "{e}");
+    assert!(!out.exists());
+    let e = usage(&["data", "gen", "--count", "2"]);
+    assert!(e.contains("--out"), "the missing option is named: {e}");
+    let e = usage(&["data", "gen", "--sed", "2", "--out", &s(&p("x"))]);
+    assert!(e.contains("--sed") && e.contains("--seed"), "the hint is kept: {e}");
     // Unwritable output: a directory that does not exist.
     let bad_out = p("no/such/dir/u.npy");
     assert_rejected(&["data", "solve", "--field", &s(&p("ok.npy")), "--out", &s(&bad_out)], "no/such/dir", &bad_out);

@@ -141,6 +141,48 @@ fn eval_and_reconstruct_end_to_end() {
     assert!(std.data.iter().all(|v| v.is_finite() && *v >= 0.0));
     assert_eq!(npy::read(&rec.join("samples.npy")).unwrap().shape, vec![3, n, n]);
     assert!(rec.join("panel.png").exists());
+    // run.json records the models with their hashes, the settings and the counters.
+    let record: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(rec.join("run.json")).unwrap()).unwrap();
+    assert_eq!(record["samples"], 3);
+    assert_eq!(record["models"]["prior"]["fnv1a64"].as_str().unwrap().len(), 16, "{record}");
+    assert!(record["models"]["operator"]["path"].as_str().unwrap().ends_with("op"), "{record}");
+    assert!(record["sampler"]["denoiser_calls"].as_u64().unwrap() > 0, "{record}");
+    // A surrogate trained for another problem is refused, naming both.
+    let poisson_op = tmp.path().join("poisson-op");
+    std::fs::create_dir(&poisson_op).unwrap();
+    std::fs::copy(op.join("model.bin"), poisson_op.join("model.bin")).unwrap();
+    let cfg = std::fs::read_to_string(op.join("config.json")).unwrap().replace("\"darcy\"", "\"poisson\"");
+    std::fs::write(poisson_op.join("config.json"), cfg).unwrap();
+    let refused = tmp.path().join("refused");
+    let e = ddis(&[
+        &["--quiet", "reconstruct", "--obs", s(&obs), "--out", s(&refused), "--samples", "3", "--schedule", "3x1x2"][..],
+        &["--prior", s(&prior), "--operator", s(&poisson_op)],
+    ]
+    .concat());
+    let msg = String::from_utf8_lossy(&e.stderr);
+    assert!(!e.status.success() && msg.contains("different problems") && msg.contains("poisson"), "{msg}");
+    assert!(!refused.exists(), "nothing written");
+    let e = ddis(&["eval-operator", "--operator", s(&poisson_op), "--data", s(&data)]);
+    let msg = String::from_utf8_lossy(&e.stderr);
+    assert!(!e.status.success() && msg.contains("different problems"), "{msg}");
+    // A reading on the boundary and one far outside the training range are
+    // warned about (the run goes on); a folder ddis did not write is kept.
+    std::fs::write(&obs, format!("{csv}0,0.5,0.0\n0.4,0.6,7.5\n")).unwrap();
+    let o = ok(ddis(&[&base[..], &["--prior", s(&prior), "--operator", s(&op)]].concat()));
+    let warn = String::from_utf8_lossy(&o.stderr);
+    assert!(warn.contains("warning: 1 of 7 readings sit on the boundary"), "{warn}");
+    assert!(warn.contains("warning: 1 of 7 readings lie far outside"), "{warn}");
+    std::fs::write(&obs, &csv).unwrap();
+    let mine = tmp.path().join("mine");
+    std::fs::create_dir(&mine).unwrap();
+    std::fs::write(mine.join("notes.txt"), "keep").unwrap();
+    let e = ddis(&[
+        &["--quiet", "reconstruct", "--obs", s(&obs), "--out", s(&mine), "--samples", "3", "--schedule", "3x1x2"][..],
+        &["--prior", s(&prior), "--operator", s(&op)],
+    ]
+    .concat());
+    assert!(!e.status.success() && String::from_utf8_lossy(&e.stderr).contains("--force"));
+    assert_eq!(std::fs::read_to_string(mine.join("notes.txt")).unwrap(), "keep");
     for sampler in ["daps-lite", "dps"] {
         ok(ddis(&[&base[..], &["--prior", s(&prior), "--operator", s(&op), "--sampler", sampler]].concat()));
     }

@@ -27,6 +27,7 @@ use burn::tensor::backend::Backend;
 use burn::tensor::{Tensor, TensorData};
 
 use super::spectral::{SpectralBases, SpectralConv2d, SpectralConvConfig, check_grid};
+use crate::pde::PdeError;
 
 /// Per-channel statistics of `a` and `u`, applied inside [`Fno::forward`] as
 /// `(a - a_mean) / a_std` and `u_mean + u_std * net`.
@@ -101,6 +102,29 @@ impl FnoConfig {
     /// The host size (2 368 001 parameters), padded by `n/2` as in DDIS.
     pub fn host() -> Self {
         Self::new(32, 12, 4, 0.5, 128)
+    }
+
+    /// Checks that every size is positive and the pad fraction in `[0, 1)`
+    /// (the grid is checked by [`check_resolution`](Self::check_resolution)).
+    ///
+    /// # Errors
+    /// [`PdeError::InvalidConfig`] naming the field.
+    pub fn validate(&self) -> Result<(), PdeError> {
+        let sizes =
+            [("width", self.width), ("modes", self.modes), ("layers", self.layers), ("proj_width", self.proj_width)];
+        for (name, value) in sizes {
+            if value == 0 {
+                return Err(PdeError::InvalidConfig { name, value: 0.0, reason: "must be >= 1" });
+            }
+        }
+        if !(self.pad_fraction.is_finite() && (0.0..1.0).contains(&self.pad_fraction)) {
+            return Err(PdeError::InvalidConfig {
+                name: "pad_fraction",
+                value: self.pad_fraction,
+                reason: "must be in [0, 1)",
+            });
+        }
+        Ok(())
     }
 
     /// Nodes of reflection padding on each side of an `n x n` grid.

@@ -178,14 +178,23 @@ pub fn train_diffusion<B: AutodiffBackend>(opts: &DiffusionOptions, device: &B::
     let mut model_cfg = opts.model.clone();
     anyhow::ensure!(
         model_cfg.denoiser.channels == channels,
-        "a {:?} model needs {channels} channels, the config has {}",
-        opts.kind,
-        model_cfg.denoiser.channels
+        "`denoiser.channels` = {}, but a {} model has {channels} data channel(s)",
+        model_cfg.denoiser.channels,
+        format!("{:?}", opts.kind).to_lowercase()
     );
     model_cfg.normalization = ChannelNorm::fit(&stacked(&data, &pool, channels), channels, n)?;
-    model_cfg.denoiser.check_resolution(n)?;
-    let run_cfg = DiffusionRunConfig::new(opts.kind, &opts.data, &data, &split, model_cfg.clone(), opts.train.clone());
-    let run = RunDir::create(&opts.out, &run_cfg, &split, opts.session.resume)?;
+    model_cfg.validate()?;
+    model_cfg.denoiser.check_resolution(n).map_err(|e| {
+        anyhow::anyhow!(
+            "`denoiser.modes` = {} does not fit the {n}x{n} grid of {} with `denoiser.pad_fraction` = {}: {e}",
+            model_cfg.denoiser.modes,
+            opts.data.display(),
+            model_cfg.denoiser.pad_fraction
+        )
+    })?;
+    let mut run_cfg =
+        DiffusionRunConfig::new(opts.kind, &opts.data, &data, &split, model_cfg.clone(), opts.train.clone());
+    let run = RunDir::create(&opts.out, &mut run_cfg, &split, opts.session.resume)?;
 
     B::seed(device, opts.train.seed);
     let model = model_cfg.init::<B>(device)?;
@@ -201,7 +210,7 @@ pub fn train_diffusion<B: AutodiffBackend>(opts: &DiffusionOptions, device: &B::
         val: split.val.clone(),
         device: device.clone(),
     };
-    let trained = super::train(&task, model, &opts.train, &run, &pool, &opts.session, device)?;
+    let trained = super::train(&task, model, &run_cfg.train, &run, &pool, &opts.session, device)?;
     let model = trained.model.valid();
     super::save_model(&run, model.clone())?;
 
@@ -211,7 +220,8 @@ pub fn train_diffusion<B: AutodiffBackend>(opts: &DiffusionOptions, device: &B::
     let shown = 6.min(samples.len() / (channels * per)).min(split.test.len());
     let mut panels: Vec<&[f32]> = split.test[..shown].iter().map(|&k| &data.a[k * per..(k + 1) * per]).collect();
     panels.extend(samples.chunks(per).step_by(channels).take(shown));
-    crate::plot::heatmaps(&run.path().join("samples.png"), &panels, n, shown.max(1))?;
+    let rows = ["test data (channel a)", "prior samples (channel a)"];
+    crate::plot::heatmaps(&run.path().join("samples.png"), &panels, n, shown.max(1), &rows)?;
     let summary = DiffusionSummary {
         params,
         samples: pool.len(),

@@ -27,7 +27,10 @@ use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
 use crate::data::progress_bar;
-pub use run::{RunConfig, RunDir, Split};
+pub use run::{RunConfig, RunDir, Split, model_config};
+
+/// The learning rate every decay ends at, as a fraction of the peak `--lr`.
+pub const LR_FLOOR: f64 = 0.01;
 
 /// Knobs of the optimisation loop, written to `RUN/config.json`.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -46,24 +49,104 @@ pub struct TrainConfig {
     pub checkpoint_every: usize,
     /// Steps between validation evaluations (0: only at checkpoints).
     pub log_every: usize,
+    /// Every change of `--steps` on `--resume`, oldest first; empty for a run
+    /// that kept its first step count (and absent from its `config.json`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub extensions: Vec<Extension>,
+}
+
+/// A change of the step count on `--resume`: the cosine decay is re-planned
+/// from step `at` on (see [`TrainConfig::lr_at`]).
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Extension {
+    /// The step the run had reached (its checkpoint) when `--steps` changed.
+    pub at: usize,
+    /// The step count before the change.
+    pub from_steps: usize,
 }
 
 impl Default for TrainConfig {
     fn default() -> Self {
-        Self { steps: 2000, batch: 16, lr: 1e-3, warmup: 50, seed: 0, checkpoint_every: 500, log_every: 50 }
+        Self {
+            steps: 2000,
+            batch: 16,
+            lr: 1e-3,
+            warmup: 50,
+            seed: 0,
+            checkpoint_every: 500,
+            log_every: 50,
+            extensions: Vec::new(),
+        }
     }
 }
 
 impl TrainConfig {
-    /// Warm-up then cosine decay to 1 % of the peak; a pure function of the
-    /// step so that resumed runs follow the same schedule.
+    /// The learning rate of step `step` (0-based): linear warm-up over
+    /// `warmup` steps, then cosine decay from `lr` to the floor `0.01 lr` at
+    /// the run's first step count. A pure function of the config, so resumed
+    /// runs follow the same schedule.
+    ///
+    /// Each [`Extension`] re-plans the rest of the decay from its knot
+    /// `k = max(at, warmup)` to the new end `N`:
+    /// `lr(t) = floor + (lr_before(k) - floor) (1 + cos(pi (t - k) / (N - k))) / 2`
+    /// for `t >= k`, where `lr_before` is the schedule before the extension.
+    /// The curve is continuous at `k`, still ends at the floor, and the steps
+    /// before `k` keep the rates they trained with.
     pub fn lr_at(&self, step: usize) -> f64 {
         if step < self.warmup {
             return self.lr * (step + 1) as f64 / self.warmup as f64;
         }
-        let span = (self.steps.saturating_sub(self.warmup)).max(1) as f64;
-        let t = ((step - self.warmup) as f64 / span).min(1.0);
-        self.lr * (0.01 + 0.99 * 0.5 * (1.0 + (std::f64::consts::PI * t).cos()))
+        // The fraction (1 + cos(pi x)) / 2 still to go of a decay from
+        // `knot` to `end`.
+        let remaining = |knot: usize, end: usize, t: usize| {
+            let span = (end.saturating_sub(knot)).max(1) as f64;
+            let x = ((t - knot) as f64 / span).min(1.0);
+            0.5 * (1.0 + (std::f64::consts::PI * x).cos())
+        };
+        let floor = LR_FLOOR * self.lr;
+        let ends: Vec<usize> = self.extensions.iter().map(|e| e.from_steps).chain([self.steps]).collect();
+        // (knot, end, rate at the knot); `None` is the first decay, kept in
+        // its original form so runs without extensions train bit for bit as
+        // before.
+        let mut segment = (self.warmup, ends[0], None);
+        let rate = |(knot, end, start): (usize, usize, Option<f64>), t: usize| match start {
+            None => self.lr * (LR_FLOOR + (1.0 - LR_FLOOR) * remaining(knot, end, t)),
+            Some(start) => floor + (start - floor) * remaining(knot, end, t),
+        };
+        for (e, &end) in self.extensions.iter().zip(&ends[1..]) {
+            let knot = e.at.max(self.warmup);
+            if step < knot {
+                break;
+            }
+            segment = (knot, end, Some(rate(segment, knot)));
+        }
+        rate(segment, step)
+    }
+
+    /// The training knobs of a run recorded as `self` that resumes from a
+    /// checkpoint at step `reached` with `--steps steps`: the recorded
+    /// schedule, with an [`Extension`] at `reached` if the step count
+    /// changes. Extensions at or after `reached` have not trained a step yet
+    /// (their session was killed before a checkpoint), so they are re-planned
+    /// rather than stacked.
+    ///
+    /// # Errors
+    /// `steps` below `reached`: those steps are already trained.
+    pub fn resumed(&self, steps: usize, reached: usize) -> Result<Self> {
+        anyhow::ensure!(
+            steps >= reached,
+            "--steps {steps} is below step {reached}, which the run has already reached; pass --steps {reached} or more"
+        );
+        let mut cfg = self.clone();
+        while let Some(e) = cfg.extensions.last().copied().filter(|e| e.at >= reached) {
+            cfg.steps = e.from_steps;
+            cfg.extensions.pop();
+        }
+        if steps != cfg.steps {
+            cfg.extensions.push(Extension { at: reached, from_steps: cfg.steps });
+            cfg.steps = steps;
+        }
+        Ok(cfg)
     }
 
     /// Rejects settings that cannot train.
@@ -183,13 +266,28 @@ where
                 start = state.step;
                 history = state.history;
                 eprintln!("resuming {} from step {start}", run.path().display());
+                if let Some(e) = cfg.extensions.last().filter(|e| e.at == start) {
+                    eprintln!(
+                        "--steps changed from {} to {}: the learning rate continues from {:.3e} at step {start} and decays to {:.3e} at step {}",
+                        e.from_steps,
+                        cfg.steps,
+                        cfg.lr_at(start),
+                        LR_FLOOR * cfg.lr,
+                        cfg.steps
+                    );
+                }
             }
             None => eprintln!("no checkpoint in {}; starting from step 0", run.path().display()),
         }
     }
+    anyhow::ensure!(
+        start <= cfg.steps,
+        "--steps {} is below step {start}, which the run has already reached",
+        cfg.steps
+    );
     let elapsed_before = history.last().map_or(0.0, |r| r.elapsed_s);
     let t0 = Instant::now();
-    let bar = progress_bar((cfg.steps - start.min(cfg.steps)) as u64, progress, "training");
+    let bar = progress_bar((cfg.steps - start) as u64, progress, "training");
     let (mut acc, mut acc_n) = (0.0f64, 0usize);
     for step in start..cfg.steps {
         let mut rng = step_rng(cfg.seed, step);
@@ -287,7 +385,20 @@ where
     M: AutodiffModule<B>,
     O: Optimizer<M, B>,
 {
-    let root = run.path();
+    let Some((dir, state)) = read_checkpoint_state(run.path())? else {
+        return Ok(None);
+    };
+    let rec = Rec::new();
+    let model_record = rec
+        .load(dir.join("model"), device)
+        .with_context(|| format!("cannot load {}; was the run made with other model settings?", dir.display()))?;
+    let optim_record = rec.load(dir.join("optim"), device).with_context(|| format!("cannot load {}", dir.display()))?;
+    Ok(Some((model.load_record(model_record), optim.load_record(optim_record), state)))
+}
+
+/// The checkpoint a resume loads — `checkpoint/`, or `checkpoint.old/` when
+/// a kill fell in the middle of the swap — and its state.
+fn read_checkpoint_state(root: &Path) -> Result<Option<(std::path::PathBuf, CheckpointState)>> {
     let Some(dir) =
         [root.join("checkpoint"), root.join("checkpoint.old")].into_iter().find(|d| d.join("state.json").exists())
     else {
@@ -295,12 +406,13 @@ where
     };
     let state: CheckpointState = serde_json::from_str(&std::fs::read_to_string(dir.join("state.json"))?)
         .with_context(|| format!("{} is damaged", dir.join("state.json").display()))?;
-    let rec = Rec::new();
-    let model_record = rec
-        .load(dir.join("model"), device)
-        .with_context(|| format!("cannot load {}; was the run made with other model settings?", dir.display()))?;
-    let optim_record = rec.load(dir.join("optim"), device).with_context(|| format!("cannot load {}", dir.display()))?;
-    Ok(Some((model.load_record(model_record), optim.load_record(optim_record), state)))
+    Ok(Some((dir, state)))
+}
+
+/// The step of the checkpoint a resume of the run in `root` would load
+/// (0 without one).
+pub fn checkpoint_step(root: &Path) -> Result<usize> {
+    Ok(read_checkpoint_state(root)?.map_or(0, |(_, state)| state.step))
 }
 
 /// Writes `loss.csv` and `loss.png` from the history.
@@ -313,7 +425,8 @@ pub fn write_curves(dir: &Path, history: &[LossRow], val_name: &str) -> Result<(
     std::fs::write(dir.join("loss.csv"), csv).with_context(|| format!("cannot write {}", dir.display()))?;
     let train: Vec<(f64, f64)> = history.iter().map(|r| (r.step as f64, r.train_loss)).collect();
     let val: Vec<(f64, f64)> = history.iter().filter_map(|r| r.val.map(|v| (r.step as f64, v))).collect();
-    crate::plot::line_chart(&dir.join("loss.png"), &[&train, &val], true)?;
+    let val_label = format!("validation ({val_name})");
+    crate::plot::line_chart(&dir.join("loss.png"), &[("train", &train), (&val_label, &val)], "step", "loss", true)?;
     Ok(())
 }
 
@@ -347,6 +460,92 @@ mod tests {
         assert!((cfg.lr_at(100) - 1e-3).abs() < 1e-12);
         assert!((cfg.lr_at(1000) - 1e-5).abs() < 1e-12);
         assert!(cfg.lr_at(400) > cfg.lr_at(800));
+    }
+
+    /// Relative plus absolute tolerance of schedule values computed two ways.
+    fn close(a: f64, b: f64) -> bool {
+        (a - b).abs() <= 1e-12 * b.abs() + 1e-18
+    }
+
+    #[test]
+    fn schedule_without_extensions_is_bit_for_bit_the_original() {
+        // The formula runs trained with before extensions existed: resuming
+        // them must replay the same rates exactly.
+        let original = |c: &TrainConfig, step: usize| {
+            if step < c.warmup {
+                return c.lr * (step + 1) as f64 / c.warmup as f64;
+            }
+            let span = (c.steps.saturating_sub(c.warmup)).max(1) as f64;
+            let t = ((step - c.warmup) as f64 / span).min(1.0);
+            c.lr * (0.01 + 0.99 * 0.5 * (1.0 + (std::f64::consts::PI * t).cos()))
+        };
+        for (steps, warmup, lr) in [(6, 1, 1e-3), (2000, 100, 1e-3), (12000, 200, 3e-4), (7, 50, 2e-3)] {
+            let c = TrainConfig { steps, warmup, lr, ..TrainConfig::default() };
+            for step in 0..steps + 5 {
+                assert_eq!(c.lr_at(step).to_bits(), original(&c, step).to_bits(), "{steps}/{warmup} at step {step}");
+            }
+        }
+    }
+
+    #[test]
+    fn extension_continues_the_decay_from_the_resume_step() {
+        let c = TrainConfig { steps: 1000, warmup: 50, lr: 1e-3, ..TrainConfig::default() };
+        let e = c.resumed(2000, 600).unwrap();
+        assert_eq!(e.extensions, [Extension { at: 600, from_steps: 1000 }]);
+        assert_eq!(e.steps, 2000);
+        for step in 0..600 {
+            assert_eq!(e.lr_at(step).to_bits(), c.lr_at(step).to_bits(), "trained step {step} changed its rate");
+        }
+        assert_eq!(e.lr_at(600).to_bits(), c.lr_at(600).to_bits(), "the knot must keep the old rate");
+        // Cosine from lr(600) down to the floor at 2000.
+        let floor = LR_FLOOR * c.lr;
+        let mid = floor + (c.lr_at(600) - floor) * 0.5;
+        assert!(close(e.lr_at(1300), mid), "{} vs {mid}", e.lr_at(1300));
+        assert!(close(e.lr_at(2000), floor));
+        assert!((600..2000).all(|t| e.lr_at(t + 1) <= e.lr_at(t)), "the decay must not rise");
+        // The jump at the knot is no larger than the old schedule's own step.
+        let jump = |f: &TrainConfig, t: usize| (f.lr_at(t) - f.lr_at(t - 1)).abs() / f.lr_at(t - 1);
+        assert!(jump(&e, 600) <= jump(&c, 600) * (1.0 + 1e-12));
+    }
+
+    #[test]
+    fn extensions_stack_replan_and_start_in_warm_up() {
+        let c = TrainConfig { steps: 1000, warmup: 50, lr: 1e-3, ..TrainConfig::default() };
+        let floor = LR_FLOOR * c.lr;
+        // A second extension forks the first one's decay.
+        let e1 = c.resumed(2000, 600).unwrap();
+        let e2 = e1.resumed(3000, 1500).unwrap();
+        assert_eq!(e2.extensions.len(), 2);
+        assert!((0..=1500).all(|t| e2.lr_at(t).to_bits() == e1.lr_at(t).to_bits()));
+        assert!(close(e2.lr_at(3000), floor));
+        // Re-resuming at the same count changes nothing; an extension that
+        // never trained a step is re-planned, not stacked.
+        assert_eq!(e2.resumed(3000, 1700).unwrap(), e2);
+        assert_eq!(e1.resumed(1000, 600).unwrap(), c);
+        assert_eq!(e1.resumed(2500, 600).unwrap().extensions, [Extension { at: 600, from_steps: 1000 }]);
+        // A finished run continues at the floor.
+        let done = c.resumed(1500, 1000).unwrap();
+        assert!((1000..1500).all(|t| close(done.lr_at(t), floor)));
+        // Resumed in the warm-up: the warm-up ends as planned, then one cosine
+        // to the new end.
+        let early = c.resumed(2000, 10).unwrap();
+        let fresh = TrainConfig { steps: 2000, ..c.clone() };
+        assert!((0..=2000).all(|t| close(early.lr_at(t), fresh.lr_at(t))));
+        // Shorter than the step reached: an error naming --steps.
+        let err = c.resumed(500, 600).unwrap_err().to_string();
+        assert!(err.contains("--steps 500") && err.contains("600"), "{err}");
+    }
+
+    #[test]
+    fn old_train_configs_parse_and_new_ones_look_the_same() {
+        let old =
+            r#"{"batch":16,"checkpoint_every":1000,"log_every":60,"lr":0.001,"seed":0,"steps":6000,"warmup":200}"#;
+        let c: TrainConfig = serde_json::from_str(old).unwrap();
+        assert!(c.extensions.is_empty());
+        assert_eq!(serde_json::to_value(&c).unwrap(), serde_json::from_str::<serde_json::Value>(old).unwrap());
+        let e = c.resumed(9000, 3000).unwrap();
+        let back: TrainConfig = serde_json::from_str(&serde_json::to_string(&e).unwrap()).unwrap();
+        assert_eq!(back, e);
     }
 
     #[test]

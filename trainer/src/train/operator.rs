@@ -110,13 +110,23 @@ pub fn train_operator<B: AutodiffBackend>(opts: &OperatorOptions, device: &B::De
     let data = Arc::new(Dataset::load(&opts.data)?);
     let split = Split::new(data.len(), opts.split_seed, opts.paired_fraction)?;
     let mut model_cfg = opts.model.clone();
+    model_cfg.validate()?;
+    let n = data.res();
+    model_cfg.check_resolution(n).map_err(|e| {
+        anyhow::anyhow!(
+            "`modes` = {} does not fit the {n}x{n} grid of {} with `pad_fraction` = {}: {e}",
+            model_cfg.modes,
+            opts.data.display(),
+            model_cfg.pad_fraction
+        )
+    })?;
     let pa = data.gather(&data.a, &split.paired);
     let pu = data.gather(&data.u, &split.paired);
     model_cfg.normalization = Normalization::fit(&pa, &pu);
-    model_cfg.check_resolution(data.res()).map_err(anyhow::Error::msg)?;
-    let run_cfg =
+    let mut run_cfg =
         OperatorRunConfig::new("operator".into(), &opts.data, &data, &split, model_cfg.clone(), opts.train.clone());
-    let run = RunDir::create(&opts.out, &run_cfg, &split, opts.session.resume)?;
+    let run = RunDir::create(&opts.out, &mut run_cfg, &split, opts.session.resume)?;
+    let train_cfg = &run_cfg.train;
 
     B::seed(device, opts.train.seed);
     let model = model_cfg.init::<B>(device);
@@ -131,7 +141,7 @@ pub fn train_operator<B: AutodiffBackend>(opts: &OperatorOptions, device: &B::De
         );
     }
     let task = OperatorTask::<B> { data: data.clone(), val: split.val.clone(), device: device.clone() };
-    let trained = super::train(&task, model, &opts.train, &run, &split.paired, &opts.session, device)?;
+    let trained = super::train(&task, model, train_cfg, &run, &split.paired, &opts.session, device)?;
     let model = trained.model.valid();
     let errors = rel_l2_errors(&model, &data, &split.test, device);
     let (mean, stderr) = crate::metrics::mean_and_stderr(&errors);

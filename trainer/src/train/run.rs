@@ -11,7 +11,9 @@ use anyhow::{Context, Result, bail};
 use rand::SeedableRng;
 use rand::seq::SliceRandom;
 use rand_chacha::ChaCha8Rng;
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
+use serde_json::Value;
 
 /// Train / validation / test indices of a dataset, and the paired subset.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -105,48 +107,47 @@ pub struct RunDir {
 }
 
 impl RunDir {
-    /// Opens `path` for a run described by `config`. A new run needs an
-    /// empty or missing directory; `resume` needs the same config (the step
-    /// count may grow).
-    pub fn open(path: &Path, config: &serde_json::Value, resume: bool) -> Result<Self> {
+    /// Opens `path` for a run described by `config` and records `split`. A
+    /// new run needs an empty or missing directory. `resume` needs the
+    /// recorded settings; only the step count may change, and then
+    /// `config.train` becomes the recorded schedule re-planned for the new
+    /// count ([`TrainConfig::resumed`](super::TrainConfig::resumed)) and is
+    /// recorded so.
+    ///
+    /// # Errors
+    /// An existing run without `resume`, a folder that is not a run, or a
+    /// setting that differs from the recorded one (named, with both values).
+    pub fn create<K, M>(path: &Path, config: &mut RunConfig<K, M>, split: &Split, resume: bool) -> Result<Self>
+    where
+        K: Serialize + DeserializeOwned,
+        M: Serialize + DeserializeOwned,
+    {
         let config_path = path.join("config.json");
         if config_path.exists() {
             if !resume {
                 bail!("{} already holds a run; pass --resume to continue it or choose another --out", path.display());
             }
-            let old: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&config_path)?)
-                .with_context(|| format!("{} is damaged", config_path.display()))?;
-            let strip = |v: &serde_json::Value| {
-                let mut v = v.clone();
-                if let Some(t) = v.get_mut("train").and_then(|t| t.as_object_mut()) {
-                    t.remove("steps");
-                }
-                v
-            };
-            if strip(&old) != strip(config) {
+            let text = std::fs::read_to_string(&config_path)?;
+            // Read through the types, so keys added since the run was made
+            // take their defaults instead of reading as differences.
+            let old: RunConfig<K, M> = serde_json::from_str(&text)
+                .with_context(|| format!("{} is damaged or records another kind of run", config_path.display()))?;
+            let differences = resume_differences(&serde_json::to_value(&old)?, &serde_json::to_value(&*config)?);
+            if !differences.is_empty() {
                 bail!(
-                    "--resume with other settings than {} (only --steps may change); old: {}",
+                    "--resume with other settings than {} (only --steps may change): {}",
                     config_path.display(),
-                    old
+                    differences.join("; ")
                 );
             }
+            config.train = old.train.resumed(config.train.steps, super::checkpoint_step(path)?)?;
         } else if path.exists() && std::fs::read_dir(path).map(|mut d| d.next().is_some()).unwrap_or(false) {
             bail!("{} exists and is not a ddis run; choose another --out", path.display());
         }
         std::fs::create_dir_all(path).with_context(|| format!("cannot create {}", path.display()))?;
-        std::fs::write(&config_path, serde_json::to_string_pretty(config)? + "\n")
+        std::fs::write(&config_path, serde_json::to_string_pretty(&*config)? + "\n")
             .with_context(|| format!("cannot write {}", config_path.display()))?;
-        Ok(Self { path: path.to_path_buf() })
-    }
-
-    /// Opens `path` for `config` (see [`RunDir::open`]) and records `split`.
-    pub fn create<K: Serialize, M: Serialize>(
-        path: &Path,
-        config: &RunConfig<K, M>,
-        split: &Split,
-        resume: bool,
-    ) -> Result<Self> {
-        let run = Self::open(path, &serde_json::to_value(config)?, resume)?;
+        let run = Self { path: path.to_path_buf() };
         run.write_split(split)?;
         Ok(run)
     }
@@ -178,9 +179,176 @@ impl RunDir {
     }
 }
 
+/// Keys of `config.json` that the training schedule owns: the step count
+/// may change on resume, and warm-up, log interval and extensions are the
+/// run's, whatever the command line would derive.
+const SCHEDULE_KEYS: [&str; 4] = ["steps", "warmup", "log_every", "extensions"];
+
+/// How a message names a key of `config.json`: by the option that sets it.
+fn key_name(path: &str) -> String {
+    let flag = match path {
+        "data" => "--data",
+        "split_seed" => "--split-seed",
+        "paired_fraction" => "--paired-fraction",
+        "train.batch" => "--batch",
+        "train.lr" => "--lr",
+        "train.seed" => "--seed",
+        "train.checkpoint_every" => "--checkpoint-every",
+        _ if path.starts_with("model.normalization") => return format!("{path} (fitted on the data)"),
+        _ if path.starts_with("model.") => return format!("{path} (--size/--model-config)"),
+        _ if path.starts_with("data_meta.") => return format!("the dataset's {path}"),
+        _ => path,
+    };
+    flag.to_string()
+}
+
+/// Every setting in which the recorded config `old` and the command line's
+/// `new` differ, as `"--lr differs: run has 0.001, command line 0.002"`,
+/// schedule keys aside.
+fn resume_differences(old: &Value, new: &Value) -> Vec<String> {
+    let strip = |v: &Value| {
+        let mut v = v.clone();
+        if let Some(t) = v.get_mut("train").and_then(Value::as_object_mut) {
+            for k in SCHEDULE_KEYS {
+                t.remove(k);
+            }
+        }
+        v
+    };
+    let mut out = Vec::new();
+    collect_differences(&strip(old), &strip(new), "", &mut out);
+    out.into_iter().map(|(path, a, b)| format!("{} differs: run has {a}, command line {b}", key_name(&path))).collect()
+}
+
+/// Appends `(path, old, new)` for each leaf where `old` and `new` differ;
+/// objects are compared key by key, anything else as a whole.
+fn collect_differences(old: &Value, new: &Value, path: &str, out: &mut Vec<(String, String, String)>) {
+    let show = |v: Option<&Value>| v.map_or_else(|| "nothing".to_string(), Value::to_string);
+    match (old, new) {
+        (Value::Object(a), Value::Object(b)) => {
+            let keys: std::collections::BTreeSet<&String> = a.keys().chain(b.keys()).collect();
+            for k in keys {
+                let sub = if path.is_empty() { k.clone() } else { format!("{path}.{k}") };
+                match (a.get(k), b.get(k)) {
+                    (Some(x), Some(y)) => collect_differences(x, y, &sub, out),
+                    (x, y) => out.push((sub, show(x), show(y))),
+                }
+            }
+        }
+        _ if old != new => out.push((path.to_string(), show(Some(old)), show(Some(new)))),
+        _ => {}
+    }
+}
+
+/// `preset` with the keys of the JSON object in `file` laid over it, at any
+/// depth: the form of `config.json`'s `"model"`, every key optional. Keys
+/// the preset lacks are errors (typos must not train the preset silently).
+///
+/// # Errors
+/// An unreadable file, malformed JSON, an unknown key or a value of the
+/// wrong type, each naming the file and the key.
+pub fn model_config<T: Serialize + DeserializeOwned>(preset: &T, file: &Path) -> Result<T> {
+    let text = std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?;
+    let overrides: Value = serde_json::from_str(&text).with_context(|| format!("{} is not JSON", file.display()))?;
+    let mut merged = serde_json::to_value(preset)?;
+    overlay(&mut merged, &overrides, "").with_context(|| format!("--model-config {}", file.display()))?;
+    serde_json::from_value(merged).with_context(|| format!("--model-config {}", file.display()))
+}
+
+/// Lays `over` onto `base` key by key; each value must have the JSON type
+/// of the one it replaces, so a wrong type is reported with its key.
+fn overlay(base: &mut Value, over: &Value, path: &str) -> Result<()> {
+    let what = if path.is_empty() { "the model config".to_string() } else { format!("`{path}`") };
+    let expected = match &*base {
+        Value::Object(_) if !over.is_object() => Some("an object of keys"),
+        Value::Number(n) if n.is_u64() && !over.is_u64() => Some("a whole number >= 0"),
+        Value::Number(_) if !over.is_number() => Some("a number"),
+        Value::Bool(_) if !over.is_boolean() => Some("true or false"),
+        Value::String(_) if !over.is_string() => Some("a string"),
+        Value::Array(_) if !over.is_array() => Some("an array"),
+        _ => None,
+    };
+    if let Some(expected) = expected {
+        bail!("{what} must be {expected}, got {over}");
+    }
+    let (Value::Object(base), Value::Object(over)) = (&mut *base, over) else {
+        *base = over.clone();
+        return Ok(());
+    };
+    for (k, v) in over {
+        let sub = if path.is_empty() { k.clone() } else { format!("{path}.{k}") };
+        if !base.contains_key(k) {
+            let known: Vec<&str> = base.keys().map(String::as_str).collect();
+            bail!("unknown key `{sub}` (known here: {})", known.join(", "));
+        }
+        if let Some(slot) = base.get_mut(k) {
+            overlay(slot, v, &sub)?;
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn resume_differences_name_the_option() {
+        let old = serde_json::json!({
+            "kind": "operator", "data": "d", "split_seed": 0,
+            "model": {"width": 16, "normalization": {"a_mean": 1.0}},
+            "train": {"steps": 100, "warmup": 5, "log_every": 1, "lr": 0.001, "batch": 4},
+        });
+        let mut new = old.clone();
+        new["train"]["steps"] = 300.into();
+        new["train"]["warmup"] = 15.into();
+        new["train"]["log_every"] = 3.into();
+        assert!(resume_differences(&old, &new).is_empty(), "the schedule may change");
+        new["train"]["lr"] = 0.002.into();
+        new["model"]["width"] = 8.into();
+        new["model"]["normalization"]["a_mean"] = 2.0.into();
+        let d = resume_differences(&old, &new);
+        assert_eq!(
+            d,
+            [
+                "model.normalization.a_mean (fitted on the data) differs: run has 1.0, command line 2.0",
+                "model.width (--size/--model-config) differs: run has 16, command line 8",
+                "--lr differs: run has 0.001, command line 0.002",
+            ]
+        );
+    }
+
+    #[test]
+    fn model_config_overrides_preset_keys_and_names_bad_ones() {
+        use crate::model::denoiser::{DenoiserConfig, EdmConfig};
+        use crate::model::fno::FnoConfig;
+        let dir = tempfile::tempdir().unwrap();
+        let file = |text: &str| {
+            let p = dir.path().join("m.json");
+            std::fs::write(&p, text).unwrap();
+            p
+        };
+        let fno = model_config(&FnoConfig::device(), &file(r#"{"width": 8, "pad_fraction": 0.5}"#)).unwrap();
+        let want = FnoConfig { width: 8, pad_fraction: 0.5, ..FnoConfig::device() };
+        assert_eq!((fno.width, fno.modes, fno.layers, fno.pad_fraction), (want.width, want.modes, want.layers, 0.5));
+        let edm = EdmConfig::new(DenoiserConfig::host(1));
+        let got = model_config(&edm, &file(r#"{"denoiser": {"layers": 2}, "p_mean": -1}"#)).unwrap();
+        assert_eq!(got.denoiser, DenoiserConfig { layers: 2, ..DenoiserConfig::host(1) });
+        assert_eq!(got.p_mean, -1.0);
+        for (text, needle) in [
+            (r#"{"widht": 8}"#, "unknown key `widht`"),
+            (r#"{"width": 8.5}"#, "`width` must be a whole number"),
+            (r#"{"width": "8"}"#, "`width` must be a whole number"),
+            (r#"{"pad_fraction": "x"}"#, "`pad_fraction` must be a number"),
+            (r#"[8]"#, "must be an object"),
+            ("{", "is not JSON"),
+        ] {
+            let err = format!("{:#}", model_config(&FnoConfig::device(), &file(text)).unwrap_err());
+            assert!(err.contains(needle), "{text}: {err}");
+        }
+        let err = format!("{:#}", model_config(&edm, &file(r#"{"denoiser": {"channel": 2}}"#)).unwrap_err());
+        assert!(err.contains("unknown key `denoiser.channel`") && err.contains("channels"), "{err}");
+    }
 
     #[test]
     fn split_is_a_reproducible_partition_with_nested_pairs() {
