@@ -98,7 +98,7 @@ impl Uart {
             Self::BAUDDIV.write_volatile(217);
             Self::CTRL.write_volatile(0b11); // TX and RX enable
             // A dummy read after enabling RX avoids QEMU's ~0.7 s stall on
-            // the first request (DESIGN.md section 8).
+            // the first request (docs/results.md).
             let _ = Self::DATA.read_volatile();
         }
         Uart

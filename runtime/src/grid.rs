@@ -1,4 +1,4 @@
-//! The grid convention shared with the trainer (DESIGN.md section 3): `n x n`
+//! The grid convention shared with the trainer (docs/science.md section 4): `n x n`
 //! nodes on `[0,1]^2`, boundary included; node `[i, j]` sits at
 //! `x = j/(n-1)`, `y = i/(n-1)`, stored row-major at `i*n + j`.
 

@@ -2,7 +2,7 @@
 //! the readings' RMS, the posterior std and the Gaussian draws; `ln` for the
 //! Gaussian draws), written with `+ - * /` and bit operations only. `core`
 //! has neither; these give the same bits on every IEEE-754 target, so host
-//! and microcontroller agree (DESIGN.md section 7). Everything costly and
+//! and microcontroller agree (docs/format.md). Everything costly and
 //! accuracy-critical (schedule, FiLM tables, DFT tables) is folded on the
 //! host instead.
 

@@ -17,7 +17,7 @@ pub const DARCY32_PRIOR: OperatorShape =
 /// f32 workspace of the reduced-step DAPS sampler for these models.
 pub const DARCY32_WORKSPACE_LEN: usize = sampler::langevin_surrogate_workspace_len(32, DARCY32_FNO, DARCY32_PRIOR);
 
-/// The device RAM budget for the workspace (issue 5: 256 KiB).
+/// The device RAM budget for the workspace (256 KiB, `firmware/memory.x`).
 pub const WORKSPACE_BUDGET_BYTES: usize = 256 * 1024;
 
 const _: () = assert!(DARCY32_WORKSPACE_LEN * 4 <= WORKSPACE_BUDGET_BYTES);

@@ -8,7 +8,7 @@ use heapless::Vec;
 use crate::Error;
 use crate::grid::Grid;
 
-/// Most sensors one reconstruction takes (the DESIGN.md device settings use
+/// Most sensors one reconstruction takes (the evaluations use
 /// 31 and 100 on a 32 x 32 grid).
 pub const MAX_SENSORS: usize = 256;
 
@@ -44,7 +44,7 @@ impl Sensors {
         Ok(out)
     }
 
-    /// Adds a reading at the node nearest to `(x, y)` (DESIGN.md section 3).
+    /// Adds a reading at the node nearest to `(x, y)` (docs/science.md section 4).
     pub fn push_xy(&mut self, x: f32, y: f32, value: f32) -> Result<(), Error> {
         let index = self.items.len();
         let node = self.grid.nearest_node(x, y, index)?;

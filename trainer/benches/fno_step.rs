@@ -64,7 +64,7 @@ fn measure<B: AutodiffBackend>(cfg: &FnoConfig, repeats: usize, steps: usize) ->
     (rates[rates.len() / 2], loss)
 }
 
-/// The benchmarked configurations: the reference point (width 32,
+/// The benchmarked configurations: the reference point (width 32,
 /// 12 modes, padded to 64x64) and the two presets.
 fn configs() -> Vec<(&'static str, FnoConfig)> {
     vec![

@@ -351,7 +351,7 @@ pub fn import_dataset(opts: &ImportOptions, out: &Path) -> Result<DatasetMeta> {
     if pde.kind == PdeKind::Darcy {
         let (lo, hi) = two_phases(&fields.data).with_context(|| {
             format!(
-                "{}: ddis models Darcy coefficients with two phases (DESIGN.md section 1), so the fields must take exactly two values",
+                "{}: ddis models Darcy coefficients with two phases, so the fields must take exactly two values",
                 opts.fields.display()
             )
         })?;

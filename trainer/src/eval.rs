@@ -1,7 +1,7 @@
 //! Reconstruction and evaluation on the host: `ddis reconstruct` (one set
 //! of readings -> posterior mean, std and a panel) and `ddis eval` (many
 //! test cases x methods x paired fractions -> results.md / results.csv /
-//! panels), DESIGN.md sections 5-6.
+//! panels), docs/science.md sections 2-5.
 //!
 //! This module owns the plumbing between trained runs and the samplers in
 //! `sample`: finding runs, building guides, batching cases, turning
@@ -289,7 +289,7 @@ pub fn reconstruct_cases<AB: AutodiffBackend>(
 }
 
 /// The point estimate of a case: the posterior mean, thresholded to the two
-/// phases for Darcy (DESIGN.md section 5: the better estimate for
+/// phases for Darcy (docs/science.md section 2: the better estimate for
 /// two-phase fields).
 pub fn point_estimate(pde: &PdeConfig, mean: &[f32]) -> Vec<f32> {
     if pde.kind != PdeKind::Darcy {

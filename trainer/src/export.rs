@@ -554,24 +554,28 @@ pub const FIRMWARE_RAM_BYTES: usize = 32 * 1024;
 /// two output fields and the firmware's buffers and stack.
 pub fn budget_warnings(bytes: &[u8]) -> Result<Vec<String>> {
     let art = Artifact::parse(bytes).map_err(|e| anyhow!("invalid artifact: {e}"))?;
+    Ok(budget_check(art.len_bytes(), art.workspace_bytes(), art.n()))
+}
+
+/// [`budget_warnings`] from the sizes: artifact bytes, workspace bytes (if
+/// the artifact can sample) and the grid.
+pub fn budget_check(artifact_bytes: usize, workspace_bytes: Option<usize>, n: usize) -> Vec<String> {
     let mut out = vec![];
-    let flash = art.len_bytes() + FIRMWARE_CODE_BYTES;
+    let flash = artifact_bytes + FIRMWARE_CODE_BYTES;
     if flash > DEVICE_FLASH_BYTES {
         out.push(format!(
-            "the artifact ({} B) plus the firmware (about {FIRMWARE_CODE_BYTES} B) needs {flash} B of flash, more than the reference device's {DEVICE_FLASH_BYTES} B: the firmware will not link (fewer parameters, or int8)",
-            art.len_bytes()
+            "the artifact ({artifact_bytes} B) plus the firmware (about {FIRMWARE_CODE_BYTES} B) needs {flash} B of flash, more than the reference device's {DEVICE_FLASH_BYTES} B: the firmware will not link (fewer parameters, or int8)"
         ));
     }
-    if let Some(ws) = art.workspace_bytes() {
-        let n2 = art.n() * art.n();
-        let ram = ws + 2 * n2 * 4 + FIRMWARE_RAM_BYTES;
+    if let Some(ws) = workspace_bytes {
+        let ram = ws + 2 * n * n * 4 + FIRMWARE_RAM_BYTES;
         if ram > DEVICE_RAM_BYTES {
             out.push(format!(
                 "the sampler's workspace ({ws} B) plus two output fields and the firmware's buffers and stack needs {ram} B of RAM, more than the reference device's {DEVICE_RAM_BYTES} B: the firmware will not link (a smaller grid, fewer sensors with --max-sensors, or a narrower prior)"
             ));
         }
     }
-    Ok(out)
+    out
 }
 
 /// A human-readable description of an artifact: kind, grid, shapes,
@@ -714,4 +718,21 @@ pub fn runtime_reconstruct(
 ) -> Result<(Vec<f32>, Vec<f32>)> {
     let p = runtime_posterior(bytes, obs, samples, seed)?;
     Ok((p.mean, p.std))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_device_budget_warns_only_past_its_limits() {
+        // The shipped image's sizes fit (311 566 B, 210 144 B of workspace, 32 x 32).
+        assert!(budget_check(311_566, Some(210_144), 32).is_empty());
+        let flash = budget_check(DEVICE_FLASH_BYTES - FIRMWARE_CODE_BYTES + 1, None, 32);
+        assert_eq!(flash.len(), 1);
+        assert!(flash[0].contains("flash"), "{flash:?}");
+        let ram = budget_check(1000, Some(DEVICE_RAM_BYTES), 32);
+        assert_eq!(ram.len(), 1);
+        assert!(ram[0].contains("RAM") && ram[0].contains("--max-sensors"), "{ram:?}");
+    }
 }

@@ -1,5 +1,5 @@
 //! Gaussian random fields with covariance `(-Laplacian + tau^2)^(-alpha)`,
-//! sampled as in the published FNO Darcy generator (DESIGN.md section 3).
+//! sampled as in the published FNO Darcy generator (docs/science.md section 4).
 //!
 //! A cosine (Neumann) Karhunen-Loeve series is evaluated at the grid nodes by
 //! a separable DCT-I done with rustfft; [`synthesize_reference`] is the plain

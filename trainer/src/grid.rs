@@ -1,4 +1,4 @@
-//! The node grid every field in ddis lives on (DESIGN.md section 3).
+//! The node grid every field in ddis lives on (docs/science.md section 4).
 //!
 //! `n x n` nodes on `[0,1]^2`, boundary included, stored row-major with
 //! row = y and column = x. This module only maps indices to coordinates; it

@@ -1,4 +1,4 @@
-//! Evaluation metrics of DESIGN.md section 6 on plain row-major slices.
+//! Evaluation metrics of docs/science.md section 5 on plain row-major slices.
 //!
 //! Inputs are f32 fields as the models produce them; all arithmetic is f64.
 //! This module scores fields and aggregates scores; it knows nothing about
@@ -13,8 +13,8 @@ use crate::pde::PdeError;
 /// the published metric, so that empty high-frequency bins do not divide by 0.
 pub const SPECTRAL_EPS: f64 = 1e-10;
 
-/// Threshold between the two Darcy phases (`a` is 3 or 12; DESIGN.md
-/// section 3): the midpoint 7.5.
+/// Threshold between the two Darcy phases (`a` is 3 or 12; docs/science.md
+/// section 4): the midpoint 7.5.
 pub const DARCY_THRESHOLD: f64 = 7.5;
 
 fn check_same_len(pred: &[f32], gt: &[f32]) -> Result<(), PdeError> {
@@ -115,8 +115,8 @@ fn fft2_in_place(data: &mut [Complex<f64>], n: usize) {
 /// `|P_pred(k) - P_gt(k)| / (P_gt(k) + 1e-10)` over the bins `k >= 1` of
 /// [`radial_power_spectrum`], returned as `(geometric mean, arithmetic mean)`.
 ///
-/// The published `Es` is believed to be the geometric mean (DESIGN.md
-/// section 6). A bin with zero error makes the geometric mean 0; with fewer
+/// The published `Es` is believed to be the geometric mean (docs/science.md
+/// section 5). A bin with zero error makes the geometric mean 0; with fewer
 /// than 4 nodes per side there is no bin `k >= 1` and both means are NaN.
 pub fn spectral_error(pred: &[f32], gt: &[f32], n: usize) -> Result<(f64, f64), PdeError> {
     check_same_len(pred, gt)?;
@@ -138,7 +138,7 @@ pub fn spectrum_error(p_pred: &[f64], p_gt: &[f64]) -> (f64, f64) {
 }
 
 /// Darcy error rate: the fraction of nodes whose phase differs after
-/// thresholding both fields (`>= threshold` is the high phase; DESIGN.md
+/// thresholding both fields (`>= threshold` is the high phase; docs/science.md
 /// uses [`DARCY_THRESHOLD`]). An empty field has rate 0.
 pub fn darcy_error_rate(pred: &[f32], gt: &[f32], threshold: f64) -> Result<f64, PdeError> {
     check_same_len(pred, gt)?;

@@ -1,8 +1,8 @@
-//! Sensor observations `y = M(u) + e` for the inverse problem (DESIGN.md section 1).
+//! Sensor observations `y = M(u) + e` for the inverse problem (docs/science.md section 1).
 //!
 //! This module places sensors on grid nodes, reads (noisy) values of a solution
 //! there, and moves observations through CSV and `.npy` files. Files give
-//! physical `x, y` (row = y, column = x, DESIGN.md section 3) and are validated
+//! physical `x, y` (row = y, column = x, docs/science.md section 4) and are validated
 //! here, once, with errors that name the line or row; past this edge every
 //! [`Observations`] is valid. It knows nothing about PDEs or samplers.
 

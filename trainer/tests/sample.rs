@@ -207,7 +207,11 @@ fn eval_and_reconstruct_end_to_end() {
     let e = ddis(&["--quiet", "export", "--prior", s(&prior), "--operator", s(&op), "--out", s(&art)]);
     assert!(!e.status.success() && String::from_utf8_lossy(&e.stderr).contains("--force"));
     let o = ok(ddis(&["inspect", s(&art)]));
-    assert!(String::from_utf8_lossy(&o.stdout).contains("crc32"), "{}", String::from_utf8_lossy(&o.stdout));
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(text.contains("crc32"), "{text}");
+    // The artifact records the training data's law and range (v4).
+    assert!(text.contains("phases: a = 3 below the GRF level 0, 12 above"), "{text}");
+    assert!(text.contains("training data: GRF alpha 2, tau 3; u in [0.0000e0, "), "{text}");
     let dev = tmp.path().join("dev");
     ok(ddis(&["--quiet", "reconstruct", "--artifact", s(&art), "--obs", s(&obs), "--out", s(&dev), "--samples", "2"]));
     assert_eq!(npy::read(&dev.join("mean.npy")).unwrap().shape, vec![n, n]);

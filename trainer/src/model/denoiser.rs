@@ -1,7 +1,7 @@
 //! The diffusion prior's network: a resolution-agnostic FNO-type operator
 //! denoiser with a noise-level embedding, and
 //! [`EdmModel`](crate::model::denoiser::EdmModel), which wraps it in
-//! the EDM preconditioning (DESIGN.md section 4).
+//! the EDM preconditioning (docs/science.md section 2).
 //!
 //! Pipeline of [`Denoiser::forward`](crate::model::denoiser::Denoiser::forward)
 //! (tensors channels-last inside):
@@ -42,7 +42,7 @@ use super::noise::SmoothNoise;
 use super::spectral::{SpectralBases, SpectralConv2d, SpectralConvConfig, check_grid};
 use crate::pde::PdeError;
 
-/// Bytes of one activation value on the device (f32; DESIGN.md section 7).
+/// Bytes of one activation value on the device (f32; docs/format.md).
 const ACTIVATION_BYTES: usize = 4;
 
 /// Hyper-parameters of a [`Denoiser`].

@@ -1,6 +1,6 @@
 //! EDM (Karras et al. 2022) preconditioning, training noise levels, the
-//! `rho` noise schedule and the deterministic Heun sampler (DESIGN.md
-//! sections 4-5).
+//! `rho` noise schedule and the deterministic Heun sampler (docs/science.md
+//! section 2).
 //!
 //! The scalar formulas are plain f64 functions so that the DAPS sampler and
 //! the export (which folds the schedule into the device artifact) share one

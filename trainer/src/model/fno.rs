@@ -1,4 +1,4 @@
-//! The FNO forward surrogate `F ≈ G` (DESIGN.md section 4), float twin of
+//! The FNO forward surrogate `F ≈ G` (docs/science.md section 2), float twin of
 //! `runtime::fno`.
 //!
 //! Pipeline, all channels-last (`[batch, n, n, channels]`):
@@ -244,7 +244,7 @@ impl<B: Backend> Fno<B> {
 }
 
 /// The coordinate channels `[batch, n, n, 2]`: channel 0 is
-/// `x = j/(n-1)`, channel 1 is `y = i/(n-1)` (DESIGN.md section 3).
+/// `x = j/(n-1)`, channel 1 is `y = i/(n-1)` (docs/science.md section 4).
 pub fn coordinate_channels<B: Backend>(batch: usize, n: usize, device: &B::Device) -> Tensor<B, 4> {
     let step = 1.0 / (n.max(2) - 1) as f64;
     let mut v = Vec::with_capacity(n * n * 2);

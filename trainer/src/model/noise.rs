@@ -1,5 +1,5 @@
-//! Smooth function-space training noise for the diffusion prior (DESIGN.md
-//! section 4).
+//! Smooth function-space training noise for the diffusion prior (docs/science.md
+//! section 2).
 //!
 //! The noise is a Gaussian field with a squared-exponential (RBF) covariance
 //! of unit pointwise variance on the `n x n` node grid. The kernel is
@@ -23,7 +23,7 @@ pub const DEFAULT_LENGTH_SCALE: f64 = 0.05;
 
 /// Sampler of smooth Gaussian noise fields with covariance
 /// `exp(-|p - q|^2 / (2 l^2))` between nodes `p` and `q` of an `n x n` grid
-/// on the unit square (nodes at `i/(n-1)`, DESIGN.md section 3).
+/// on the unit square (nodes at `i/(n-1)`, docs/science.md section 4).
 ///
 /// Build once per resolution (an `n x n` eigendecomposition) and share: it
 /// is immutable, `Send` and `Sync`.

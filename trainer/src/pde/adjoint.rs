@@ -1,5 +1,5 @@
 //! Derivatives of the exact solvers, so a posterior sampler can guide through
-//! the true physics ("plug-in exact physics", DESIGN.md section 5).
+//! the true physics ("plug-in exact physics", docs/science.md section 2).
 //!
 //! Job: `J v` (linearised solve), `J^T w` (adjoint method) of the map
 //! `input -> u` of a [`Solver`], and the observation-loss gradient a Langevin

@@ -2,7 +2,7 @@
 //!
 //! Each PDE is a 5-point finite-difference operator on the interior nodes of
 //! a [`Grid`] with zero Dirichlet boundary, solved by a sparse direct
-//! factorisation (DESIGN.md section 3). This module owns the configuration,
+//! factorisation (docs/science.md section 4). This module owns the configuration,
 //! the error type and the dispatching [`Solver`]; the per-PDE files hold the
 //! factorisation strategy and nothing about training or file formats.
 //!

@@ -1,5 +1,5 @@
-//! DAPS (Zhang et al., decoupled annealing posterior sampling), DESIGN.md
-//! section 5: at each annealing level, an ODE estimate `a0` of the clean
+//! DAPS (Zhang et al., decoupled annealing posterior sampling), docs/science.md
+//! section 2: at each annealing level, an ODE estimate `a0` of the clean
 //! field from the prior, then Langevin steps on
 //! `log p(y | a) - |a - a0|^2 / (2 s_i^2)` with no gradient through the
 //! prior, then re-noising to the next level.

@@ -1,4 +1,4 @@
-//! DPS (Chung et al. 2023), DESIGN.md section 5: reverse Euler steps of the
+//! DPS (Chung et al. 2023), docs/science.md section 2: reverse Euler steps of the
 //! probability-flow ODE, each followed by `-zeta grad_x ||r(D(x; s))||`
 //! with the gradient taken through the denoiser. On the joint `(a, u)`
 //! prior with the loss on the `u` channel this is DiffusionPDE's sampler.

@@ -1,4 +1,4 @@
-//! Posterior samplers on the host (DESIGN.md section 5): DAPS (the DDIS
+//! Posterior samplers on the host (docs/science.md section 2): DAPS (the DDIS
 //! sampler, full and reduced-step) and DPS, for the decoupled pair (prior +
 //! surrogate or exact solver) and for the joint `(a, u)` baseline.
 //!
