@@ -163,7 +163,9 @@ fn runnable(args: &[String]) -> bool {
     match first {
         Some("demo") | Some("inspect") => true,
         Some("reconstruct") => has("--artifact") || !(has("--prior") || has("--joint")),
-        Some("eval") => args.iter().any(|a| a == "exact" || a == "device"),
+        Some("eval") => args.windows(2).any(|w| {
+            w[0] == "--methods" && w[1].split(',').all(|m| matches!(m.split('+').next(), Some("exact" | "device")))
+        }),
         Some("data") => args.iter().any(|a| a == "gen") && count_at_most(args, 2000),
         _ => false,
     }
