@@ -16,7 +16,7 @@
 #                      shared cores slow torch down by 5-20x); "default" never sets it
 #   BENCH_TORCH_BUDGET seconds per torch item after which no further repeat starts [60]
 #   TORCH_INDEX_URL    extra pip index for torch (e.g. a CPU-only wheel index); default: PyPI only
-#   BENCH_PRIOR, BENCH_OPERATOR  runs used by the ddis reconstruction [runs/prior-device, runs/op-device-p100]
+#   BENCH_PRIOR, BENCH_OPERATOR  runs used by the ddis reconstruction [runs/prior-device, runs/op-device-p100, else the shipped models/host/darcy32-prior, darcy32-op-p100]
 #   PYTHON             interpreter for the venv [python3]
 set -euo pipefail
 
@@ -114,8 +114,10 @@ fi
 # Per thread count, REC_REPEATS rounds of one ddis process and one torch process
 # (a warm-up reconstruction, then one timed one per spectral form), so that both
 # sides see the same background load.
-PRIOR="${BENCH_PRIOR:-runs/prior-device}"
-OPERATOR="${BENCH_OPERATOR:-runs/op-device-p100}"
+# Your runs first, else the shipped host weights.
+run_or_shipped() { if [[ -f "runs/$1/model.bin" ]]; then echo "runs/$1"; else echo "models/host/$2"; fi; }
+PRIOR="${BENCH_PRIOR:-$(run_or_shipped prior-device darcy32-prior)}"
+OPERATOR="${BENCH_OPERATOR:-$(run_or_shipped op-device-p100 darcy32-op-p100)}"
 DDIS=""
 if [ -z "${BENCH_SKIP_DDIS:-}" ]; then
   if [ ! -f "$PRIOR/model.bin" ] || [ ! -f "$OPERATOR/model.bin" ]; then

@@ -4,9 +4,10 @@
 //! same trained models, plus the FLOP count of that schedule (counted by the
 //! runtime) so the figure can be set against the hardware's limit.
 //!
-//! Needs the shipped artifact `models/darcy32.ddis` and the runs it was
-//! exported from (`runs/prior-device`, `runs/op-device-p100`; see
-//! docs/results.md); without them it says so and exits.
+//! Needs the shipped artifact `models/darcy32.ddis` and the host models
+//! (`runs/prior-device` and `runs/op-device-p100` when you trained them,
+//! else the shipped `models/host/darcy32-prior` and `darcy32-op-p100`);
+//! without them it says so and exits.
 //!
 //! `cargo bench -p ddis-trainer --bench reconstruct`; `RECON_BENCH_REPEATS`
 //! overrides 7.
@@ -33,8 +34,16 @@ fn main() {
     unsafe { std::env::set_var("MATMUL_NUM_THREADS", "1") };
     rayon::ThreadPoolBuilder::new().num_threads(1).build_global().expect("rayon pool");
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    let (art, prior, op) =
-        (root.join("models/darcy32.ddis"), root.join("runs/prior-device"), root.join("runs/op-device-p100"));
+    // Your runs first, else the shipped host weights.
+    let run_or_shipped = |run: &str, shipped: &str| {
+        let r = root.join("runs").join(run);
+        if r.join("model.bin").is_file() { r } else { root.join("models/host").join(shipped) }
+    };
+    let (art, prior, op) = (
+        root.join("models/darcy32.ddis"),
+        run_or_shipped("prior-device", "darcy32-prior"),
+        run_or_shipped("op-device-p100", "darcy32-op-p100"),
+    );
     if !(art.is_file() && prior.is_dir() && op.is_dir()) {
         println!("skipped: needs {}, {} and {} (docs/results.md)", art.display(), prior.display(), op.display());
         return;

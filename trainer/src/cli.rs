@@ -128,13 +128,17 @@ pub struct DeviceArgs {
 /// Arguments of `ddis export`.
 #[derive(Debug, Args)]
 pub struct ExportArgs {
-    /// Prior run.
+    /// Prior run [default: the shipped host prior for --pde, models/host/<pde>32-prior]
     #[arg(long)]
-    pub prior: PathBuf,
+    pub prior: Option<PathBuf>,
+    /// Problem of the shipped host models used when --prior / --operator are not given.
+    #[arg(long, default_value = "darcy")]
+    pub pde: PdeKind,
     /// Surrogate run: the forward model with `--physics surrogate`; with
     /// `--physics solver` only its `u` spread is used (the readings' unit
     /// floor), else that spread is read from the prior's dataset.
-    #[arg(long, required_if_eq("physics", "surrogate"))]
+    /// [default with `--physics surrogate`: the shipped models/host/<pde>32-op-p100]
+    #[arg(long)]
     pub operator: Option<PathBuf>,
     /// Forward model the device guides with: the trained surrogate, or
     /// exact finite-difference physics of the prior's PDE (banded direct
@@ -786,13 +790,24 @@ fn export_cmd(args: &ExportArgs) -> Result<()> {
     let (daps, _) = args.sampler_args.configs(true)?;
     anyhow::ensure!(args.force || !args.out.exists(), "{} exists; pass --force to replace it", args.out.display());
     let device = Default::default();
-    let (prior, cfg) = crate::train::diffusion::load_diffusion::<Cpu>(&args.prior, &device)?;
+    let prior_dir = match &args.prior {
+        Some(p) => p.clone(),
+        None => shipped_run(args.pde, 32, "prior")?,
+    };
+    let (prior, cfg) = crate::train::diffusion::load_diffusion::<Cpu>(&prior_dir, &device)?;
     let problem = cfg.data_meta.pde.kind;
-    let operator = match &args.operator {
+    let operator_dir = match (&args.operator, args.physics) {
+        (Some(o), _) => Some(o.clone()),
+        (None, Physics::Surrogate) => Some(
+            shipped_run(problem, cfg.data_meta.res, "op-p100").context("--physics surrogate needs --operator")?,
+        ),
+        (None, Physics::Solver) => None,
+    };
+    let operator = match &operator_dir {
         Some(dir) => {
             let (operator, op_cfg) = crate::train::operator::load_operator_run::<Cpu>(dir, &device)?;
             crate::eval::ensure_same_problem(
-                ("the prior", &args.prior, &cfg.data_meta),
+                ("the prior", &prior_dir, &cfg.data_meta),
                 ("the surrogate", dir, &op_cfg.data_meta),
             )?;
             Some(operator)
@@ -832,9 +847,9 @@ fn export_cmd(args: &ExportArgs) -> Result<()> {
     };
     let step = crate::export::DeviceStep { step: args.step, max_sensors: args.max_sensors, r_scale: args.r_scale };
     let n = args.res.unwrap_or(cfg.data_meta.res);
-    let data = crate::export::data_params(&cfg.data_meta.pde, (stats.min, stats.max));
-    let bytes =
-        crate::export::build_artifact_with(&prior, forward, &daps, &step, problem.name(), data, n, args.quant)?;
+    let about =
+        crate::export::About { problem: problem.name(), data: crate::export::data_params(&cfg.data_meta.pde, (stats.min, stats.max)) };
+    let bytes = crate::export::build_artifact_with(&prior, forward, &daps, &step, &about, n, args.quant)?;
     if let Some(dir) = args.out.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir)?;
     }

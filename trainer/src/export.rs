@@ -318,8 +318,18 @@ pub fn build_artifact<B: Backend>(
     quant: Quant,
 ) -> Result<Vec<u8>> {
     let pde = crate::pde::PdeConfig::for_kind(problem.parse().unwrap_or(crate::pde::PdeKind::Darcy));
-    let data = data_params(&pde, (0.0, 1.0));
-    build_artifact_with(prior, ForwardModel::Surrogate(operator), daps, &DeviceStep::default(), problem, data, n, quant)
+    let about = About { problem, data: data_params(&pde, (0.0, 1.0)) };
+    build_artifact_with(prior, ForwardModel::Surrogate(operator), daps, &DeviceStep::default(), &about, n, quant)
+}
+
+/// What an artifact says about its models: the problem's name and the
+/// training data's law and solution range.
+#[derive(Clone, Copy, Debug)]
+pub struct About<'a> {
+    /// The problem (`darcy`, `poisson`, ...).
+    pub problem: &'a str,
+    /// The data section.
+    pub data: DataParams,
 }
 
 /// The artifact's data section: the input law of `pde` and the solution
@@ -370,11 +380,11 @@ pub fn build_artifact_with<B: Backend>(
     forward: ForwardModel<'_, B>,
     daps: &DapsConfig,
     step: &DeviceStep,
-    problem: &str,
-    data: DataParams,
+    about: &About<'_>,
     n: usize,
     quant: Quant,
 ) -> Result<Vec<u8>> {
+    let About { problem, data } = *about;
     daps.validate()?;
     data.validate().map_err(|e| anyhow!("the data section: {e}"))?;
     ensure!(

@@ -193,10 +193,10 @@ fn every_documented_command_parses_and_the_quick_ones_run() {
             continue;
         }
         let argv = concrete(&c.args);
-        if let Err(e) = Cli::try_parse_from(std::iter::once("ddis".to_string()).chain(argv.iter().cloned())) {
-            if e.use_stderr() {
-                failures.push(format!("{}: `ddis {}`: {}", c.place, c.args, e.render()));
-            }
+        if let Err(e) = Cli::try_parse_from(std::iter::once("ddis".to_string()).chain(argv.iter().cloned()))
+            && e.use_stderr()
+        {
+            failures.push(format!("{}: `ddis {}`: {}", c.place, c.args, e.render()));
         }
     }
     assert!(failures.is_empty(), "documented commands the CLI rejects:\n{}", failures.join("\n"));

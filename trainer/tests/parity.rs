@@ -344,7 +344,7 @@ fn trained_device_models_match_burn() {
 
 /// Reconstruction quality of the int8 artifact against the f32 artifact on
 /// Darcy test cases (31 noiseless interior sensors, the same seed for
-/// both): the criterion is int8 at most 10 % above f32. Slow in the
+/// both): the criterion is int8 at most 10 % above f32. Slow in the
 /// dev profile; run with
 /// `DDIS_PARITY_CASES=100 cargo test --release -p ddis-trainer --test parity -- --ignored --nocapture`.
 #[test]

@@ -8,7 +8,7 @@
 use std::path::Path;
 use std::process::Command;
 
-/// The device budget of DESIGN.md section 7 / the firmware's linker script.
+/// The device budget of docs/format.md / the firmware's linker script.
 const FLASH_BUDGET: usize = 1024 * 1024;
 const RAM_BUDGET: usize = 256 * 1024;
 

@@ -145,7 +145,8 @@ impl RunDir {
             bail!("{} exists and is not a ddis run; choose another --out", path.display());
         }
         std::fs::create_dir_all(path).with_context(|| format!("cannot create {}", path.display()))?;
-        std::fs::write(&config_path, serde_json::to_string_pretty(&*config)? + "\n")
+        // Through a `Value`, whose keys are sorted, as every run has been written.
+        std::fs::write(&config_path, serde_json::to_string_pretty(&serde_json::to_value(&*config)?)? + "\n")
             .with_context(|| format!("cannot write {}", config_path.display()))?;
         let run = Self { path: path.to_path_buf() };
         run.write_split(split)?;
