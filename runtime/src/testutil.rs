@@ -62,10 +62,9 @@ pub(crate) fn quantize_rows(w: &[f32], rows: usize, cols: usize) -> (Vec<u8>, Ve
 }
 
 use crate::artifact::{
-    DataParams,
-    Body, Bytes, KIND_NOISE, KIND_PHYSICS, KIND_PRIOR, KIND_SCHEDULE, KIND_SURROGATE, LEVEL_SCALARS, LinearParams,
-    NoiseParams, OperatorParams, PhysicsParams, PriorParams, STEP_LANGEVIN, ScheduleParams, SurrogateParams, Weights,
-    encode, encoded_len,
+    Body, Bytes, DataParams, KIND_NOISE, KIND_PHYSICS, KIND_PRIOR, KIND_SCHEDULE, KIND_SURROGATE, LEVEL_SCALARS,
+    LinearParams, NoiseParams, OperatorParams, PhysicsParams, PriorParams, STEP_LANGEVIN, ScheduleParams,
+    SurrogateParams, Weights, encode, encoded_len,
 };
 use crate::operator::OperatorShape;
 use crate::sensors::MAX_SENSORS;

@@ -798,9 +798,9 @@ fn export_cmd(args: &ExportArgs) -> Result<()> {
     let problem = cfg.data_meta.pde.kind;
     let operator_dir = match (&args.operator, args.physics) {
         (Some(o), _) => Some(o.clone()),
-        (None, Physics::Surrogate) => Some(
-            shipped_run(problem, cfg.data_meta.res, "op-p100").context("--physics surrogate needs --operator")?,
-        ),
+        (None, Physics::Surrogate) => {
+            Some(shipped_run(problem, cfg.data_meta.res, "op-p100").context("--physics surrogate needs --operator")?)
+        }
         (None, Physics::Solver) => None,
     };
     let operator = match &operator_dir {
@@ -847,8 +847,10 @@ fn export_cmd(args: &ExportArgs) -> Result<()> {
     };
     let step = crate::export::DeviceStep { step: args.step, max_sensors: args.max_sensors, r_scale: args.r_scale };
     let n = args.res.unwrap_or(cfg.data_meta.res);
-    let about =
-        crate::export::About { problem: problem.name(), data: crate::export::data_params(&cfg.data_meta.pde, (stats.min, stats.max)) };
+    let about = crate::export::About {
+        problem: problem.name(),
+        data: crate::export::data_params(&cfg.data_meta.pde, (stats.min, stats.max)),
+    };
     let bytes = crate::export::build_artifact_with(&prior, forward, &daps, &step, &about, n, args.quant)?;
     if let Some(dir) = args.out.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir)?;
@@ -1034,7 +1036,9 @@ fn eval_cmd(args: EvalArgs, progress: bool) -> Result<()> {
         data: args.data,
         panels: args.panels,
         out: args.out.clone(),
-        artifact: Some(args.artifact.clone().unwrap_or_else(|| crate::output::shipped_artifact(args.pde.name(), args.res))),
+        artifact: Some(
+            args.artifact.clone().unwrap_or_else(|| crate::output::shipped_artifact(args.pde.name(), args.res)),
+        ),
         progress,
     };
     run_eval::<CpuAutodiff>(&opts, &Default::default())?;

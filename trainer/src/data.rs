@@ -77,7 +77,8 @@ pub fn solution_stats(dir: &Path) -> Result<SolutionStats> {
     let count = u.data.len().max(1) as f64;
     let mean = u.data.iter().map(|&v| v as f64).sum::<f64>() / count;
     let var = u.data.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>() / count;
-    let (min, max) = u.data.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), &v| (lo.min(v as f64), hi.max(v as f64)));
+    let (min, max) =
+        u.data.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), &v| (lo.min(v as f64), hi.max(v as f64)));
     Ok(SolutionStats { spread: var.sqrt(), min, max })
 }
 

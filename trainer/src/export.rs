@@ -17,10 +17,9 @@ use burn::nn::Linear;
 use burn::tensor::Tensor;
 use burn::tensor::backend::Backend;
 use ddis_runtime::artifact::{
-    DataParams,
-    self, Artifact, Body, Bytes, KIND_NOISE, KIND_PHYSICS, KIND_PRIOR, KIND_SCHEDULE, KIND_SURROGATE, LEVEL_SCALARS,
-    LinearParams, NoiseParams, OperatorParams, PhysicsParams, PriorParams, STEP_GAUSS_NEWTON, STEP_LANGEVIN,
-    ScheduleParams, SurrogateParams, Weights,
+    self, Artifact, Body, Bytes, DataParams, KIND_NOISE, KIND_PHYSICS, KIND_PRIOR, KIND_SCHEDULE, KIND_SURROGATE,
+    LEVEL_SCALARS, LinearParams, NoiseParams, OperatorParams, PhysicsParams, PriorParams, STEP_GAUSS_NEWTON,
+    STEP_LANGEVIN, ScheduleParams, SurrogateParams, Weights,
 };
 use ddis_runtime::kernels::quantize_row;
 use ddis_runtime::operator::OperatorShape;
@@ -610,7 +609,8 @@ pub fn inspect(bytes: &[u8]) -> Result<String> {
     let _ = writeln!(out, "problem: {}", art.problem());
     let d = art.data();
     if d.phase_low != 0.0 || d.phase_high != 0.0 {
-        let _ = writeln!(out, "phases: a = {} below the GRF level {}, {} above", d.phase_low, d.threshold, d.phase_high);
+        let _ =
+            writeln!(out, "phases: a = {} below the GRF level {}, {} above", d.phase_low, d.threshold, d.phase_high);
     }
     let _ = writeln!(
         out,

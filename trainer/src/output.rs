@@ -68,10 +68,8 @@ impl Staged {
             if !out.is_dir() {
                 bail!("--out {} is a file, not a folder", out.display());
             }
-            let empty = std::fs::read_dir(out)
-                .with_context(|| format!("cannot read {}", out.display()))?
-                .next()
-                .is_none();
+            let empty =
+                std::fs::read_dir(out).with_context(|| format!("cannot read {}", out.display()))?.next().is_none();
             if !(empty || force || out.join(RECORD).is_file()) {
                 bail!(
                     "--out {} exists and was not written by ddis (no {RECORD}); choose another folder or pass --force to replace it",

@@ -224,13 +224,7 @@ fn every_documented_command_parses_and_the_quick_ones_run() {
             .args(&argv)
             .output()
             .unwrap();
-        assert!(
-            o.status.success(),
-            "{}: `ddis {}` failed:\n{}",
-            c.place,
-            c.args,
-            String::from_utf8_lossy(&o.stderr)
-        );
+        assert!(o.status.success(), "{}: `ddis {}` failed:\n{}", c.place, c.args, String::from_utf8_lossy(&o.stderr));
         ran += 1;
     }
     assert!(ran >= 3, "only {ran} documented commands were run");

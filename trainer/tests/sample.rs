@@ -142,7 +142,8 @@ fn eval_and_reconstruct_end_to_end() {
     assert_eq!(npy::read(&rec.join("samples.npy")).unwrap().shape, vec![3, n, n]);
     assert!(rec.join("panel.png").exists());
     // run.json records the models with their hashes, the settings and the counters.
-    let record: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(rec.join("run.json")).unwrap()).unwrap();
+    let record: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(rec.join("run.json")).unwrap()).unwrap();
     assert_eq!(record["samples"], 3);
     assert_eq!(record["models"]["prior"]["fnv1a64"].as_str().unwrap().len(), 16, "{record}");
     assert!(record["models"]["operator"]["path"].as_str().unwrap().ends_with("op"), "{record}");
@@ -154,11 +155,24 @@ fn eval_and_reconstruct_end_to_end() {
     let cfg = std::fs::read_to_string(op.join("config.json")).unwrap().replace("\"darcy\"", "\"poisson\"");
     std::fs::write(poisson_op.join("config.json"), cfg).unwrap();
     let refused = tmp.path().join("refused");
-    let e = ddis(&[
-        &["--quiet", "reconstruct", "--obs", s(&obs), "--out", s(&refused), "--samples", "3", "--schedule", "3x1x2"][..],
-        &["--prior", s(&prior), "--operator", s(&poisson_op)],
-    ]
-    .concat());
+    let e = ddis(
+        &[
+            &[
+                "--quiet",
+                "reconstruct",
+                "--obs",
+                s(&obs),
+                "--out",
+                s(&refused),
+                "--samples",
+                "3",
+                "--schedule",
+                "3x1x2",
+            ][..],
+            &["--prior", s(&prior), "--operator", s(&poisson_op)],
+        ]
+        .concat(),
+    );
     let msg = String::from_utf8_lossy(&e.stderr);
     assert!(!e.status.success() && msg.contains("different problems") && msg.contains("poisson"), "{msg}");
     assert!(!refused.exists(), "nothing written");
@@ -176,11 +190,25 @@ fn eval_and_reconstruct_end_to_end() {
     let mine = tmp.path().join("mine");
     std::fs::create_dir(&mine).unwrap();
     std::fs::write(mine.join("notes.txt"), "keep").unwrap();
-    let e = ddis(&[
-        &["--quiet", "reconstruct", "--obs", s(&obs), "--out", s(&mine), "--samples", "3", "--schedule", "3x1x2"][..],
-        &["--prior", s(&prior), "--operator", s(&op)],
-    ]
-    .concat());
+    let e =
+        ddis(
+            &[
+                &[
+                    "--quiet",
+                    "reconstruct",
+                    "--obs",
+                    s(&obs),
+                    "--out",
+                    s(&mine),
+                    "--samples",
+                    "3",
+                    "--schedule",
+                    "3x1x2",
+                ][..],
+                &["--prior", s(&prior), "--operator", s(&op)],
+            ]
+            .concat(),
+        );
     assert!(!e.status.success() && String::from_utf8_lossy(&e.stderr).contains("--force"));
     assert_eq!(std::fs::read_to_string(mine.join("notes.txt")).unwrap(), "keep");
     for sampler in ["daps-lite", "dps"] {
