@@ -219,7 +219,6 @@ fn every_documented_command_parses_and_the_quick_ones_run() {
         }
         let o = Command::new(env!("CARGO_BIN_EXE_ddis"))
             .current_dir(scratch.path())
-            .env("DDIS_MODELS", root.join("models"))
             .arg("--quiet")
             .args(&argv)
             .output()

@@ -55,15 +55,18 @@ fn group_thousands(v: usize) -> String {
 fn demo_runs_out_of_the_box() {
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("demo");
+    // From a folder with no models/ in it: the shipped models are found
+    // beside the sources the binary was built from.
     let o = Command::new(env!("CARGO_BIN_EXE_ddis"))
-        .current_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join(".."))
+        .current_dir(tmp.path())
+        .env_remove("DDIS_MODELS")
         .args(["--quiet", "demo", "--samples", "1", "--out", out.to_str().unwrap()])
         .output()
         .unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let stdout = String::from_utf8_lossy(&o.stdout);
     assert!(stdout.contains("relative L2 error") && stdout.contains("error rate"), "{stdout}");
-    for f in ["panel.png", "mean.npy", "std.npy", "truth.npy", "readings.csv"] {
+    for f in ["panel.png", "mean.npy", "std.npy", "truth.npy", "readings.csv", "run.json"] {
         assert!(out.join(f).exists(), "{f} missing");
     }
     // The user's own readings: the CSV the demo wrote reads back.
@@ -95,4 +98,47 @@ fn demo_runs_out_of_the_box() {
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(!o.status.success() && err.contains("is a poisson artifact"), "{err}");
     assert!(!tmp.path().join("mismatch").exists());
+}
+
+/// `models/` stays lean: the artifacts, the cards and the f32 host weights
+/// together (six networks of about 1 MB today).
+const MODELS_BUDGET_BYTES: u64 = 8 * 1024 * 1024;
+
+fn size_of(path: &Path) -> u64 {
+    if path.is_dir() {
+        std::fs::read_dir(path).unwrap().flatten().map(|e| size_of(&e.path())).sum()
+    } else {
+        std::fs::metadata(path).map(|m| m.len()).unwrap_or(0)
+    }
+}
+
+#[test]
+fn shipped_host_weights_load_and_models_stay_lean() {
+    use ddis_trainer::train::backend::Cpu;
+    let host = models_dir().join("host");
+    let card = std::fs::read_to_string(host.join("README.md")).expect("models/host has a card");
+    let mut found = 0;
+    for e in std::fs::read_dir(&host).unwrap().flatten().filter(|e| e.path().is_dir()) {
+        let dir = e.path();
+        let name = e.file_name().to_string_lossy().to_string();
+        assert!(card.contains(&name), "models/host/README.md does not describe {name}");
+        assert!(dir.join("summary.json").is_file(), "{name}: no summary.json");
+        assert!(!dir.join("checkpoint").exists(), "{name}: checkpoints are not shipped");
+        let cfg: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(dir.join("config.json")).unwrap()).unwrap();
+        let device = Default::default();
+        match cfg["kind"].as_str() {
+            Some("operator") => {
+                ddis_trainer::train::operator::load_operator::<Cpu>(&dir, &device).unwrap();
+            }
+            Some(_) => {
+                ddis_trainer::train::diffusion::load_diffusion::<Cpu>(&dir, &device).unwrap();
+            }
+            None => panic!("{name}: config.json has no kind"),
+        }
+        found += 1;
+    }
+    assert!(found >= 2, "the shipped host models are missing ({found} found)");
+    let total = size_of(&models_dir());
+    assert!(total <= MODELS_BUDGET_BYTES, "models/ weighs {total} bytes, over {MODELS_BUDGET_BYTES}");
 }
