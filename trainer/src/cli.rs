@@ -232,6 +232,9 @@ pub struct SamplerArgs {
     /// DPS guidance weight zeta
     #[arg(long)]
     pub zeta: Option<f64>,
+    /// DPS with Heun (second-order) steps of the ODE instead of Euler: one more denoiser call per step
+    #[arg(long)]
+    pub dps_heun: bool,
 }
 
 impl SamplerArgs {
@@ -256,6 +259,7 @@ impl SamplerArgs {
         if let Some(v) = self.zeta {
             dps.zeta = v;
         }
+        dps.heun = self.dps_heun;
         daps.validate()?;
         dps.validate()?;
         Ok((daps, dps))
@@ -334,7 +338,7 @@ pub struct EvalArgs {
     /// Sensors per case (random interior nodes).
     #[arg(long, default_value_t = 31)]
     pub sensors: usize,
-    /// Methods, comma-separated, each `NAME[+key=value...]` (keys: schedule, tau, lr, lr_min_ratio, lr_cap, sigma_max, steps, zeta).
+    /// Methods, comma-separated, each `NAME[+key=value...]` (keys: schedule, tau, lr, lr_min_ratio, lr_cap, sigma_max, steps, zeta, heun=1 for Heun DPS steps).
     #[arg(long, default_value = "ddis-daps,ddis-dps,joint-dps,joint-daps")]
     pub methods: String,
     /// Paired-data fractions of the surrogate and joint runs, comma-separated.
@@ -450,6 +454,21 @@ pub struct CommonTrainArgs {
     /// Steps between checkpoints (one is always written at the end).
     #[arg(long, default_value_t = 500)]
     pub checkpoint_every: usize,
+    /// Keep an exponential moving average of the weights with this decay
+    /// (e.g. 0.999; 0 = off). The decay ramps up as min(DECAY, (1+t)/(10+t))
+    /// after t steps; validation and the final model.bin use the average, and
+    /// checkpoints hold it, so --resume stays exact.
+    #[arg(long, value_name = "DECAY", default_value_t = 0.0)]
+    pub ema: f64,
+    /// Scale the gradient down to this global L2 norm (all parameters
+    /// together) when it is larger (e.g. 1.0; 0 = off).
+    #[arg(long, value_name = "NORM", default_value_t = 0.0)]
+    pub grad_clip: f64,
+    /// Show each training sample under a random one of the 8 flips and
+    /// transposes of the square (d8; the same one for a and u of a pair):
+    /// the data laws and PDEs of every dataset here are invariant under them.
+    #[arg(long, value_enum, default_value_t = crate::train::Augment::None)]
+    pub augment: crate::train::Augment,
     /// Continue the run in --out from its last checkpoint. Every other option
     /// must match the run's; only --steps may change (see --steps). At the
     /// same --steps the result is bit for bit an uninterrupted run's.
@@ -480,6 +499,9 @@ impl CommonTrainArgs {
             warmup: (self.steps / 20).clamp(1, 200),
             log_every: (self.steps / 100).clamp(1, 100),
             extensions: Vec::new(),
+            ema: self.ema,
+            grad_clip: self.grad_clip,
+            augment: self.augment,
         }
     }
 

@@ -105,8 +105,9 @@ pub struct MethodSpec {
 
 impl MethodSpec {
     /// Parses `METHOD[+key=value...]`, keys `schedule` (AxOxL), `tau`, `lr`,
-    /// `lr_min_ratio`, `lr_cap`, `sigma_max` (DAPS), `steps`, `zeta` (DPS),
-    /// on top of the given defaults.
+    /// `lr_min_ratio`, `lr_cap`, `sigma_max` (DAPS), `steps`, `zeta`, `heun`
+    /// (DPS; `heun=1` takes Heun steps, `0` Euler), on top of the given
+    /// defaults.
     pub fn parse(spec: &str, daps: &DapsConfig, dps: &DpsConfig) -> Result<Self> {
         let mut parts = spec.trim().split('+');
         let method = Method::parse(parts.next().unwrap_or_default())?;
@@ -126,9 +127,10 @@ impl MethodSpec {
                 }
                 "steps" => dps.steps = num()? as usize,
                 "zeta" => dps.zeta = num()?,
+                "heun" => dps.heun = num()? != 0.0,
                 "precondition" => daps.precondition = num()? != 0.0,
                 _ => bail!(
-                    "unknown setting `{k}` in `{spec}` (valid: schedule, tau, lr, lr_min_ratio, lr_cap, sigma_max, precondition, steps, zeta)"
+                    "unknown setting `{k}` in `{spec}` (valid: schedule, tau, lr, lr_min_ratio, lr_cap, sigma_max, precondition, steps, zeta, heun)"
                 ),
             }
         }
@@ -146,7 +148,8 @@ impl MethodSpec {
                 format!("DAPS {} tau={} lr={} s_max={}{pre}", d.label(), d.tau, d.lr, d.sigma_max)
             }
             Method::DdisDps | Method::JointDps => {
-                format!("DPS {} steps zeta={}", self.dps.steps, self.dps.zeta)
+                let kind = if self.dps.heun { " Heun" } else { "" };
+                format!("DPS {}{kind} steps zeta={}", self.dps.steps, self.dps.zeta)
             }
             Method::Device => "runtime on the artifact (its surrogate and schedule)".to_string(),
             Method::Exact => "exact Gaussian posterior, Matheron draws".to_string(),
@@ -1110,7 +1113,11 @@ mod tests {
         let m = MethodSpec::parse("ddis-daps+schedule=20x1x5+tau=0.01", &d, &p).unwrap();
         assert_eq!((m.method, m.daps.annealing, m.daps.langevin, m.daps.tau), (Method::DdisDaps, 20, 5, 0.01));
         let m = MethodSpec::parse("joint-dps+steps=30+zeta=2", &d, &p).unwrap();
-        assert_eq!((m.method, m.dps.steps, m.dps.zeta), (Method::JointDps, 30, 2.0));
+        assert_eq!((m.method, m.dps.steps, m.dps.zeta, m.dps.heun), (Method::JointDps, 30, 2.0, false));
+        let m = MethodSpec::parse("joint-dps+steps=200+heun=1", &d, &p).unwrap();
+        assert_eq!((m.dps.steps, m.dps.heun), (200, true));
+        assert_eq!(m.settings(), "DPS 200 Heun steps zeta=10");
+        assert!(!MethodSpec::parse("joint-dps+heun=0", &d, &DpsConfig { heun: true, ..p.clone() }).unwrap().dps.heun);
         assert!(m.method.is_joint());
         for bad in ["ddis", "ddis-daps+tau", "ddis-daps+tau=x", "ddis-daps+tau=-1", "ddis-daps+color=3"] {
             assert!(MethodSpec::parse(bad, &d, &p).is_err(), "{bad}");

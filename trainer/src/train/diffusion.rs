@@ -8,14 +8,13 @@ use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
-use burn::module::AutodiffModule;
 use burn::tensor::Tensor;
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
-use super::{RunConfig, RunDir, Session, Split, Task, TrainConfig};
+use super::{Batch, RunConfig, RunDir, Session, Split, Symmetry, Task, TrainConfig, augment};
 use crate::data::Dataset;
 use crate::metrics;
 use crate::model::denoiser::{ChannelNorm, EdmConfig, EdmModel};
@@ -75,9 +74,10 @@ struct DiffusionTask<B: Backend> {
 }
 
 impl<B: Backend> DiffusionTask<B> {
-    fn clean_batch<BB: Backend>(&self, idx: &[usize], device: &BB::Device) -> Tensor<BB, 4> {
+    fn clean_batch<BB: Backend>(&self, idx: &[usize], symmetries: &[Symmetry], device: &BB::Device) -> Tensor<BB, 4> {
         let n = self.data.res();
         let mut x = stacked(&self.data, idx, self.channels);
+        augment::apply_batch(&mut x, self.channels, n, symmetries);
         self.norm.normalize_slice(&mut x, self.channels, n * n);
         host_batch_to_tensor(x, [idx.len(), self.channels, n], device).expect("lengths match by construction")
     }
@@ -85,12 +85,12 @@ impl<B: Backend> DiffusionTask<B> {
     fn loss_on<BB: Backend>(
         &self,
         model: &EdmModel<BB>,
-        idx: &[usize],
+        batch: &Batch,
         rng: &mut ChaCha8Rng,
         device: &BB::Device,
     ) -> Tensor<BB, 1> {
-        let x = self.clean_batch::<BB>(idx, device);
-        let (sigma, noise) = model.draw_training_noise(&self.noise, idx.len(), rng, device);
+        let x = self.clean_batch::<BB>(&batch.indices, &batch.symmetries, device);
+        let (sigma, noise) = model.draw_training_noise(&self.noise, batch.indices.len(), rng, device);
         model.loss(x, sigma, noise)
     }
 }
@@ -98,14 +98,14 @@ impl<B: Backend> DiffusionTask<B> {
 impl<B: AutodiffBackend> Task<B> for DiffusionTask<B> {
     type Model = EdmModel<B>;
 
-    fn loss(&self, model: &EdmModel<B>, batch: &[usize], rng: &mut ChaCha8Rng) -> Tensor<B, 1> {
+    fn loss(&self, model: &EdmModel<B>, batch: &Batch, rng: &mut ChaCha8Rng) -> Tensor<B, 1> {
         self.loss_on(model, batch, rng, &self.device)
     }
 
     fn validate(&self, model: &EdmModel<B::InnerBackend>) -> f64 {
         let mut rng = ChaCha8Rng::seed_from_u64(VAL_SEED);
         let idx = &self.val[..self.val.len().min(VAL_SAMPLES)];
-        let loss = self.loss_on(model, idx, &mut rng, &self.device);
+        let loss = self.loss_on(model, &Batch::plain(idx.to_vec()), &mut rng, &self.device);
         loss.into_data().iter::<f64>().next().unwrap_or(f64::NAN)
     }
 
@@ -182,6 +182,7 @@ pub fn train_diffusion<B: AutodiffBackend>(opts: &DiffusionOptions, device: &B::
         model_cfg.denoiser.channels,
         format!("{:?}", opts.kind).to_lowercase()
     );
+    opts.train.augment.check(&data.meta)?;
     model_cfg.normalization = ChannelNorm::fit(&stacked(&data, &pool, channels), channels, n)?;
     model_cfg.validate()?;
     model_cfg.denoiser.check_resolution(n).map_err(|e| {
@@ -211,7 +212,8 @@ pub fn train_diffusion<B: AutodiffBackend>(opts: &DiffusionOptions, device: &B::
         device: device.clone(),
     };
     let trained = super::train(&task, model, &run_cfg.train, &run, &pool, &opts.session, device)?;
-    let model = trained.model.valid();
+    // The weight average under --ema, else the last iterate.
+    let model = trained.model;
     super::save_model(&run, model.clone())?;
 
     let (stats, samples) = sample_statistics(&model, &data, &split.test, opts.stat_samples, opts.train.seed, device)?;

@@ -2,11 +2,15 @@
 //! baseline: run directories, reproducible splits, the Adam loop with a
 //! cosine schedule, checkpoints, `--resume`, and loss curves (CSV and PNG).
 //!
-//! A model plugs in through [`Task`]: it turns a list of training indices and
-//! a random stream into a loss. All randomness of step `s` comes from the
-//! ChaCha8 stream `s` of the run seed, so a resumed run replays exactly the
-//! batches and noise of an uninterrupted one.
+//! A model plugs in through [`Task`]: it turns a [`Batch`] of training
+//! indices (with their augmentation) and a random stream into a loss. All
+//! randomness of step `s` comes from the ChaCha8 stream `s` of the run seed,
+//! so a resumed run replays exactly the batches, symmetries and noise of an
+//! uninterrupted one. Options the field's diffusion baselines train with
+//! (`--ema`, `--grad-clip`, `--augment d8`) are off by default, so runs
+//! without them train bit for bit as before they existed.
 
+pub mod augment;
 pub mod backend;
 pub mod diffusion;
 pub mod operator;
@@ -16,10 +20,10 @@ use std::path::Path;
 use std::time::Instant;
 
 use anyhow::{Context, Result};
-use burn::module::AutodiffModule;
+use burn::module::{AutodiffModule, Module, ModuleMapper, ModuleVisitor, Param};
 use burn::optim::{AdamConfig, GradientsParams, Optimizer};
 use burn::record::{BinFileRecorder, FullPrecisionSettings, Recorder};
-use burn::tensor::backend::AutodiffBackend;
+use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{Tensor, TensorData};
 use rand::Rng;
 use rand::SeedableRng;
@@ -27,6 +31,7 @@ use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
 use crate::data::progress_bar;
+pub use augment::{Augment, Symmetry};
 pub use run::{RunConfig, RunDir, Split, model_config};
 
 /// The learning rate every decay ends at, as a fraction of the peak `--lr`.
@@ -53,6 +58,23 @@ pub struct TrainConfig {
     /// that kept its first step count (and absent from its `config.json`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub extensions: Vec<Extension>,
+    /// Decay of the exponential moving average of the weights (`--ema`; 0:
+    /// off, and absent from `config.json`). With it, validation and the
+    /// final `model.bin` use the average (see [`TrainConfig::ema_decay`]).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub ema: f64,
+    /// Largest global L2 norm of the gradient, all parameters together
+    /// (`--grad-clip`; 0: no clipping, and absent from `config.json`).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub grad_clip: f64,
+    /// Augmentation of the training samples (`--augment`; absent from
+    /// `config.json` when none).
+    #[serde(default, skip_serializing_if = "Augment::is_none")]
+    pub augment: Augment,
+}
+
+fn is_zero(v: &f64) -> bool {
+    *v == 0.0
 }
 
 /// A change of the step count on `--resume`: the cosine decay is re-planned
@@ -76,6 +98,9 @@ impl Default for TrainConfig {
             checkpoint_every: 500,
             log_every: 50,
             extensions: Vec::new(),
+            ema: 0.0,
+            grad_clip: 0.0,
+            augment: Augment::None,
         }
     }
 }
@@ -149,12 +174,31 @@ impl TrainConfig {
         Ok(cfg)
     }
 
+    /// The decay of the weight average after `updates` optimiser steps:
+    /// `min(ema, (1 + updates) / (10 + updates))`. The ramp keeps the
+    /// random initial weights from lingering in the average of a short run
+    /// (at decay 0.999 they would still weigh 5 % after 3000 steps); it is a
+    /// pure function of the step, so resumed runs average alike.
+    pub fn ema_decay(&self, updates: usize) -> f64 {
+        self.ema.min((1 + updates) as f64 / (10 + updates) as f64)
+    }
+
     /// Rejects settings that cannot train.
     pub fn validate(&self) -> Result<()> {
         anyhow::ensure!(self.steps >= 1, "--steps must be at least 1");
         anyhow::ensure!(self.batch >= 1, "--batch must be at least 1");
         anyhow::ensure!(self.lr.is_finite() && self.lr > 0.0, "--lr must be positive, got {}", self.lr);
         anyhow::ensure!(self.checkpoint_every >= 1, "--checkpoint-every must be at least 1");
+        anyhow::ensure!(
+            (0.0..1.0).contains(&self.ema),
+            "--ema must be in [0, 1) (0 turns it off; 0.999 is usual), got {}",
+            self.ema
+        );
+        anyhow::ensure!(
+            self.grad_clip.is_finite() && self.grad_clip >= 0.0,
+            "--grad-clip must be >= 0 (0 turns it off), got {}",
+            self.grad_clip
+        );
         Ok(())
     }
 }
@@ -172,14 +216,31 @@ pub fn draw_batch(pool: &[usize], batch: usize, rng: &mut ChaCha8Rng) -> Vec<usi
     (0..batch).map(|_| pool[rng.random_range(0..pool.len())]).collect()
 }
 
+/// The samples of one training step.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Batch {
+    /// Indices into the dataset.
+    pub indices: Vec<usize>,
+    /// The symmetry each sample is seen under (`--augment d8`); empty
+    /// without augmentation.
+    pub symmetries: Vec<Symmetry>,
+}
+
+impl Batch {
+    /// Un-augmented samples.
+    pub fn plain(indices: Vec<usize>) -> Self {
+        Self { indices, symmetries: Vec::new() }
+    }
+}
+
 /// One model's training problem.
 pub trait Task<B: AutodiffBackend> {
     /// The trained module.
     type Model: AutodiffModule<B> + Clone;
 
-    /// The training loss on the samples `batch` (indices into the dataset);
-    /// every random draw comes from `rng`.
-    fn loss(&self, model: &Self::Model, batch: &[usize], rng: &mut ChaCha8Rng) -> Tensor<B, 1>;
+    /// The training loss on `batch`, each sample under its symmetry; every
+    /// random draw comes from `rng`.
+    fn loss(&self, model: &Self::Model, batch: &Batch, rng: &mut ChaCha8Rng) -> Tensor<B, 1>;
 
     /// A validation figure on held-out samples (lower is better), on the
     /// gradient-free model.
@@ -229,7 +290,8 @@ pub struct Session {
 
 /// The outcome of [`train`].
 pub struct Trained<M> {
-    /// The trained module (with gradients still attached to its type).
+    /// The final weights, without gradients: the moving average under
+    /// `--ema`, else the last optimiser iterate.
     pub model: M,
     /// The loss curve.
     pub history: Vec<LossRow>,
@@ -239,6 +301,11 @@ pub struct Trained<M> {
 
 /// Runs (or resumes) the Adam loop for `task` in `run`, checkpointing every
 /// `checkpoint_every` steps and at the end.
+///
+/// Per step: draw the batch and its symmetries, compute the loss, clip the
+/// gradient to a global norm (`grad_clip`), step Adam, then fold the new
+/// weights into the average (`ema`). The average is checkpointed beside the
+/// weights and the optimiser, so a resume continues it exactly.
 pub fn train<B, T>(
     task: &T,
     mut model: T::Model,
@@ -247,7 +314,7 @@ pub fn train<B, T>(
     pool: &[usize],
     session: &Session,
     device: &B::Device,
-) -> Result<Trained<T::Model>>
+) -> Result<Trained<<T::Model as AutodiffModule<B>>::InnerModule>>
 where
     B: AutodiffBackend,
     T: Task<B>,
@@ -255,16 +322,16 @@ where
     cfg.validate()?;
     anyhow::ensure!(!pool.is_empty(), "no training samples");
     let mut optim = AdamConfig::new().init::<B, T::Model>();
+    let mut ema = (cfg.ema > 0.0).then(|| model.valid());
     let mut start = 0;
     let mut history: Vec<LossRow> = Vec::new();
     let progress = session.progress;
     if session.resume {
-        match load_checkpoint::<B, T::Model, _>(run, model.clone(), optim.clone(), device)? {
-            Some((m, o, state)) => {
-                model = m;
-                optim = o;
-                start = state.step;
-                history = state.history;
+        match load_checkpoint::<B, T::Model, _>(run, model.clone(), optim.clone(), ema.clone(), device)? {
+            Some(loaded) => {
+                (model, optim, ema) = (loaded.model, loaded.optim, loaded.ema);
+                start = loaded.state.step;
+                history = loaded.state.history;
                 eprintln!("resuming {} from step {start}", run.path().display());
                 if let Some(e) = cfg.extensions.last().filter(|e| e.at == start) {
                     eprintln!(
@@ -288,24 +355,35 @@ where
     let elapsed_before = history.last().map_or(0.0, |r| r.elapsed_s);
     let t0 = Instant::now();
     let bar = progress_bar((cfg.steps - start) as u64, progress, "training");
-    let (mut acc, mut acc_n) = (0.0f64, 0usize);
+    let (mut acc, mut acc_n, mut clipped) = (0.0f64, 0usize, 0usize);
     for step in start..cfg.steps {
         let mut rng = step_rng(cfg.seed, step);
-        let batch = draw_batch(pool, cfg.batch, &mut rng);
-        let loss = task.loss(&model, &batch, &mut rng);
+        let indices = draw_batch(pool, cfg.batch, &mut rng);
+        let symmetries = cfg.augment.draw(indices.len(), &mut rng);
+        let loss = task.loss(&model, &Batch { indices, symmetries }, &mut rng);
         let loss_value: f64 = scalar(loss.clone());
         anyhow::ensure!(loss_value.is_finite(), "loss became {loss_value} at step {step}; lower --lr");
-        let grads = GradientsParams::from_grads(loss.backward(), &model);
+        let mut grads = GradientsParams::from_grads(loss.backward(), &model);
+        if cfg.grad_clip > 0.0 {
+            let norm = clip_global_norm(&model, &mut grads, cfg.grad_clip);
+            clipped += usize::from(norm > cfg.grad_clip);
+        }
         let lr = cfg.lr_at(step);
         model = optim.step(lr, model, grads);
+        let done = step + 1;
+        if let Some(avg) = ema.take() {
+            ema = Some(ema_update(avg, &model.valid(), cfg.ema_decay(done)));
+        }
         acc += loss_value;
         acc_n += 1;
 
-        let done = step + 1;
         let checkpoint = done % cfg.checkpoint_every == 0 || done == cfg.steps;
         let log = checkpoint || (cfg.log_every > 0 && done % cfg.log_every == 0);
         if log {
-            let val = checkpoint.then(|| task.validate(&model.valid()));
+            let val = checkpoint.then(|| match &ema {
+                Some(avg) => task.validate(avg),
+                None => task.validate(&model.valid()),
+            });
             let row = LossRow {
                 step: done,
                 train_loss: acc / acc_n as f64,
@@ -313,8 +391,10 @@ where
                 lr,
                 elapsed_s: elapsed_before + t0.elapsed().as_secs_f64(),
             };
+            let clip_note =
+                if cfg.grad_clip > 0.0 { format!(", gradient clipped on {clipped} of {acc_n} steps") } else { String::new() };
             let msg = format!(
-                "training loss {:.4}{}",
+                "training loss {:.4}{}{clip_note}",
                 row.train_loss,
                 val.map_or(String::new(), |v| format!(" {} {v:.4}", task.val_name()))
             );
@@ -324,10 +404,11 @@ where
             }
             bar.set_message(msg);
             history.push(row);
-            (acc, acc_n) = (0.0, 0);
+            (acc, acc_n, clipped) = (0.0, 0, 0);
         }
         if checkpoint {
-            save_checkpoint::<B, _, _>(run, &model, &optim, &CheckpointState { step: done, history: history.clone() })?;
+            let state = CheckpointState { step: done, history: history.clone() };
+            save_checkpoint::<B, _, _>(run, &model, &optim, ema.as_ref(), &state)?;
             write_curves(run.path(), &history, task.val_name())?;
         }
         bar.inc(1);
@@ -337,7 +418,80 @@ where
     }
     bar.finish_and_clear();
     let train_seconds = history.last().map_or(0.0, |r| r.elapsed_s);
+    let model = ema.unwrap_or_else(|| model.valid());
     Ok(Trained { model, history, train_seconds })
+}
+
+/// Scales every gradient of `model` by `min(1, max_norm / ||g||)`, where
+/// `||g||` is the L2 norm of all of them together, and returns `||g||`.
+/// (burn's `GradientClippingConfig::Norm` clips each parameter tensor on its
+/// own, which changes the gradient's direction; the field clips globally.)
+pub fn clip_global_norm<B: AutodiffBackend, M: AutodiffModule<B>>(
+    model: &M,
+    grads: &mut GradientsParams,
+    max_norm: f64,
+) -> f64 {
+    struct SumSquares<'a> {
+        grads: &'a GradientsParams,
+        sum: f64,
+    }
+    impl<B: AutodiffBackend> ModuleVisitor<B> for SumSquares<'_> {
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
+            if let Some(g) = self.grads.get::<B::InnerBackend, D>(param.id) {
+                self.sum += scalar(g.square().sum());
+            }
+        }
+    }
+    struct Scale<'a> {
+        grads: &'a mut GradientsParams,
+        factor: f64,
+    }
+    impl<B: AutodiffBackend> ModuleVisitor<B> for Scale<'_> {
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
+            if let Some(g) = self.grads.remove::<B::InnerBackend, D>(param.id) {
+                self.grads.register::<B::InnerBackend, D>(param.id, g.mul_scalar(self.factor));
+            }
+        }
+    }
+    let mut sum = SumSquares { grads, sum: 0.0 };
+    model.visit(&mut sum);
+    let norm = sum.sum.sqrt();
+    if norm > max_norm {
+        model.visit(&mut Scale { grads, factor: max_norm / norm });
+    }
+    norm
+}
+
+/// `decay * average + (1 - decay) * current`, parameter by parameter (the
+/// two modules share one structure; parameters are paired in visiting
+/// order, not by id).
+pub fn ema_update<B: Backend, M: Module<B>>(average: M, current: &M, decay: f64) -> M {
+    struct Collect<B: Backend>(Vec<Tensor<B, 1>>);
+    impl<B: Backend> ModuleVisitor<B> for Collect<B> {
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
+            let t = param.val();
+            let len = t.shape().num_elements();
+            self.0.push(t.reshape([len]));
+        }
+    }
+    struct Blend<B: Backend> {
+        current: std::vec::IntoIter<Tensor<B, 1>>,
+        decay: f64,
+    }
+    impl<B: Backend> ModuleMapper<B> for Blend<B> {
+        fn map_float<const D: usize>(&mut self, param: Param<Tensor<B, D>>) -> Param<Tensor<B, D>> {
+            let (id, avg, mapper) = param.consume();
+            let cur = self.current.next().expect("the average and the model share one structure");
+            let cur = cur.reshape(avg.shape());
+            Param::from_mapped_value(id, avg.mul_scalar(self.decay) + cur.mul_scalar(1.0 - self.decay), mapper)
+        }
+    }
+    let mut collect = Collect(Vec::new());
+    current.visit(&mut collect);
+    let mut blend = Blend { current: collect.0.into_iter(), decay };
+    let out = average.map(&mut blend);
+    debug_assert!(blend.current.next().is_none(), "the model has more parameters than its average");
+    out
 }
 
 fn scalar<B: burn::tensor::backend::Backend>(t: Tensor<B, 1>) -> f64 {
@@ -347,8 +501,14 @@ fn scalar<B: burn::tensor::backend::Backend>(t: Tensor<B, 1>) -> f64 {
 
 /// Writes the checkpoint into `checkpoint.tmp/`, then swaps it in, so a kill
 /// at any moment leaves one complete checkpoint (`checkpoint/` or, during the
-/// swap, `checkpoint.old/`).
-fn save_checkpoint<B, M, O>(run: &RunDir, model: &M, optim: &O, state: &CheckpointState) -> Result<()>
+/// swap, `checkpoint.old/`). The weight average, if any, is `ema.bin`.
+fn save_checkpoint<B, M, O>(
+    run: &RunDir,
+    model: &M,
+    optim: &O,
+    ema: Option<&M::InnerModule>,
+    state: &CheckpointState,
+) -> Result<()>
 where
     B: AutodiffBackend,
     M: AutodiffModule<B> + Clone,
@@ -363,6 +523,10 @@ where
     let rec = Rec::new();
     rec.record(model.clone().into_record(), tmp.join("model")).context("saving model checkpoint")?;
     rec.record(optim.to_record(), tmp.join("optim")).context("saving optimiser checkpoint")?;
+    if let Some(ema) = ema {
+        Recorder::<B::InnerBackend>::record(&rec, ema.clone().into_record(), tmp.join("ema"))
+            .context("saving the weight average")?;
+    }
     std::fs::write(tmp.join("state.json"), serde_json::to_string(state)?)?;
     if old.exists() {
         std::fs::remove_dir_all(&old)?;
@@ -377,9 +541,23 @@ where
     Ok(())
 }
 
-type Loaded<M, O> = Option<(M, O, CheckpointState)>;
+/// What a resume restores.
+struct Loaded<M: AutodiffModule<B>, O, B: AutodiffBackend> {
+    model: M,
+    optim: O,
+    ema: Option<M::InnerModule>,
+    state: CheckpointState,
+}
 
-fn load_checkpoint<B, M, O>(run: &RunDir, model: M, optim: O, device: &B::Device) -> Result<Loaded<M, O>>
+/// Loads the last checkpoint into `model`, `optim` and, for a run with a
+/// weight average, `ema`.
+fn load_checkpoint<B, M, O>(
+    run: &RunDir,
+    model: M,
+    optim: O,
+    ema: Option<M::InnerModule>,
+    device: &B::Device,
+) -> Result<Option<Loaded<M, O, B>>>
 where
     B: AutodiffBackend,
     M: AutodiffModule<B>,
@@ -393,7 +571,15 @@ where
         .load(dir.join("model"), device)
         .with_context(|| format!("cannot load {}; was the run made with other model settings?", dir.display()))?;
     let optim_record = rec.load(dir.join("optim"), device).with_context(|| format!("cannot load {}", dir.display()))?;
-    Ok(Some((model.load_record(model_record), optim.load_record(optim_record), state)))
+    let ema = match ema {
+        Some(ema) => {
+            let record = Recorder::<B::InnerBackend>::load(&rec, dir.join("ema"), device)
+                .with_context(|| format!("cannot load the weight average (--ema) in {}", dir.display()))?;
+            Some(ema.load_record(record))
+        }
+        None => None,
+    };
+    Ok(Some(Loaded { model: model.load_record(model_record), optim: optim.load_record(optim_record), ema, state }))
 }
 
 /// The checkpoint a resume loads — `checkpoint/`, or `checkpoint.old/` when

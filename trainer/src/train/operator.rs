@@ -5,13 +5,12 @@ use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
-use burn::module::AutodiffModule;
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{Tensor, TensorData};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
-use super::{RunConfig, RunDir, Split, Task, TrainConfig};
+use super::{Batch, RunConfig, RunDir, Split, Task, TrainConfig, augment};
 use crate::data::Dataset;
 use crate::model::fno::{Fno, FnoConfig, Normalization, rel_l2_loss};
 
@@ -36,10 +35,15 @@ fn batch_tensor<B: Backend>(data: &Dataset, field: &[f32], idx: &[usize], device
 impl<B: AutodiffBackend> Task<B> for OperatorTask<B> {
     type Model = Fno<B>;
 
-    fn loss(&self, model: &Fno<B>, batch: &[usize], _rng: &mut ChaCha8Rng) -> Tensor<B, 1> {
-        let a = batch_tensor::<B>(&self.data, &self.data.a, batch, &self.device);
-        let u = batch_tensor::<B>(&self.data, &self.data.u, batch, &self.device);
-        rel_l2_loss(model.forward(a), u)
+    fn loss(&self, model: &Fno<B>, batch: &Batch, _rng: &mut ChaCha8Rng) -> Tensor<B, 1> {
+        // `a` and `u` of a sample under one symmetry: still a solution pair.
+        let field = |f: &[f32]| {
+            let n = self.data.res();
+            let mut x = self.data.gather(f, &batch.indices);
+            augment::apply_batch(&mut x, 1, n, &batch.symmetries);
+            Tensor::<B, 3>::from_data(TensorData::new(x, [batch.indices.len(), n, n]), &self.device)
+        };
+        rel_l2_loss(model.forward(field(&self.data.a)), field(&self.data.u))
     }
 
     fn validate(&self, model: &Fno<B::InnerBackend>) -> f64 {
@@ -111,6 +115,7 @@ pub fn train_operator<B: AutodiffBackend>(opts: &OperatorOptions, device: &B::De
     let split = Split::new(data.len(), opts.split_seed, opts.paired_fraction)?;
     let mut model_cfg = opts.model.clone();
     model_cfg.validate()?;
+    opts.train.augment.check(&data.meta)?;
     let n = data.res();
     model_cfg.check_resolution(n).map_err(|e| {
         anyhow::anyhow!(
@@ -142,7 +147,7 @@ pub fn train_operator<B: AutodiffBackend>(opts: &OperatorOptions, device: &B::De
     }
     let task = OperatorTask::<B> { data: data.clone(), val: split.val.clone(), device: device.clone() };
     let trained = super::train(&task, model, train_cfg, &run, &split.paired, &opts.session, device)?;
-    let model = trained.model.valid();
+    let model = trained.model;
     let errors = rel_l2_errors(&model, &data, &split.test, device);
     let (mean, stderr) = crate::metrics::mean_and_stderr(&errors);
     super::save_model(&run, model)?;

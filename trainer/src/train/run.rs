@@ -195,12 +195,25 @@ fn key_name(path: &str) -> String {
         "train.lr" => "--lr",
         "train.seed" => "--seed",
         "train.checkpoint_every" => "--checkpoint-every",
+        "train.ema" => "--ema",
+        "train.grad_clip" => "--grad-clip",
+        "train.augment" => "--augment",
         _ if path.starts_with("model.normalization") => return format!("{path} (fitted on the data)"),
         _ if path.starts_with("model.") => return format!("{path} (--size/--model-config)"),
         _ if path.starts_with("data_meta.") => return format!("the dataset's {path}"),
         _ => path,
     };
     flag.to_string()
+}
+
+/// How a message shows a key absent from one side: the default that
+/// `config.json` leaves out, where there is one.
+fn absent_value(path: &str) -> &'static str {
+    match path {
+        "train.ema" | "train.grad_clip" => "0 (off)",
+        "train.augment" => "\"none\"",
+        _ => "nothing",
+    }
 }
 
 /// Every setting in which the recorded config `old` and the command line's
@@ -224,7 +237,7 @@ fn resume_differences(old: &Value, new: &Value) -> Vec<String> {
 /// Appends `(path, old, new)` for each leaf where `old` and `new` differ;
 /// objects are compared key by key, anything else as a whole.
 fn collect_differences(old: &Value, new: &Value, path: &str, out: &mut Vec<(String, String, String)>) {
-    let show = |v: Option<&Value>| v.map_or_else(|| "nothing".to_string(), Value::to_string);
+    let show = |v: Option<&Value>, at: &str| v.map_or_else(|| absent_value(at).to_string(), Value::to_string);
     match (old, new) {
         (Value::Object(a), Value::Object(b)) => {
             let keys: std::collections::BTreeSet<&String> = a.keys().chain(b.keys()).collect();
@@ -232,11 +245,14 @@ fn collect_differences(old: &Value, new: &Value, path: &str, out: &mut Vec<(Stri
                 let sub = if path.is_empty() { k.clone() } else { format!("{path}.{k}") };
                 match (a.get(k), b.get(k)) {
                     (Some(x), Some(y)) => collect_differences(x, y, &sub, out),
-                    (x, y) => out.push((sub, show(x), show(y))),
+                    (x, y) => {
+                        let (x, y) = (show(x, &sub), show(y, &sub));
+                        out.push((sub, x, y));
+                    }
                 }
             }
         }
-        _ if old != new => out.push((path.to_string(), show(Some(old)), show(Some(new)))),
+        _ if old != new => out.push((path.to_string(), show(Some(old), path), show(Some(new), path))),
         _ => {}
     }
 }
