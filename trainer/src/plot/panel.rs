@@ -28,6 +28,14 @@ const BAR_AREA: u32 = 72;
 pub enum Content<'a> {
     /// An `n x n` field, flat row-major (`i*n + j`, row `i` is y).
     Field(Cow<'a, [f32]>),
+    /// A field with the sensor positions drawn over it as hollow markers
+    /// (the node's own colour stays visible at the marker's centre).
+    FieldWithSensors {
+        /// The field, as [`Content::Field`].
+        field: Cow<'a, [f32]>,
+        /// Flat node index of each sensor.
+        nodes: &'a [usize],
+    },
     /// Sensor markers at flat node indices, coloured by their reading, on a
     /// plain background.
     Readings {
@@ -76,7 +84,11 @@ pub fn posterior_panels<'a>(
     let field = Scale::for_values(widen(mean).chain(truth.into_iter().flat_map(widen)));
     let mut panels = vec![];
     if let Some(t) = truth {
-        panels.push(Panel { title: "truth".into(), scale: field, content: Content::Field(Cow::Borrowed(t)) });
+        panels.push(Panel {
+            title: "truth and sensors".into(),
+            scale: field,
+            content: Content::FieldWithSensors { field: Cow::Borrowed(t), nodes: &obs.nodes },
+        });
     }
     panels.push(Panel {
         title: format!("readings of u ({} sensors)", obs.nodes.len()),
@@ -140,6 +152,11 @@ impl<'a> PanelFigure<'a> {
         for p in &panels {
             match &p.content {
                 Content::Field(f) => ensure!(f.len() == n * n, "panel '{}' must hold {n} x {n} values", p.title),
+                Content::FieldWithSensors { field, nodes } => ensure!(
+                    field.len() == n * n && nodes.iter().all(|&k| k < n * n),
+                    "panel '{}' must hold {n} x {n} values and sensors on the grid",
+                    p.title
+                ),
                 Content::Readings { nodes, values } => ensure!(
                     nodes.len() == values.len() && nodes.iter().all(|&k| k < n * n),
                     "panel '{}' has readings off the {n} x {n} grid",
@@ -201,6 +218,8 @@ impl<'a> PanelFigure<'a> {
                     let (x, y) = (j as f64 * h, i as f64 * h);
                     [(x - 0.5 * h, y - 0.5 * h), (x + 0.5 * h, y + 0.5 * h)]
                 };
+                let r = (0.6 * PLOT_PX as f64 / n as f64).clamp(3.0, 6.0) as i32;
+                let at = |k: usize| ((k % n) as f64 * h, (k / n) as f64 * h);
                 match &p.content {
                     Content::Field(f) => {
                         drawn(
@@ -210,13 +229,21 @@ impl<'a> PanelFigure<'a> {
                             ),
                         )?;
                     }
+                    Content::FieldWithSensors { field: f, nodes } => {
+                        drawn(
+                            chart.draw_series(
+                                (0..n * n)
+                                    .map(|k| Rectangle::new(cell(k / n, k % n), p.scale.colour(f[k] as f64).filled())),
+                            ),
+                        )?;
+                        drawn(chart.draw_series(nodes.iter().map(|&k| Circle::new(at(k), r, WHITE.stroke_width(2)))))?;
+                        drawn(chart.draw_series(nodes.iter().map(|&k| Circle::new(at(k), r + 1, BLACK.stroke_width(1)))))?;
+                    }
                     Content::Readings { nodes, values } => {
                         drawn(chart.draw_series(std::iter::once(Rectangle::new(
                             [(extent.0, extent.0), (extent.1, extent.1)],
                             BLANK.filled(),
                         ))))?;
-                        let r = (0.6 * PLOT_PX as f64 / n as f64).clamp(3.0, 6.0) as i32;
-                        let at = |k: usize| ((k % n) as f64 * h, (k / n) as f64 * h);
                         drawn(chart.draw_series(
                             nodes.iter().zip(*values).map(|(&k, &v)| Circle::new(at(k), r, p.scale.colour(v).filled())),
                         ))?;
