@@ -151,7 +151,7 @@ impl MethodSpec {
                 let kind = if self.dps.heun { " Heun" } else { "" };
                 format!("DPS {}{kind} steps zeta={}", self.dps.steps, self.dps.zeta)
             }
-            Method::Device => "runtime on the artifact (its surrogate and schedule)".to_string(),
+            Method::Device => "runtime on the artifact (its forward model and schedule)".to_string(),
             Method::Exact => "exact Gaussian posterior, Matheron draws".to_string(),
         }
     }

@@ -227,10 +227,7 @@ fn dps_heun_integrates_the_probability_flow_more_accurately_than_euler() {
     for steps in [8, 16, 32] {
         let (euler, euler_stats) = error(steps, false);
         let (heun, heun_stats) = error(steps, true);
-        assert!(
-            heun <= HEUN_OVER_EULER * euler,
-            "{steps} steps: Heun error {heun:.3e} above Euler's {euler:.3e}"
-        );
+        assert!(heun <= HEUN_OVER_EULER * euler, "{steps} steps: Heun error {heun:.3e} above Euler's {euler:.3e}");
         assert_eq!((euler_stats.denoiser_calls, heun_stats.denoiser_calls), (steps, 2 * steps - 1));
         assert_eq!((euler_stats.denoiser_vjps, heun_stats.denoiser_vjps), (steps, steps), "Heun adds no VJP");
         if let Some((e, h)) = last {
@@ -239,7 +236,10 @@ fn dps_heun_integrates_the_probability_flow_more_accurately_than_euler() {
                 (EULER_ORDER_RATIO.0..=EULER_ORDER_RATIO.1).contains(&re),
                 "Euler error {e:.3e} -> {euler:.3e} at {steps} steps: ratio {re:.2}, want about 2"
             );
-            assert!(rh >= HEUN_ORDER_RATIO_MIN, "Heun error {h:.3e} -> {heun:.3e} at {steps} steps: ratio {rh:.2}, want about 4");
+            assert!(
+                rh >= HEUN_ORDER_RATIO_MIN,
+                "Heun error {h:.3e} -> {heun:.3e} at {steps} steps: ratio {rh:.2}, want about 4"
+            );
         }
         last = Some((euler, heun));
     }

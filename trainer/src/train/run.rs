@@ -336,6 +336,22 @@ mod tests {
     }
 
     #[test]
+    fn options_left_out_of_old_configs_differ_from_their_default() {
+        let old = serde_json::json!({"train": {"steps": 100, "lr": 0.001}});
+        let mut new = old.clone();
+        new["train"]["ema"] = 0.999.into();
+        new["train"]["augment"] = "d8".into();
+        assert_eq!(
+            resume_differences(&old, &new),
+            [
+                "--augment differs: run has \"none\", command line \"d8\"",
+                "--ema differs: run has 0 (off), command line 0.999",
+            ]
+        );
+        assert_eq!(resume_differences(&new, &old)[1], "--ema differs: run has 0.999, command line 0 (off)");
+    }
+
+    #[test]
     fn model_config_overrides_preset_keys_and_names_bad_ones() {
         use crate::model::denoiser::{DenoiserConfig, EdmConfig};
         use crate::model::fno::FnoConfig;
