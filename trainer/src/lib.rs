@@ -20,4 +20,5 @@ pub mod output;
 pub mod pde;
 pub mod plot;
 pub mod sample;
+pub mod stats;
 pub mod train;

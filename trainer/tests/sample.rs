@@ -100,6 +100,10 @@ fn eval_and_reconstruct_end_to_end() {
     for m in ["ddis-daps", "ddis-dps", "joint-daps", "joint-dps", "error rate", "calibration", "best joint"] {
         assert!(md.contains(m), "results.md lacks `{m}`:\n{md}");
     }
+    // Paired bootstrap intervals: 2 decoupled x 2 joint methods x 2 metrics.
+    let paired_rows = md.lines().filter(|l| l.starts_with("| 1 | ddis-") && l.contains(" | joint-")).count();
+    assert_eq!(paired_rows, 8, "paired comparisons:\n{md}");
+    assert!(md.contains("difference [95 % CI]"), "{md}");
     let csv1 = std::fs::read_to_string(r1.join("results.csv")).unwrap();
     let csv2 = std::fs::read_to_string(r2.join("results.csv")).unwrap();
     assert_eq!(csv1.lines().count(), 5, "header + one row per method:\n{csv1}");
