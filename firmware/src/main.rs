@@ -35,7 +35,7 @@ use ddis_runtime::protocol::{
     self, CHUNK_VALUES, DeviceInfo, ErrorCode, Event, FIELD_MEAN, FIELD_STD, MAX_FRAME, MAX_WIRE, ReconstructRequest,
     Request, Response, RunReport,
 };
-use ddis_runtime::{Artifact, MAX_SENSORS, Sensors, sampler};
+use ddis_runtime::{Artifact, sampler};
 
 mod sizes {
     include!(concat!(env!("OUT_DIR"), "/sizes.rs"));
@@ -212,23 +212,13 @@ fn info(art: &Artifact<'_>) -> DeviceInfo {
 
 /// Serves one reconstruction: fields in chunks, then the run report.
 fn reconstruct(art: &Artifact<'_>, r: &ReconstructRequest<'_>, ws: &mut [f32], tx: &mut Tx) {
-    let Some(rows) = protocol::sensor_records(r.sensors) else {
-        return tx.error(ErrorCode::BadSensorBytes, r.sensors.len());
+    // Every check of the request, readings against the artifact's range
+    // included, happens here at the edge (the same function the host fuzzes).
+    let sensors = match protocol::check_request(art, r) {
+        Ok(s) => s,
+        Err((code, detail)) => return tx.error(code, detail as usize),
     };
-    let count = r.sensors.len() / protocol::SENSOR_BYTES;
-    if count > MAX_SENSORS {
-        return tx.error(ErrorCode::TooManySensors, count);
-    }
-    if r.samples == 0 {
-        return tx.error(ErrorCode::InvalidParameter, 0);
-    }
-    let mut sensors = Sensors::new(art.grid());
-    for (x, y, v) in rows {
-        if let Err(e) = sensors.push_xy(x, y, v) {
-            let (code, detail) = ErrorCode::from_runtime(&e);
-            return tx.error(code, detail as usize);
-        }
-    }
+    let count = sensors.len();
     // SAFETY: the only references to MEAN and STD are these, made once per
     // request on the single thread; they end with this function.
     let (mean, std) = unsafe { (&mut *addr_of_mut!(MEAN), &mut *addr_of_mut!(STD)) };

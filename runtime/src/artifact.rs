@@ -210,9 +210,10 @@ pub struct PhysicsParams {
 }
 
 /// What the models were trained on: the law of the input field and the
-/// range of the solution over the training data. The sampler does not read
-/// it; hosts use it to draw demo truths from the model's own law, to score
-/// Darcy phases, and to check readings against the training range.
+/// range of the solution over the training data. The sampler reads only
+/// the range, to bound the readings and the noise level of a request
+/// ([`DataParams::reading_range`]); hosts use the rest to draw demo truths
+/// from the model's own law and to score Darcy phases.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 pub struct DataParams {
     /// Darcy: the coefficient below the threshold (0 for the other PDEs).
@@ -233,9 +234,35 @@ pub struct DataParams {
     pub u_max: f32,
 }
 
+/// Range widths a reading may lie outside the training data's solution
+/// range (beyond the noise allowance [`NOISE_MARGIN`]) before it is
+/// refused ([`DataParams::reading_range`]). One width is the threshold at
+/// which the host already warned that a reading is "far outside"
+/// (`Observations::warnings` in the trainer): room for solutions somewhat
+/// beyond the training draws, while wrong units or another problem
+/// (Darcy's u is about 0.01; a reading of 5 or -4 is neither) are refused.
+pub const READING_MARGIN: f32 = 1.0;
+
+/// Noise levels (`noise_sigma`) a reading may lie outside the widened
+/// range: a Gaussian error exceeds 6 standard deviations with probability
+/// 2e-9, so an honest noisy reading is refused about never. (The HIL test's
+/// Darcy case with noise 0.01, over half the range width of u, has a
+/// reading of -0.031: 3.1 noise levels below `u_min` = 0, and outside a
+/// range without this term.)
+pub const NOISE_MARGIN: f32 = 6.0;
+
+/// Largest `|u_min|`, `|u_max|` an artifact may record. It keeps every
+/// number derived from the reading range finite in f32 with room to
+/// spare: the noise level is at most `(1 + 2 * READING_MARGIN) * w <= 6e16`
+/// ([`DataParams::max_noise`]), so the range's ends are at most
+/// `3e16 + NOISE_MARGIN * 6e16 = 3.9e17` in size, a squared reading at most
+/// `1.6e35`, and a sum of [`crate::MAX_SENSORS`] squares at most `3.9e37 <
+/// f32::MAX = 3.4e38`.
+pub const MAX_ABS_U: f32 = 1e16;
+
 impl DataParams {
     /// Checks every value is finite, the GRF parameters positive and the
-    /// range ordered.
+    /// range ordered and within [`MAX_ABS_U`].
     pub fn validate(&self) -> Result<(), Error> {
         let all = [
             (self.phase_low, "phase_low"),
@@ -253,7 +280,30 @@ impl DataParams {
         if self.u_min > self.u_max {
             return Err(Error::InvalidValue { field: "u_max" });
         }
+        for (v, field) in [(self.u_min, "u_min"), (self.u_max, "u_max")] {
+            if v.abs() > MAX_ABS_U {
+                return Err(Error::InvalidValue { field });
+            }
+        }
         Ok(())
+    }
+
+    /// The largest noise level a reconstruction accepts: the width of the
+    /// widened range, `(1 + 2 * READING_MARGIN) * (u_max - u_min)`. Readings
+    /// noisier than that carry no information about `u`.
+    pub fn max_noise(&self) -> f32 {
+        (1.0 + 2.0 * READING_MARGIN) * (self.u_max - self.u_min)
+    }
+
+    /// The readings a reconstruction with noise level `noise_sigma` accepts:
+    /// `[u_min - m w - k s, u_max + m w + k s]` with `w = u_max - u_min`,
+    /// `m =` [`READING_MARGIN`], `k =` [`NOISE_MARGIN`] and `s =
+    /// noise_sigma`. Finite for every validated artifact and every noise
+    /// level up to [`Self::max_noise`] (see [`MAX_ABS_U`]); a single-valued
+    /// training range (`w = 0`) with no noise accepts only that value.
+    pub fn reading_range(&self, noise_sigma: f32) -> (f32, f32) {
+        let pad = READING_MARGIN * (self.u_max - self.u_min) + NOISE_MARGIN * noise_sigma;
+        (self.u_min - pad, self.u_max + pad)
     }
 }
 

@@ -1,10 +1,13 @@
 //! The one error type of the runtime: every check at the edge (artifact,
 //! sensors, caller buffers) ends in one of these values, never in a panic.
+//!
+//! It is `PartialEq` but not `Eq`: some variants carry the `f32` that was
+//! refused (a reading, a noise level) so that the message can name it.
 
 use core::fmt;
 
 /// Everything that can go wrong at the runtime's edge.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
 #[non_exhaustive]
 pub enum Error {
@@ -29,6 +32,37 @@ pub enum Error {
     SensorValueNotFinite {
         /// Index of the offending sensor in the caller's list.
         index: usize,
+    },
+    /// A finite reading outside the range the artifact accepts
+    /// ([`crate::artifact::DataParams::reading_range`]: the training data's
+    /// solution range widened by [`crate::artifact::READING_MARGIN`] range
+    /// widths and [`crate::artifact::NOISE_MARGIN`] noise levels on each
+    /// side).
+    ReadingOutOfRange {
+        /// Index of the offending sensor in the caller's list.
+        index: usize,
+        /// Its reading.
+        value: f32,
+        /// Smallest reading accepted.
+        min: f32,
+        /// Largest reading accepted.
+        max: f32,
+    },
+    /// A noise level above [`crate::artifact::DataParams::max_noise`], the
+    /// width of the widened training range (readings that noisy carry no
+    /// information, and the reading range would not be bounded).
+    NoiseTooLarge {
+        /// The noise level asked for.
+        value: f32,
+        /// The largest accepted.
+        max: f32,
+    },
+    /// More posterior samples than one request may ask for.
+    TooManySamples {
+        /// Samples asked for.
+        requested: usize,
+        /// The cap ([`crate::protocol::MAX_SAMPLES`] on the device).
+        max: usize,
     },
     /// A flat node index past the end of the grid.
     SensorNodeOffGrid {
@@ -183,6 +217,20 @@ impl fmt::Display for Error {
             Error::GridTooSmall { n } => write!(f, "a {n} x {n} grid has no interior (need n >= 3)"),
             Error::GridTooLarge { n, max } => write!(f, "a {n} x {n} grid is too large (n <= {max})"),
             Error::SensorValueNotFinite { index } => write!(f, "sensor {index} has a reading that is not finite"),
+            Error::ReadingOutOfRange { index, value, min, max } => write!(
+                f,
+                "sensor {index} reads {value:e}, outside [{min:e}, {max:e}] (the training data's range of u, \
+                 widened by one range-width and six noise levels on each side): check the units and the problem"
+            ),
+            Error::NoiseTooLarge { value, max } => {
+                write!(
+                    f,
+                    "noise level {value:e} is above {max:e}, the width of the training range of u widened by one width on each side"
+                )
+            }
+            Error::TooManySamples { requested, max } => {
+                write!(f, "{requested} posterior samples asked for, at most {max} per request")
+            }
             Error::SensorNodeOffGrid { index, node, len } => {
                 write!(f, "sensor {index} names node {node}, the grid has {len} nodes")
             }

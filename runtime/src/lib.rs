@@ -41,6 +41,8 @@ pub mod sensors;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]
+mod tests_fuzz;
+#[cfg(test)]
 mod tests_gn;
 #[cfg(test)]
 mod testutil;

@@ -9,11 +9,22 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::Error;
 use crate::crc::crc32;
+use crate::{Artifact, Error, Sensors};
 
-/// Protocol version, reported by [`Response::Info`].
-pub const PROTOCOL_VERSION: u16 = 1;
+/// Protocol version, reported by [`Response::Info`]. Version 2 added the
+/// error codes [`ErrorCode::ReadingOutOfRange`] and
+/// [`ErrorCode::TooManySamples`] (a version-1 host cannot decode them) and
+/// the cap [`MAX_SAMPLES`].
+pub const PROTOCOL_VERSION: u16 = 2;
+/// Most posterior samples one request may ask for: the only request field
+/// that scales the work besides the sensor count (capped by the artifact's
+/// `max_sensors`). One sample of the shipped Darcy artifact takes about
+/// 0.95e9 instructions with 31 sensors and 1.9e9 with 100 (about 5.7 s and
+/// 11 s at 168 MHz), so 16 samples hold the device for at most about
+/// three minutes; more is for a host, where `ddis reconstruct --artifact`
+/// has no cap.
+pub const MAX_SAMPLES: u8 = 16;
 /// Frame delimiter.
 pub const DELIMITER: u8 = 0;
 /// Largest decoded frame (message + CRC) either side accepts: a request with
@@ -48,7 +59,7 @@ pub enum Request<'a> {
 pub struct ReconstructRequest<'a> {
     /// Seed of the sampler's generator.
     pub seed: u64,
-    /// Posterior samples (>= 1).
+    /// Posterior samples (1 to [`MAX_SAMPLES`]).
     pub samples: u8,
     /// Whether to send the pointwise std after the mean.
     pub want_std: bool,
@@ -170,12 +181,18 @@ pub enum ErrorCode {
     DuplicateSensor = 10,
     /// No sensor.
     NoSensors = 11,
-    /// `samples == 0` (detail 0) or a bad `noise_sigma` (detail 1).
+    /// `samples == 0` (detail 0) or a bad `noise_sigma` (detail 1: not
+    /// finite, negative, or wider than the range of accepted readings).
     InvalidParameter = 12,
     /// Any other runtime error.
     Runtime = 13,
     /// A response was requested in a message only the device sends.
     Unexpected = 14,
+    /// A finite reading outside the range the artifact accepts (detail:
+    /// index; [`crate::artifact::DataParams::reading_range`]).
+    ReadingOutOfRange = 15,
+    /// More than [`MAX_SAMPLES`] samples (detail: the cap).
+    TooManySamples = 16,
 }
 
 impl ErrorCode {
@@ -185,6 +202,9 @@ impl ErrorCode {
         match *e {
             Error::SensorOffGrid { index } | Error::SensorNodeOffGrid { index, .. } => (Self::SensorOffGrid, d(index)),
             Error::SensorValueNotFinite { index } => (Self::SensorNotFinite, d(index)),
+            Error::ReadingOutOfRange { index, .. } => (Self::ReadingOutOfRange, d(index)),
+            Error::TooManySamples { max, .. } => (Self::TooManySamples, d(max)),
+            Error::NoiseTooLarge { .. } => (Self::InvalidParameter, 1),
             Error::DuplicateSensor { second, .. } => (Self::DuplicateSensor, d(second)),
             Error::TooManySensors { capacity } => (Self::TooManySensors, d(capacity)),
             Error::NoSensors => (Self::NoSensors, 0),
@@ -371,6 +391,40 @@ impl Deframer {
     }
 }
 
+/// Checks a reconstruction request against the artifact, as the device
+/// answers it: whole sensor records, at most [`crate::MAX_SENSORS`] of
+/// them, `1..=`[`MAX_SAMPLES`] samples, each position on the unit square
+/// and each reading finite (snapped to its node, no two on one node), then
+/// what the sampler checks ([`crate::sampler::check_inputs`]: at least one
+/// and at most the artifact's `max_sensors` sensors, the noise level, and
+/// every reading within the artifact's range). The first failure is the
+/// code and detail of the device's [`Response::Error`]; past this edge the
+/// request runs.
+pub fn check_request(art: &Artifact<'_>, r: &ReconstructRequest<'_>) -> Result<Sensors, (ErrorCode, u32)> {
+    let d = |v: usize| u32::try_from(v).unwrap_or(u32::MAX);
+    let rows = sensor_records(r.sensors).ok_or((ErrorCode::BadSensorBytes, d(r.sensors.len())))?;
+    let count = r.sensors.len() / SENSOR_BYTES;
+    if count > crate::MAX_SENSORS {
+        return Err((ErrorCode::TooManySensors, d(count)));
+    }
+    if r.samples == 0 {
+        return Err((ErrorCode::InvalidParameter, 0));
+    }
+    let runtime = |e: Error| ErrorCode::from_runtime(&e);
+    if r.samples > MAX_SAMPLES {
+        return Err(runtime(Error::TooManySamples {
+            requested: usize::from(r.samples),
+            max: usize::from(MAX_SAMPLES),
+        }));
+    }
+    let mut sensors = Sensors::new(art.grid());
+    for (x, y, v) in rows {
+        sensors.push_xy(x, y, v).map_err(runtime)?;
+    }
+    crate::sampler::check_inputs(art, &sensors, r.noise_sigma).map_err(runtime)?;
+    Ok(sensors)
+}
+
 /// Sensor records `(x, y, value)` from packed bytes, `None` if the length
 /// is not a whole number of records.
 pub fn sensor_records(bytes: &[u8]) -> Option<impl Iterator<Item = (f32, f32, f32)> + '_> {
@@ -521,5 +575,13 @@ mod tests {
         assert_eq!(sensor_records(&[]).unwrap().count(), 0);
         assert_eq!(ErrorCode::from_runtime(&Error::SensorValueNotFinite { index: 4 }), (ErrorCode::SensorNotFinite, 4));
         assert_eq!(ErrorCode::from_runtime(&Error::SensorOffGrid { index: 2 }), (ErrorCode::SensorOffGrid, 2));
+        let far = Error::ReadingOutOfRange { index: 3, value: 5.0, min: -0.02, max: 0.04 };
+        assert_eq!(ErrorCode::from_runtime(&far), (ErrorCode::ReadingOutOfRange, 3));
+        let many = Error::TooManySamples { requested: 17, max: usize::from(MAX_SAMPLES) };
+        assert_eq!(ErrorCode::from_runtime(&many), (ErrorCode::TooManySamples, 16));
+        assert_eq!(
+            ErrorCode::from_runtime(&Error::NoiseTooLarge { value: 1.0, max: 0.05 }),
+            (ErrorCode::InvalidParameter, 1)
+        );
     }
 }

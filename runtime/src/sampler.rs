@@ -29,6 +29,15 @@
 //! gradient, `a0`, `a`, the noise and its scratch), then the guide's or the
 //! denoiser's work memory, whichever is larger (they never run at the same
 //! time).
+//!
+//! Before any arithmetic on the readings, every entry point checks the
+//! noise level against the artifact's training range of u
+//! ([`crate::artifact::DataParams::max_noise`]) and every reading against
+//! the range that and the noise level allow
+//! ([`crate::artifact::DataParams::reading_range`]): the residual unit is
+//! then at most the range's largest end and `noise_sigma / unit` at most
+//! the noise cap over the unit floor (about 14 for the shipped artifacts),
+//! so nothing the sampler derives from a finite request can overflow.
 
 use crate::Error;
 use crate::artifact::Artifact;
@@ -181,7 +190,11 @@ struct State<'w> {
 }
 
 /// Checks the request and splits the workspace.
-fn prepare<'w>(art: &Artifact<'_>, sensors: &Sensors, noise_sigma: f32, ws: &'w mut [f32]) -> Result<State<'w>, Error> {
+/// The checks of every entry point on the request itself: the sensors'
+/// grid, their count (1 to the artifact's `max_sensors`), the noise level
+/// (finite, `>= 0`, at most [`crate::artifact::DataParams::max_noise`]) and
+/// every reading within [`crate::artifact::DataParams::reading_range`].
+pub fn check_inputs(art: &Artifact<'_>, sensors: &Sensors, noise_sigma: f32) -> Result<(), Error> {
     let n = art.n();
     if sensors.n() != n {
         return Err(Error::GridMismatch { expected: n, got: sensors.n() });
@@ -195,6 +208,19 @@ fn prepare<'w>(art: &Artifact<'_>, sensors: &Sensors, noise_sigma: f32, ws: &'w 
     if !(noise_sigma.is_finite() && noise_sigma >= 0.0) {
         return Err(Error::InvalidValue { field: "noise_sigma" });
     }
+    // The noise level and then every reading are bounded by the artifact's
+    // numbers before any arithmetic on them (see `artifact::MAX_ABS_U`).
+    let data = art.data();
+    if noise_sigma > data.max_noise() {
+        return Err(Error::NoiseTooLarge { value: noise_sigma, max: data.max_noise() });
+    }
+    let (lo, hi) = data.reading_range(noise_sigma);
+    sensors.check_range(lo, hi)
+}
+
+fn prepare<'w>(art: &Artifact<'_>, sensors: &Sensors, noise_sigma: f32, ws: &'w mut [f32]) -> Result<State<'w>, Error> {
+    check_inputs(art, sensors, noise_sigma)?;
+    let n = art.n();
     let needed = art.workspace_len().ok_or(Error::MissingPart { part: "sampler sections" })?;
     if ws.len() < needed {
         return Err(Error::WorkspaceTooSmall { needed, got: ws.len() });

@@ -12,7 +12,7 @@ use crate::operator::{Operator, OperatorShape};
 use crate::rng::Rng;
 use crate::sampler;
 use crate::testutil::{
-    FNO_NORM, Fixture, Lcg, PRIOR_NORM, TINY_FNO, TINY_PRIOR, assert_close, encode_body, f32_bytes, max_rel_err,
+    FNO_NORM, Fixture, Lcg, PRIOR_NORM, mutate, TINY_FNO, TINY_PRIOR, assert_close, encode_body, f32_bytes, max_rel_err,
 };
 use crate::{Error, Grid, Sensors};
 
@@ -386,6 +386,8 @@ fn absurd_shapes_with_a_valid_crc_are_errors() {
     check!(b => b.physics = Some(PhysicsParams { pde: 1, shift: 0.0, coef_floor: 1.0, u_floor: 1.0 }), "physics without its flag", &|e| matches!(e, Error::KindMismatch { .. }));
     check!(b => b.data.u_min = f32::NAN, "NaN solution range", &|e| matches!(e, Error::NonFinite { field: "u_min", .. }));
     check!(b => b.data.u_max = -1.0, "range upside down", &|e| matches!(e, Error::InvalidValue { field: "u_max" }));
+    check!(b => b.data.u_max = 1e18, "range past MAX_ABS_U", &|e| matches!(e, Error::InvalidValue { field: "u_max" }));
+    check!(b => b.data.u_min = -f32::MAX, "range past MAX_ABS_U", &|e| matches!(e, Error::InvalidValue { field: "u_min" }));
     check!(b => b.data.grf_tau = 0.0, "zero GRF tau", &|e| matches!(e, Error::InvalidValue { field: "grf_tau" }));
     check!(b => b.schedule.as_mut().unwrap().levels = 0, "no levels", &dim);
     check!(b => b.schedule.as_mut().unwrap().levels = u32::MAX, "levels huge", &dim);
@@ -409,39 +411,11 @@ fn absurd_shapes_with_a_valid_crc_are_errors() {
     });
 }
 
-/// Applies one random damage to `b`.
-fn mutate(b: &mut Vec<u8>, rng: &mut Lcg) {
-    match rng.below(6) {
-        0 => {
-            let p = rng.below(b.len());
-            b[p] ^= 1 << rng.below(8);
-        }
-        1 => {
-            let p = rng.below(b.len());
-            b[p] = rng.below(256) as u8;
-        }
-        2 => {
-            let p = rng.below(b.len());
-            b[p] = [0x00, 0x7F, 0x80, 0xFF][rng.below(4)];
-        }
-        3 => {
-            let keep = rng.below(b.len());
-            b.truncate(keep);
-        }
-        4 => {
-            let p = rng.below(b.len() + 1);
-            b.insert(p, rng.below(256) as u8);
-        }
-        _ => {
-            let p = rng.below(b.len());
-            b.remove(p);
-        }
-    }
-}
 
 /// Cases of the parse fuzz loop: random damage then a fresh CRC (so the
 /// postcard decoder and the validation see the damage), and random damage
-/// alone (the CRC must catch it).
+/// alone (the CRC must catch it). `DDIS_FUZZ_CASES=N` runs `N` in the same
+/// 4 : 1 proportion (scripts/fuzz.sh).
 const FUZZ_RESEALED: usize = 20_000;
 const FUZZ_RAW: usize = 5_000;
 
@@ -450,7 +424,9 @@ fn fuzz_parse_never_panics() {
     let fixtures = [Fixture::tiny(6, true).encode(), Fixture::tiny(7, false).encode()];
     let mut rng = Lcg::new(99);
     let (mut parsed, mut ran, mut unchanged) = (0, 0, 0);
-    for case in 0..FUZZ_RESEALED + FUZZ_RAW {
+    let total = crate::testutil::fuzz_cases(FUZZ_RESEALED + FUZZ_RAW);
+    let resealed = total / 5 * 4;
+    for case in 0..total {
         let mut b = fixtures[case % 2].clone();
         for _ in 0..1 + rng.below(4) {
             if b.is_empty() {
@@ -463,12 +439,12 @@ fn fuzz_parse_never_panics() {
             unchanged += 1;
             continue;
         }
-        if case < FUZZ_RESEALED {
+        if case < resealed {
             reseal(&mut b);
         }
         let Ok(art) = Artifact::parse(&b) else { continue };
         parsed += 1;
-        if case >= FUZZ_RESEALED {
+        if case >= resealed {
             panic!("case {case}: damage without a fresh CRC went unseen");
         }
         // Whatever parses must also run: forward passes of both networks.
@@ -485,9 +461,9 @@ fn fuzz_parse_never_panics() {
         }
     }
     eprintln!(
-        "parse fuzz: {} cases ({FUZZ_RESEALED} resealed, {FUZZ_RAW} raw), {unchanged} left the bytes unchanged, \
+        "parse fuzz: {total} cases ({resealed} resealed, {} raw), {unchanged} left the bytes unchanged, \
          {parsed} still valid, {ran} of those run",
-        FUZZ_RESEALED + FUZZ_RAW
+        total - resealed
     );
 }
 
@@ -582,6 +558,41 @@ fn bad_requests_are_errors() {
     }
     let (mut m, mut s) = (vec![0.0; n2], vec![0.0; n2]);
     assert!(sampler::posterior(&art, &sensors, 0.0, 1, 0, &mut m, &mut s, &mut ws).is_err());
+    // Readings and noise against the artifact's range: the fixtures' u in
+    // [0, 0.4] accepts noise up to 1.2 and, without noise, readings in
+    // [-0.4, 0.8]; each noise level widens that by 6 levels on each side.
+    assert_eq!(art.data().reading_range(0.0), (-0.4, 0.8));
+    assert_eq!(art.data().reading_range(0.1), (-1.0, 1.4));
+    let mut noisy = sensors.clone();
+    noisy.push_node(noisy.nodes().max().unwrap() + 1, 1.39).unwrap();
+    assert!(sampler::reconstruct(&art, &noisy, 0.1, 1, &mut out, &mut ws).is_ok(), "within 6 noise levels");
+    assert!(matches!(
+        sampler::reconstruct(&art, &noisy, 0.01, 1, &mut out, &mut ws),
+        Err(Error::ReadingOutOfRange { value: 1.39, .. })
+    ));
+    for (v, ok) in
+        [(-0.4, true), (0.8, true), (0.81, false), (-0.41, false), (5.0, false), (3e19, false), (f32::MAX, false)]
+    {
+        let mut far = sensors.clone();
+        far.push_node(far.nodes().max().unwrap() + 1, v).unwrap();
+        let got = sampler::reconstruct(&art, &far, 0.0, 1, &mut out, &mut ws);
+        if ok {
+            assert!(got.is_ok(), "reading {v}: {got:?}");
+        } else {
+            assert_eq!(
+                got,
+                Err(Error::ReadingOutOfRange { index: sensors.len(), value: v, min: -0.4, max: 0.8 }),
+                "{v}"
+            );
+        }
+    }
+    assert!(sampler::reconstruct(&art, &sensors, 1.2, 1, &mut out, &mut ws).is_ok());
+    for sigma in [1.21, 3e19, f32::MAX] {
+        assert_eq!(
+            sampler::reconstruct(&art, &sensors, sigma, 1, &mut out, &mut ws),
+            Err(Error::NoiseTooLarge { value: sigma, max: 1.2 })
+        );
+    }
     // Kernels check their buffers too.
     let fno = art.surrogate().unwrap();
     let mut small = vec![0.0f32; fno.net().shape().workspace_len(false) - 1];

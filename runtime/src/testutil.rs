@@ -325,3 +325,38 @@ pub(crate) fn encode_body(body: &Body<'_>) -> Vec<u8> {
     assert_eq!(len, out.len());
     out
 }
+
+/// Cases per loop: `DDIS_FUZZ_CASES` if set, else `default`.
+pub(crate) fn fuzz_cases(default: usize) -> usize {
+    std::env::var("DDIS_FUZZ_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
+/// Applies one random damage to `b` (the fuzz loops of `tests` and `tests_fuzz`).
+pub(crate) fn mutate(b: &mut Vec<u8>, rng: &mut Lcg) {
+    match rng.below(6) {
+        0 => {
+            let p = rng.below(b.len());
+            b[p] ^= 1 << rng.below(8);
+        }
+        1 => {
+            let p = rng.below(b.len());
+            b[p] = rng.below(256) as u8;
+        }
+        2 => {
+            let p = rng.below(b.len());
+            b[p] = [0x00, 0x7F, 0x80, 0xFF][rng.below(4)];
+        }
+        3 => {
+            let keep = rng.below(b.len());
+            b.truncate(keep);
+        }
+        4 => {
+            let p = rng.below(b.len() + 1);
+            b.insert(p, rng.below(256) as u8);
+        }
+        _ => {
+            let p = rng.below(b.len());
+            b.remove(p);
+        }
+    }
+}

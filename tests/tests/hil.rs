@@ -81,6 +81,7 @@ fn device_matches_host_runtime_bit_for_bit_and_survives_hostile_frames() {
     dev.ping(1).unwrap();
     let info = dev.info().unwrap();
     eprintln!("device: {info:?}");
+    assert_eq!(info.protocol, protocol::PROTOCOL_VERSION);
     assert_eq!(info.artifact_bytes as usize, bytes.len());
     assert_eq!(info.artifact_crc, ddis_runtime::Artifact::parse(&bytes).unwrap().crc());
     let n = usize::from(info.n);
@@ -140,8 +141,11 @@ fn device_matches_host_runtime_bit_for_bit_and_survives_hostile_frames() {
     dev.ping(5).unwrap();
 
     type Case = (&'static str, Vec<(f32, f32, f32)>, ErrorCode);
-    let hostile_sensors: [Case; 5] = [
+    let hostile_sensors: [Case; 7] = [
         ("NaN value", vec![(0.5, 0.5, 1.0), (0.25, 0.25, f32::NAN)], ErrorCode::SensorNotFinite),
+        // Darcy's u lies in [0, 0.018]: the device accepts [-0.018, 0.036].
+        ("reading of 5", vec![(0.5, 0.5, 0.01), (0.25, 0.25, 5.0)], ErrorCode::ReadingOutOfRange),
+        ("reading of 3e19", vec![(0.5, 0.5, 3e19)], ErrorCode::ReadingOutOfRange),
         ("off the grid", vec![(1.5, 0.5, 1.0)], ErrorCode::SensorOffGrid),
         ("NaN position", vec![(f32::NAN, 0.5, 1.0)], ErrorCode::SensorOffGrid),
         ("no sensors", vec![], ErrorCode::NoSensors),
@@ -161,6 +165,12 @@ fn device_matches_host_runtime_bit_for_bit_and_survives_hostile_frames() {
     assert!(format!("{err}").contains("InvalidParameter"), "{err}");
     let err = dev.reconstruct(n, &[(0.5, 0.5, 1.0)], 0.0, 1, 0, false).unwrap_err();
     assert!(format!("{err}").contains("InvalidParameter"), "{err}");
+    let over = protocol::MAX_SAMPLES + 1;
+    let err = dev.reconstruct(n, &[(0.5, 0.5, 0.01)], 0.0, 1, over, false).unwrap_err();
+    assert!(format!("{err}").contains("TooManySamples"), "{err}");
+    let err = dev.reconstruct(n, &[(0.5, 0.5, 0.01)], 1.0, 1, 1, false).unwrap_err();
+    assert!(format!("{err}").contains("InvalidParameter (detail 1)"), "noise wider than the reading range: {err}");
+    dev.ping(8).unwrap();
     let packed = [0u8; 13];
     let req = Request::Reconstruct(ReconstructRequest {
         seed: 1,

@@ -114,7 +114,7 @@ pub struct DeviceArgs {
     /// Seed of the device sampler.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
-    /// Posterior samples (mean and std are over these).
+    /// Posterior samples (mean and std are over these; the device serves at most 16 per request).
     #[arg(long, default_value_t = DEFAULT_SAMPLES as u8)]
     pub samples: u8,
     /// Replace --out even if ddis did not write it.

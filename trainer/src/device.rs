@@ -12,8 +12,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow, bail, ensure};
 use ddis_runtime::protocol::{
-    self, DELIMITER, DeviceInfo, ErrorCode, FIELD_MEAN, FIELD_STD, MAX_FRAME, MAX_WIRE, ReconstructRequest, Request,
-    Response, RunReport,
+    self, DELIMITER, DeviceInfo, ErrorCode, FIELD_MEAN, FIELD_STD, MAX_FRAME, MAX_SAMPLES, MAX_WIRE, PROTOCOL_VERSION,
+    ReconstructRequest, Request, Response, RunReport,
 };
 
 use crate::observe::Observations;
@@ -330,10 +330,26 @@ impl Device {
                     ensure!(got_mean == n * n && got_std == std.len(), "incomplete fields ({got_mean}, {got_std})");
                     return Ok(DeviceRun { mean, std, report });
                 }
-                Reply::Error { code, detail } => bail!("device refused the request: {code:?} (detail {detail})"),
+                Reply::Error { code, detail } => {
+                    bail!("device refused the request: {code:?} (detail {detail}){}", hint(code, detail))
+                }
                 other => bail!("unexpected response {other:?}"),
             }
         }
+    }
+}
+
+/// What an error code's detail means, for the message (docs/protocol.md).
+fn hint(code: ErrorCode, detail: u32) -> String {
+    match code {
+        ErrorCode::ReadingOutOfRange => format!(
+            ": sensor {} reads outside the range the device's artifact accepts (its training data's range of u, \
+             `ddis inspect` shows it, widened by one range-width and six noise levels on each side): check the \
+             units and the problem",
+            u64::from(detail) + 1
+        ),
+        ErrorCode::TooManySamples => format!(": at most {detail} posterior samples per request"),
+        _ => String::new(),
     }
 }
 
@@ -399,7 +415,7 @@ pub struct DeviceOptions {
     pub force: bool,
     /// Sampler seed.
     pub seed: u64,
-    /// Posterior samples (1..=255).
+    /// Posterior samples (1 to [`MAX_SAMPLES`]).
     pub samples: u8,
     /// Longest wait for one reconstruction.
     pub timeout: Duration,
@@ -422,13 +438,22 @@ pub struct DeviceResult {
 /// `ddis device`: reads the readings, runs one reconstruction on the device
 /// and writes the same files as `ddis reconstruct` into `opts.out`.
 pub fn device_reconstruct(opts: &DeviceOptions) -> Result<DeviceResult> {
-    ensure!(opts.samples >= 1, "--samples must be at least 1");
+    ensure!(
+        (1..=MAX_SAMPLES).contains(&opts.samples),
+        "--samples must be 1 to {MAX_SAMPLES} on the device (the per-request cap of protocol version \
+         {PROTOCOL_VERSION}; `ddis reconstruct --artifact` runs the same sampler on the host without it)"
+    );
     let mut dev = match &opts.transport {
         Transport::Qemu(q) => run_qemu(q, opts.timeout)?,
         Transport::Serial { port, baud } => run_serial(port, *baud, opts.timeout)?,
     };
     dev.ping(0xDD15)?;
     let info = dev.info()?;
+    ensure!(
+        info.protocol == PROTOCOL_VERSION,
+        "the device speaks protocol version {}, this host version {PROTOCOL_VERSION}: rebuild the firmware or the host",
+        info.protocol
+    );
     let n = usize::from(info.n);
     let obs = Observations::load(&opts.obs, n, opts.noise).with_context(|| format!("read {}", opts.obs.display()))?;
     for w in obs.warnings(None) {

@@ -930,9 +930,9 @@ fn paired_comparisons(rows: &[EvalRow], darcy: bool, seed: u64) -> String {
     let is_joint = |r: &EvalRow| r.method.starts_with("joint");
     let fraction_free =
         |r: &EvalRow| r.method == Method::Device.name() || r.method.starts_with(Method::Exact.name());
-    let mut metrics: Vec<(&str, Box<dyn Fn(&CaseMetrics) -> f64>)> = vec![("rel. L2", Box::new(|c| c.rel_l2))];
+    let mut metrics: Vec<(&str, fn(&CaseMetrics) -> f64)> = vec![("rel. L2", |c| c.rel_l2)];
     if darcy {
-        metrics.push(("error rate", Box::new(|c| c.error_rate.unwrap_or(f64::NAN))));
+        metrics.push(("error rate", |c| c.error_rate.unwrap_or(f64::NAN)));
     }
     let mut out = String::new();
     for d in rows.iter().filter(|r| !is_joint(r)) {

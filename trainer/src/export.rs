@@ -24,7 +24,7 @@ use ddis_runtime::artifact::{
 use ddis_runtime::kernels::quantize_row;
 use ddis_runtime::operator::OperatorShape;
 use ddis_runtime::sampler::{self, SampleStats};
-use ddis_runtime::{Grid, Sensors};
+use ddis_runtime::{Error as RuntimeError, Grid, Sensors};
 
 use crate::model::denoiser::{Denoiser, EdmModel};
 use crate::model::edm;
@@ -702,7 +702,10 @@ pub struct RuntimePosterior {
 
 /// Runs the runtime's reduced-step DAPS on the host: `samples` posterior
 /// samples from `seed` for the readings `obs` (nodes and noise level as
-/// given), reduced to mean and std. Bit-identical to the device run.
+/// given), reduced to mean and std. Bit-identical to the device run, and
+/// refuses what the device refuses: a reading outside the artifact's range
+/// (`DataParams::reading_range`) is an error naming the sensor as the
+/// host's warnings do (1-based, with its position), the range and the rule.
 pub fn runtime_posterior(bytes: &[u8], obs: &Observations, samples: usize, seed: u64) -> Result<RuntimePosterior> {
     let art = Artifact::parse(bytes).map_err(|e| anyhow!("invalid artifact: {e}"))?;
     ensure!(obs.n == art.n(), "readings on a {0}x{0} grid, the artifact is for {1}x{1}", obs.n, art.n());
@@ -714,8 +717,24 @@ pub fn runtime_posterior(bytes: &[u8], obs: &Observations, samples: usize, seed:
     let mut ws = vec![0.0f32; need];
     let n2 = art.n() * art.n();
     let (mut mean, mut std) = (vec![0.0f32; n2], vec![0.0f32; n2]);
-    let stats =
-        sampler::posterior(&art, &sensors, obs.noise_sigma as f32, seed, samples, &mut mean, &mut std, &mut ws)?;
+    let stats = sampler::posterior(&art, &sensors, obs.noise_sigma as f32, seed, samples, &mut mean, &mut std, &mut ws)
+        .map_err(|e| match e {
+            RuntimeError::ReadingOutOfRange { index, value, min, max } if index < obs.len() => {
+                let (x, y) = obs.xy(index);
+                let d = art.data();
+                anyhow!(
+                    "sensor {} at x = {x:.3}, y = {y:.3} reads {value:.4e}, outside the range the artifact accepts, \
+                     [{min:.4e}, {max:.4e}] (its training data's u in [{:.4e}, {:.4e}], widened by {} range-width \
+                     and {} noise levels on each side): check the units and the problem",
+                    index + 1,
+                    d.u_min,
+                    d.u_max,
+                    ddis_runtime::artifact::READING_MARGIN,
+                    ddis_runtime::artifact::NOISE_MARGIN
+                )
+            }
+            e => anyhow!(e),
+        })?;
     Ok(RuntimePosterior { mean, std, stats })
 }
 

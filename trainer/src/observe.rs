@@ -237,9 +237,10 @@ impl Observations {
 
     /// Warnings about readings that are legal but suspect: sensors on the
     /// boundary (where every shipped PDE fixes `u = 0`, so they carry no
-    /// information) and readings more than one range-width outside
-    /// `range`, the training data's solution range (wrong units, or
-    /// another problem). Empty when nothing is suspect.
+    /// information) and readings more than one range-width (plus six noise
+    /// levels) outside `range`, the training data's solution range (wrong
+    /// units, or another problem) — the rule the device runtime enforces.
+    /// Empty when nothing is suspect.
     pub fn warnings(&self, range: Option<(f64, f64)>) -> Vec<String> {
         let grid = Grid { n: self.n };
         let mut out = vec![];
@@ -259,7 +260,7 @@ impl Observations {
             ));
         }
         if let Some((lo, hi)) = range.filter(|(lo, hi)| lo.is_finite() && hi.is_finite() && hi >= lo) {
-            let width = (hi - lo).max(f64::MIN_POSITIVE);
+            let width = (hi - lo).max(f64::MIN_POSITIVE) + 6.0 * self.noise_sigma;
             let outside: Vec<usize> =
                 (0..self.len()).filter(|&k| self.values[k] < lo - width || self.values[k] > hi + width).collect();
             if let Some(&first) = outside.first() {

@@ -80,6 +80,22 @@ fn demo_runs_out_of_the_box() {
         .unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     assert!(again.join("panel.png").exists());
+    // A reading far outside the training range (Darcy's u is in [0, 0.018]):
+    // the host warns, and the runtime refuses it as the device does.
+    let far = tmp.path().join("far.csv");
+    std::fs::write(&far, "x,y,value\n0.5,0.5,0.01\n0.25,0.75,5.0\n").unwrap();
+    let o = Command::new(env!("CARGO_BIN_EXE_ddis"))
+        .current_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join(".."))
+        .args(["--quiet", "demo", "--samples", "1", "--obs"])
+        .arg(&far)
+        .args(["--out", tmp.path().join("far").to_str().unwrap()])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success(), "{err}");
+    assert!(err.contains("lie far outside"), "the warning: {err}");
+    assert!(err.contains("sensor 2 at x = ") && err.contains("outside the range the artifact accepts"), "{err}");
+    assert!(!tmp.path().join("far").exists(), "nothing written");
     // The Poisson artifact through the same main job; a mismatched pair is refused.
     let o = Command::new(env!("CARGO_BIN_EXE_ddis"))
         .current_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join(".."))
