@@ -12,7 +12,7 @@ use crate::operator::{Operator, OperatorShape};
 use crate::rng::Rng;
 use crate::sampler;
 use crate::testutil::{
-    FNO_NORM, Fixture, Lcg, PRIOR_NORM, mutate, TINY_FNO, TINY_PRIOR, assert_close, encode_body, f32_bytes, max_rel_err,
+    FNO_NORM, Fixture, Lcg, PRIOR_NORM, TINY_FNO, TINY_PRIOR, assert_close, encode_body, f32_bytes, max_rel_err, mutate,
 };
 use crate::{Error, Grid, Sensors};
 
@@ -410,7 +410,6 @@ fn absurd_shapes_with_a_valid_crc_are_errors() {
         matches!(e, Error::InvalidValue { .. })
     });
 }
-
 
 /// Cases of the parse fuzz loop: random damage then a fresh CRC (so the
 /// postcard decoder and the validation see the damage), and random damage

@@ -22,7 +22,6 @@ use crate::sampler;
 use crate::testutil::{Fixture, Lcg, encode_body, fuzz_cases as cases, mutate};
 use crate::{Grid, MAX_SENSORS};
 
-
 /// Floats a hostile or broken client might send: the edges of f32, the
 /// edges of the fixtures' reading range `[-0.4, 0.8]` and of the unit
 /// square, and non-finite values.

@@ -921,6 +921,9 @@ fn write_report(opts: &EvalOptions, rows: &[EvalRow], prior: &str, data: &Path) 
     Ok(())
 }
 
+/// One per-case figure of a [`CaseMetrics`].
+type CaseMetric = fn(&CaseMetrics) -> f64;
+
 /// Every decoupled method against every joint baseline of the same paired
 /// fraction (the device and exact rows against the joint rows of every
 /// fraction): paired bootstrap intervals over the shared cases for the
@@ -928,9 +931,8 @@ fn write_report(opts: &EvalOptions, rows: &[EvalRow], prior: &str, data: &Path) 
 /// when there is nothing to pair.
 fn paired_comparisons(rows: &[EvalRow], darcy: bool, seed: u64) -> String {
     let is_joint = |r: &EvalRow| r.method.starts_with("joint");
-    let fraction_free =
-        |r: &EvalRow| r.method == Method::Device.name() || r.method.starts_with(Method::Exact.name());
-    let mut metrics: Vec<(&str, fn(&CaseMetrics) -> f64)> = vec![("rel. L2", |c| c.rel_l2)];
+    let fraction_free = |r: &EvalRow| r.method == Method::Device.name() || r.method.starts_with(Method::Exact.name());
+    let mut metrics: Vec<(&str, CaseMetric)> = vec![("rel. L2", |c| c.rel_l2)];
     if darcy {
         metrics.push(("error rate", |c| c.error_rate.unwrap_or(f64::NAN)));
     }

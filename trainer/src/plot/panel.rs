@@ -237,7 +237,9 @@ impl<'a> PanelFigure<'a> {
                             ),
                         )?;
                         drawn(chart.draw_series(nodes.iter().map(|&k| Circle::new(at(k), r, WHITE.stroke_width(2)))))?;
-                        drawn(chart.draw_series(nodes.iter().map(|&k| Circle::new(at(k), r + 1, BLACK.stroke_width(1)))))?;
+                        drawn(
+                            chart.draw_series(nodes.iter().map(|&k| Circle::new(at(k), r + 1, BLACK.stroke_width(1)))),
+                        )?;
                     }
                     Content::Readings { nodes, values } => {
                         drawn(chart.draw_series(std::iter::once(Rectangle::new(

@@ -110,7 +110,10 @@ fn posterior_panels_share_the_field_scale() {
     let obs = Observations::new(n, vec![9, 20, 45], vec![0.01, 0.02, 0.015], 0.0).unwrap();
     let panels = posterior_panels(n, Some(&truth), &obs, &mean, &std).unwrap();
     let titles: Vec<&str> = panels.iter().map(|p| p.title.as_str()).collect();
-    assert_eq!(titles, ["truth and sensors", "readings of u (3 sensors)", "posterior mean", "posterior std", "|mean - truth|"]);
+    assert_eq!(
+        titles,
+        ["truth and sensors", "readings of u (3 sensors)", "posterior mean", "posterior std", "|mean - truth|"]
+    );
     let [truth_p, readings, mean_p, std_p, err] = &panels[..] else { unreachable!() };
     assert_eq!(truth_p.scale, mean_p.scale, "truth and mean share one scale");
     assert_eq!(mean_p.scale, Scale { lo: 3.0, hi: 12.5, map: ColorMap::Sequential }, "covers truth and mean");
