@@ -811,14 +811,14 @@ fn write_report(opts: &EvalOptions, rows: &[EvalRow], prior: &str, data: &Path) 
     let _ = writeln!(md, "# ddis eval: {} {}x{}\n", opts.pde.name(), opts.res, opts.res);
     let _ = writeln!(
         md,
-        "{} {} cases of `{}`, {} sensors, reading noise {}, {} posterior samples per case, physics {:?}, seed {}; {}.\n",
+        "{} {} cases of `{}`, {} sensors, reading noise {}, {} posterior samples per case, physics {}, seed {}; {}.\n",
         opts.cases,
         if opts.validation { "validation" } else { "test" },
         data.display(),
         opts.sensors,
         opts.noise,
         opts.samples,
-        opts.physics,
+        format!("{:?}", opts.physics).to_lowercase(),
         opts.seed,
         prior
     );
