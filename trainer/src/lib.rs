@@ -5,6 +5,7 @@
 //! once, so the device only multiplies and rescales.
 
 pub mod cli;
+pub mod commands;
 pub mod data;
 pub mod device;
 pub mod eval;

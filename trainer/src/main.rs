@@ -27,7 +27,7 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    match ddis_trainer::cli::run(cli) {
+    match ddis_trainer::commands::run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             // `{:#}` puts the whole context chain on one line.
