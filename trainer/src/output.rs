@@ -49,6 +49,25 @@ pub fn shipped_runs() -> PathBuf {
     models_dir().join("host")
 }
 
+/// Refuses an `out` that is a file, or a non-empty folder ddis did not
+/// write (no [`RECORD`]) unless `force`.
+fn check_replaceable(out: &Path, force: bool) -> Result<()> {
+    if !out.exists() {
+        return Ok(());
+    }
+    if !out.is_dir() {
+        bail!("--out {} is a file, not a folder", out.display());
+    }
+    let empty = std::fs::read_dir(out).with_context(|| format!("cannot read {}", out.display()))?.next().is_none();
+    if !(empty || force || out.join(RECORD).is_file()) {
+        bail!(
+            "--out {} exists and was not written by ddis (no {RECORD}); choose another folder or pass --force to replace it",
+            out.display()
+        );
+    }
+    Ok(())
+}
+
 /// An output folder being written: files go into a hidden staging folder
 /// beside `out`; [`Staged::commit`] swaps it in whole. Dropped without a
 /// commit, the staging folder is removed and `out` is untouched.
@@ -64,19 +83,7 @@ impl Staged {
     /// ddis wrote (it holds [`RECORD`]) unless `force` is set: a user's own
     /// folder is never replaced by accident.
     pub fn new(out: &Path, force: bool) -> Result<Self> {
-        if out.exists() {
-            if !out.is_dir() {
-                bail!("--out {} is a file, not a folder", out.display());
-            }
-            let empty =
-                std::fs::read_dir(out).with_context(|| format!("cannot read {}", out.display()))?.next().is_none();
-            if !(empty || force || out.join(RECORD).is_file()) {
-                bail!(
-                    "--out {} exists and was not written by ddis (no {RECORD}); choose another folder or pass --force to replace it",
-                    out.display()
-                );
-            }
-        }
+        check_replaceable(out, force)?;
         let name = out.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "out".into());
         let parent = out.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
         std::fs::create_dir_all(parent).with_context(|| format!("cannot create {}", parent.display()))?;
@@ -137,8 +144,7 @@ impl Drop for Staged {
 /// removed whole first, a foreign one is refused unless `force`; then
 /// `record` is written as [`RECORD`].
 pub fn fresh_dir(out: &Path, force: bool, record: &serde_json::Value) -> Result<()> {
-    // The same acceptance rule as a staged folder.
-    drop(Staged::new(out, force)?);
+    check_replaceable(out, force)?;
     if out.exists() {
         std::fs::remove_dir_all(out).with_context(|| format!("cannot clear {}", out.display()))?;
     }
