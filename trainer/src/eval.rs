@@ -23,7 +23,7 @@ use crate::metrics;
 use crate::model::denoiser::EdmModel;
 use crate::model::fno::Fno;
 use crate::observe::{Observations, random_interior_nodes};
-use crate::pde::{PdeConfig, PdeKind};
+use crate::pde::{PdeConfig, PdeKind, Solver};
 use crate::sample::{
     DapsConfig, DpsConfig, JointGuide, Noise, ObservationBatch, SampleStats, SolverGuide, SurrogateGuide, daps_sample,
     dps_sample,
@@ -180,6 +180,37 @@ pub struct Posterior {
     pub stats: SampleStats,
     /// Wall time of the sampler, seconds.
     pub seconds: f64,
+    /// Joint methods only: per chain (case-major like `fields`), the
+    /// relative residual of the sampled `u` channel against the PDE solved
+    /// for the sampled `a`, `||u - solve(a)|| / ||u||`
+    /// ([`u_channel_consistency`]); empty for the decoupled methods, whose
+    /// `u` is the physics' own by construction.
+    pub u_consistency: Vec<f64>,
+}
+
+/// Floor of the Darcy coefficient, as a fraction of the low phase, applied to
+/// a joint sample's `a` before [`u_channel_consistency`] solves with it (a
+/// raw diffusion sample can dip below zero where the solve is undefined).
+pub const CONSISTENCY_A_FLOOR: f64 = 0.1;
+
+/// `||u - solve(a)|| / ||u||` over all nodes for one joint sample (physical
+/// units). For Darcy `a` is floored at [`CONSISTENCY_A_FLOOR`] times the low
+/// phase first. The joint model learns `u` as a second channel, not through
+/// the PDE: this says how far its `u` is from the physics of its own `a`.
+pub fn u_channel_consistency(solver: &mut Solver, pde: &PdeConfig, a: &[f32], u: &[f32]) -> Result<f64> {
+    let floor = CONSISTENCY_A_FLOOR * pde.darcy.a_low;
+    let input: Vec<f64> = a
+        .iter()
+        .map(|&v| if pde.kind == PdeKind::Darcy { f64::from(v).max(floor) } else { f64::from(v) })
+        .collect();
+    let solved = solver.solve(&input)?;
+    let (mut diff, mut norm) = (0.0f64, 0.0f64);
+    for (&s, &v) in solved.iter().zip(u) {
+        let v = f64::from(v);
+        diff += (v - s) * (v - s);
+        norm += v * v;
+    }
+    Ok(if norm > 0.0 { (diff / norm).sqrt() } else { f64::NAN })
 }
 
 impl Posterior {
@@ -240,6 +271,8 @@ pub fn reconstruct_cases<AB: AutodiffBackend>(
     let bar = progress_bar(cases.len() as u64, progress, spec.method.name());
     let start = Instant::now();
     let mut fields = Vec::with_capacity(cases.len() * samples * per);
+    let mut u_consistency = vec![];
+    let mut solver = if spec.method.is_joint() { Some(pde.solver(n)?) } else { None };
     let mut stats = SampleStats::default();
     for (k, chunk) in cases.chunks(batch_cases).enumerate() {
         let obs = ObservationBatch::new(chunk, samples)?;
@@ -285,10 +318,15 @@ pub fn reconstruct_cases<AB: AutodiffBackend>(
         edm.normalization.denormalize_slice(&mut data, channels, per);
         // Keep channel 0 (a) of every chain.
         fields.extend(data.chunks(per).step_by(channels).flatten().copied());
+        if let Some(solver) = solver.as_mut() {
+            for chain in data.chunks(channels * per) {
+                u_consistency.push(u_channel_consistency(solver, pde, &chain[..per], &chain[per..2 * per])?);
+            }
+        }
         bar.inc(chunk.len() as u64);
     }
     bar.finish_and_clear();
-    Ok(Posterior { n, samples, fields, stats, seconds: start.elapsed().as_secs_f64() })
+    Ok(Posterior { n, samples, fields, stats, seconds: start.elapsed().as_secs_f64(), u_consistency })
 }
 
 /// The point estimate of a case: the posterior mean, thresholded to the two
@@ -589,7 +627,7 @@ pub fn exact_cases(
     }
     bar.finish_and_clear();
     let seconds = start.elapsed().as_secs_f64();
-    Ok((Posterior { n, samples, fields, stats: SampleStats::default(), seconds }, closed))
+    Ok((Posterior { n, samples, fields, stats: SampleStats::default(), seconds, u_consistency: vec![] }, closed))
 }
 
 /// One row of the report.
@@ -607,6 +645,10 @@ pub struct EvalRow {
     pub seconds_per_case: f64,
     /// Sampler counters.
     pub stats: SampleStats,
+    /// Joint methods: `||u - solve(a)|| / ||u||` of every posterior sample
+    /// (see [`u_channel_consistency`]); empty otherwise.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub u_consistency: Vec<f64>,
 }
 
 impl EvalRow {
@@ -744,13 +786,13 @@ pub fn run_eval<AB: AutodiffBackend>(opts: &EvalOptions, device: &AB::Device) ->
                 let (post, closed) = exact_cases(&pde, &cases, opts.samples, opts.seed, opts.progress)?;
                 let sampled = (0..cases.len()).map(|k| post.mean_std(k)).collect::<Vec<_>>();
                 let settings = format!("exact Gaussian posterior, mean of {} Matheron draws", opts.samples);
-                outputs.push((spec.method.name().to_string(), settings, sampled, post.seconds, post.stats));
+                outputs.push((spec.method.name().to_string(), settings, sampled, post.seconds, post.stats, vec![]));
                 let settings = "exact Gaussian posterior, closed-form mean and std (infinitely many draws)".to_string();
-                outputs.push(("exact-mean".to_string(), settings, closed, post.seconds, SampleStats::default()));
+                outputs.push(("exact-mean".to_string(), settings, closed, post.seconds, SampleStats::default(), vec![]));
             } else if spec.method == Method::Device {
                 let bytes = artifact.as_ref().context("the device method needs --artifact")?;
                 let (per_case, seconds, stats) = device_cases(bytes, &cases, opts.samples, opts.seed, opts.progress)?;
-                outputs.push((spec.method.name().to_string(), spec.settings(), per_case, seconds, stats));
+                outputs.push((spec.method.name().to_string(), spec.settings(), per_case, seconds, stats, vec![]));
             } else {
                 let post = reconstruct_cases(
                     spec,
@@ -765,9 +807,16 @@ pub fn run_eval<AB: AutodiffBackend>(opts: &EvalOptions, device: &AB::Device) ->
                     device,
                 )?;
                 let per_case = (0..cases.len()).map(|k| post.mean_std(k)).collect::<Vec<_>>();
-                outputs.push((spec.method.name().to_string(), spec.settings(), per_case, post.seconds, post.stats));
+                outputs.push((
+                    spec.method.name().to_string(),
+                    spec.settings(),
+                    per_case,
+                    post.seconds,
+                    post.stats,
+                    post.u_consistency,
+                ));
             }
-            for (name, settings, per_case, seconds, stats) in outputs {
+            for (name, settings, per_case, seconds, stats, u_consistency) in outputs {
                 let mut metrics_rows = vec![];
                 for (k, &i) in idx.iter().enumerate() {
                     let truth = &data.a[i * per..(i + 1) * per];
@@ -785,6 +834,7 @@ pub fn run_eval<AB: AutodiffBackend>(opts: &EvalOptions, device: &AB::Device) ->
                     cases: metrics_rows,
                     seconds_per_case: seconds / opts.cases as f64,
                     stats,
+                    u_consistency,
                 };
                 let (l2, l2_se) = row.summary(|c| c.rel_l2);
                 if opts.progress {
@@ -909,6 +959,20 @@ fn write_report(opts: &EvalOptions, rows: &[EvalRow], prior: &str, data: &Path) 
             md,
             "\n`exact`: the mean of {} draws of the exact Gaussian posterior, the floor a sampler with as many draws can reach; `exact-mean`: the exact posterior mean itself (infinitely many draws).",
             opts.samples
+        );
+    }
+    let consistency: String = rows
+        .iter()
+        .filter(|r| !r.u_consistency.is_empty())
+        .map(|r| {
+            let (m, se) = metrics::mean_and_stderr(&r.u_consistency);
+            format!("| {} | {} | {} | {:.2} +- {:.2} |\n", r.method, r.paired, r.settings, 100.0 * m, 100.0 * se)
+        })
+        .collect();
+    if !consistency.is_empty() {
+        let _ = writeln!(
+            md,
+            "\n## Joint models: consistency of the sampled `u` channel\n\n`||u - solve(a)|| / ||u||` over every posterior sample, `a` and `u` both the joint model's own (Darcy: `a` floored at {CONSISTENCY_A_FLOOR} x the low phase before the solve). The decoupled methods have no such error: their `u` is the physics of their `a`.\n\n| method | paired | settings | u-channel residual (%) |\n|---|---|---|---|\n{consistency}"
         );
     }
     if !ratios.is_empty() {
@@ -1130,6 +1194,27 @@ pub fn synthetic_case(
 mod tests {
     use super::*;
 
+    /// The solve is direct (banded Cholesky): a consistent pair is exact to
+    /// rounding.
+    const CONSISTENCY_TOL: f64 = 1e-6;
+
+    #[test]
+    fn u_channel_consistency_is_zero_for_the_physics_and_scales_with_the_error() {
+        for kind in [PdeKind::Darcy, PdeKind::Poisson] {
+            let pde = PdeConfig::for_kind(kind);
+            let (a, _) = synthetic_case(&pde, 16, 5, 0.0, 3).unwrap();
+            let mut solver = pde.solver(16).unwrap();
+            let u: Vec<f32> =
+                solver.solve(&a.iter().map(|&v| f64::from(v)).collect::<Vec<_>>()).unwrap().iter().map(|&v| v as f32).collect();
+            let r = u_channel_consistency(&mut solver, &pde, &a, &u).unwrap();
+            assert!(r < CONSISTENCY_TOL, "{kind}: {r}");
+            // u twice the physics: ||2s - s|| / ||2s|| = 1/2.
+            let u2: Vec<f32> = u.iter().map(|v| 2.0 * v).collect();
+            let r = u_channel_consistency(&mut solver, &pde, &a, &u2).unwrap();
+            assert!((r - 0.5).abs() < CONSISTENCY_TOL, "{kind}: {r}");
+        }
+    }
+
     #[test]
     fn calibration_and_point_estimate_hand_cases() {
         // |t - m| = 0, 1, 2.5, 4 against 2 std = 2: nodes 0, 1 inside (2 exactly counts).
@@ -1153,6 +1238,7 @@ mod tests {
             fields: vec![1.0, 2.0, 3.0, 10.0, 10.0, 10.0],
             stats: SampleStats::default(),
             seconds: 0.0,
+            u_consistency: vec![],
         };
         let (m, s) = post.mean_std(0);
         assert_eq!(m, vec![2.0]);
