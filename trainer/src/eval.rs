@@ -50,6 +50,10 @@ pub enum Method {
     /// (row `exact`) and the closed-form mean and std (row `exact-mean`).
     /// Needs no trained model; see [`crate::exact`].
     Exact,
+    /// The ablation without guidance: unconditional samples of the prior
+    /// (EDM Heun over the DPS settings' `steps` and noise range), the
+    /// readings ignored. What the prior alone knows about a case.
+    Prior,
 }
 
 impl Method {
@@ -62,6 +66,7 @@ impl Method {
             Method::JointDps => "joint-dps",
             Method::Device => "device",
             Method::Exact => "exact",
+            Method::Prior => "prior",
         }
     }
 
@@ -73,7 +78,8 @@ impl Method {
             "joint-dps" => Method::JointDps,
             "device" => Method::Device,
             "exact" => Method::Exact,
-            _ => bail!("unknown method `{s}` (valid: ddis-daps, ddis-dps, joint-daps, joint-dps, device, exact)"),
+            "prior" => Method::Prior,
+            _ => bail!("unknown method `{s}` (valid: ddis-daps, ddis-dps, joint-daps, joint-dps, device, exact, prior)"),
         })
     }
 
@@ -106,8 +112,8 @@ pub struct MethodSpec {
 impl MethodSpec {
     /// Parses `METHOD[+key=value...]`, keys `schedule` (AxOxL), `tau`, `lr`,
     /// `lr_min_ratio`, `lr_cap`, `sigma_max` (DAPS), `steps`, `zeta`, `heun`
-    /// (DPS; `heun=1` takes Heun steps, `0` Euler), on top of the given
-    /// defaults.
+    /// (DPS; `heun=1` takes Heun steps, `0` Euler; `steps` also sets the
+    /// `prior` ablation's Heun steps), on top of the given defaults.
     pub fn parse(spec: &str, daps: &DapsConfig, dps: &DpsConfig) -> Result<Self> {
         let mut parts = spec.trim().split('+');
         let method = Method::parse(parts.next().unwrap_or_default())?;
@@ -153,6 +159,7 @@ impl MethodSpec {
             }
             Method::Device => "runtime on the artifact (its forward model and schedule)".to_string(),
             Method::Exact => "exact Gaussian posterior, Matheron draws".to_string(),
+            Method::Prior => format!("no guidance: prior samples, {} Heun steps", self.dps.steps),
         }
     }
 }
@@ -305,6 +312,13 @@ pub fn reconstruct_cases<AB: AutodiffBackend>(
             (Method::DdisDps, Physics::Solver) => {
                 let mut g = SolverGuide::new(*pde, obs, a_norm)?;
                 dps_sample(model, &mut g, &noise, &spec.dps, [batch, channels], chunk_seed, device)?
+            }
+            (Method::Prior, _) => {
+                let sigmas = crate::model::edm::karras_sigmas(spec.dps.steps, spec.dps.sigma_min, spec.dps.sigma_max, spec.dps.rho);
+                let mut rng = ChaCha8Rng::seed_from_u64(chunk_seed);
+                let start = noise.draw::<AB::InnerBackend, _>(&mut rng, batch, channels, device);
+                let x = crate::model::edm::heun_sample(|x, s| inner.denoise_at(x, s), start, &sigmas);
+                (x, SampleStats { denoiser_calls: 2 * sigmas.len() - 1, ..SampleStats::default() })
             }
             (Method::Device | Method::Exact, _) => unreachable!("rejected above"),
         };
@@ -762,7 +776,7 @@ pub fn run_eval<AB: AutodiffBackend>(opts: &EvalOptions, device: &AB::Device) ->
     let mut rows = vec![];
     for &paired in &opts.paired {
         let needs_op =
-            opts.methods.iter().any(|m| !m.method.is_joint() && !matches!(m.method, Method::Device | Method::Exact))
+            opts.methods.iter().any(|m| !m.method.is_joint() && !matches!(m.method, Method::Device | Method::Exact | Method::Prior))
                 && opts.physics == Physics::Surrogate;
         let operator = if needs_op {
             Some(load_operator::<AB>(&pick_run(&runs, "operator", pde_name, n, Some(paired))?, device)?)
@@ -933,6 +947,7 @@ fn write_report(opts: &EvalOptions, rows: &[EvalRow], prior: &str, data: &Path) 
                     r.paired == p
                         && r.method != Method::Device.name()
                         && !r.method.starts_with(Method::Exact.name())
+                        && r.method != Method::Prior.name()
                         && r.method.starts_with("joint") == joint
                 })
                 .map(f)

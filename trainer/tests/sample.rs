@@ -122,6 +122,18 @@ fn eval_and_reconstruct_end_to_end() {
     // Exact physics instead of the surrogate.
     let r4 = tmp.path().join("r4");
     ok(eval_with(&r4, "ddis-daps+schedule=3x1x2", &["--physics", "solver"]));
+    // The no-guidance ablation, and the joint model's u-channel consistency.
+    let r5 = tmp.path().join("r5");
+    ok(eval_with(&r5, "prior+steps=3,joint-dps+steps=3+heun=1", &[]));
+    let md = std::fs::read_to_string(r5.join("results.md")).unwrap();
+    assert!(md.contains("| prior | 1 | no guidance: prior samples, 3 Heun steps |"), "{md}");
+    let consistency = md.lines().find(|l| l.starts_with("| joint-dps | 1 | DPS 3 Heun steps")).and_then(|_| {
+        md.split("u-channel residual (%) |").nth(1)?.lines().find(|l| l.starts_with("| joint-dps"))
+    });
+    let residual: f64 = consistency
+        .and_then(|l| l.split('|').nth(4)?.split("+-").next()?.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no u-channel consistency row:\n{md}"));
+    assert!(residual.is_finite() && residual > 0.0, "{residual}");
 
     // reconstruct from a CSV of readings taken from the data.
     let set = Dataset::load(&data).unwrap();
