@@ -3,6 +3,13 @@
 //! logs its identity and memory budget over semihosting, and then serves
 //! requests of `ddis_runtime::protocol` on the CMSDK UART0 forever.
 //!
+//! Received bytes come from the UART's RX interrupt through a ring
+//! ([`uart`]). One deframer reads that stream, idle or busy: while a
+//! reconstruction runs, the sampler's poll hook drains the ring between
+//! annealing levels, so a `Cancel` stops the run there, any other request
+//! is answered `Busy` and a bad frame gets its error, and nothing that
+//! arrives is lost (docs/protocol.md, Busy and Cancel).
+//!
 //! Logging ([`log!`]) is plain semihosting text by default: it needs no
 //! host decoder and QEMU prints it directly. A panic or HardFault ends the
 //! run with its own exit code (semihosting extended exit), never a hang.
@@ -11,6 +18,8 @@
 //! or HardFault logs its code and resets the chip.
 #![no_std]
 #![no_main]
+
+mod uart;
 
 use core::ptr::{addr_of, addr_of_mut};
 use core::sync::atomic::{AtomicU32, Ordering};
@@ -32,10 +41,11 @@ macro_rules! log {
     }};
 }
 use ddis_runtime::protocol::{
-    self, CHUNK_VALUES, DeviceInfo, ErrorCode, Event, FIELD_MEAN, FIELD_STD, MAX_FRAME, MAX_WIRE, ReconstructRequest,
-    Request, Response, RunReport,
+    self, CHUNK_VALUES, DeviceInfo, ErrorCode, Event, FIELD_MEAN, FIELD_STD, MAX_FRAME, MAX_WIRE, Request, Response,
+    RunReport,
 };
-use ddis_runtime::{Artifact, sampler};
+use ddis_runtime::sampler::Control;
+use ddis_runtime::{Artifact, Sensors, sampler};
 
 mod sizes {
     include!(concat!(env!("OUT_DIR"), "/sizes.rs"));
@@ -63,7 +73,8 @@ const N2: usize = sizes::N * sizes::N;
 const RAM_BYTES: usize = 256 * 1024;
 const WORKSPACE_BYTES: usize = sizes::WORKSPACE_LEN * 4;
 // The static buffers must leave room for a stack in the 256 KiB part.
-const _: () = assert!(WORKSPACE_BYTES + 2 * N2 * 4 + 2 * MAX_WIRE + MAX_FRAME + 16 * 1024 <= RAM_BYTES);
+const _: () =
+    assert!(WORKSPACE_BYTES + 2 * N2 * 4 + 2 * MAX_WIRE + MAX_FRAME + uart::RING_BYTES + 16 * 1024 <= RAM_BYTES);
 
 static mut WORKSPACE: [f32; sizes::WORKSPACE_LEN] = [0.0; sizes::WORKSPACE_LEN];
 static mut MEAN: [f32; N2] = [0.0; N2];
@@ -79,48 +90,6 @@ const PAINT: u32 = 0xA5A5_5A5A;
 unsafe extern "C" {
     static __sheap: u32;
     static _stack_start: u32;
-}
-
-/// The CMSDK APB UART0 of the MPS2 boards, polled.
-struct Uart;
-
-impl Uart {
-    const BASE: usize = 0x4000_4000;
-    const DATA: *mut u32 = Self::BASE as *mut u32;
-    const STATE: *mut u32 = (Self::BASE + 0x04) as *mut u32;
-    const CTRL: *mut u32 = (Self::BASE + 0x08) as *mut u32;
-    const BAUDDIV: *mut u32 = (Self::BASE + 0x10) as *mut u32;
-
-    fn init() -> Self {
-        // SAFETY: fixed MMIO registers of the board; nothing else drives them.
-        unsafe {
-            // 25 MHz / 115200 baud (QEMU ignores the rate; a board does not).
-            Self::BAUDDIV.write_volatile(217);
-            Self::CTRL.write_volatile(0b11); // TX and RX enable
-            // A dummy read after enabling RX avoids QEMU's ~0.7 s stall on
-            // the first request (docs/results.md).
-            let _ = Self::DATA.read_volatile();
-        }
-        Uart
-    }
-
-    fn read(&mut self) -> u8 {
-        // SAFETY: see `init`.
-        unsafe {
-            while Self::STATE.read_volatile() & 0b10 == 0 {}
-            Self::DATA.read_volatile() as u8
-        }
-    }
-
-    fn write(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            // SAFETY: see `init`.
-            unsafe {
-                while Self::STATE.read_volatile() & 0b01 != 0 {}
-                Self::DATA.write_volatile(u32::from(b));
-            }
-        }
-    }
 }
 
 /// Instructions since boot (see [`INSTRUCTIONS_PER_TICK`]).
@@ -166,7 +135,6 @@ fn stack_high_water() -> usize {
 
 /// Output buffers of one frame.
 struct Tx {
-    uart: Uart,
     scratch: [u8; MAX_FRAME],
     wire: [u8; MAX_WIRE + 2],
 }
@@ -174,7 +142,7 @@ struct Tx {
 impl Tx {
     fn send(&mut self, msg: &Response<'_>) {
         match protocol::encode_frame(msg, &mut self.scratch, &mut self.wire) {
-            Ok(len) => self.uart.write(&self.wire[..len]),
+            Ok(len) => uart::write(&self.wire[..len]),
             // Every response fits MAX_FRAME by construction; say so if not.
             Err(_) => log!("encode failed for a response"),
         }
@@ -207,28 +175,81 @@ fn info(art: &Artifact<'_>) -> DeviceInfo {
         stack_bytes: (hi - lo) as u32,
         stack_high_water: stack_high_water() as u32,
         max_sensors: art.max_sensors() as u16,
+        rx_ring_bytes: uart::RING_BYTES as u32,
+        rx_high_water: uart::high_water() as u32,
+        rx_overruns: uart::overruns(),
     }
 }
 
-/// Serves one reconstruction: fields in chunks, then the run report.
-fn reconstruct(art: &Artifact<'_>, r: &ReconstructRequest<'_>, ws: &mut [f32], tx: &mut Tx) {
-    // Every check of the request, readings against the artifact's range
-    // included, happens here at the edge (the same function the host fuzzes).
-    let sensors = match protocol::check_request(art, r) {
-        Ok(s) => s,
-        Err((code, detail)) => return tx.error(code, detail as usize),
-    };
-    let count = sensors.len();
+/// A checked reconstruction request, owning all it needs: the frame it
+/// came in is free again, so the deframer can read on while it runs.
+struct Job {
+    sensors: Sensors,
+    seed: u64,
+    samples: u8,
+    want_std: bool,
+    noise_sigma: f32,
+}
+
+/// Feeds `byte` to the deframer and answers what completes, except a
+/// request, which is returned for the caller to serve.
+fn frame<'d>(deframer: &'d mut protocol::Deframer, byte: u8, tx: &mut Tx) -> Option<Request<'d>> {
+    match deframer.push(byte) {
+        Event::Pending => None,
+        Event::Oversized(dropped) => {
+            tx.error(ErrorCode::Oversized, dropped);
+            None
+        }
+        Event::Frame(len) => match protocol::decode_frame::<Request<'_>>(deframer.block(len)) {
+            Ok(req) => Some(req),
+            Err(e) => {
+                tx.error(e.code(), len);
+                None
+            }
+        },
+    }
+}
+
+/// Serves one reconstruction: fields in chunks, then the run report; or
+/// one error (`Cancelled` when a `Cancel` arrived before a level). Between
+/// levels it drains the receive ring into `deframer`: a `Cancel` stops the
+/// run, every other request is answered `Busy`, and a bad frame its error.
+fn reconstruct(art: &Artifact<'_>, job: &Job, ws: &mut [f32], tx: &mut Tx, deframer: &mut protocol::Deframer) {
+    let r = job;
+    let count = r.sensors.len();
     // SAFETY: the only references to MEAN and STD are these, made once per
     // request on the single thread; they end with this function.
     let (mean, std) = unsafe { (&mut *addr_of_mut!(MEAN), &mut *addr_of_mut!(STD)) };
+    let mut poll = |done: u32| {
+        while let Some(byte) = uart::try_read() {
+            match frame(deframer, byte, tx) {
+                None => {}
+                Some(Request::Cancel) => return Control::Cancel,
+                Some(_) => tx.error(ErrorCode::Busy, done as usize),
+            }
+        }
+        Control::Continue
+    };
     let t0 = instructions();
-    let result = sampler::posterior(art, &sensors, r.noise_sigma, r.seed, usize::from(r.samples), mean, std, ws);
+    let result = sampler::posterior_with(
+        art,
+        &r.sensors,
+        r.noise_sigma,
+        r.seed,
+        usize::from(r.samples),
+        mean,
+        std,
+        ws,
+        &mut poll,
+    );
     let spent = instructions() - t0;
     let stats = match result {
         Ok(s) => s,
         Err(e) => {
             let (code, detail) = ErrorCode::from_runtime(&e);
+            if code == ErrorCode::Cancelled {
+                log!("reconstruct: cancelled after {} levels, {} instructions", detail, spent);
+            }
             return tx.error(code, detail as usize);
         }
     };
@@ -329,21 +350,48 @@ fn main() -> ! {
     // SAFETY: main never returns and these are its only references.
     let ws: &mut [f32] = unsafe { &mut *addr_of_mut!(WORKSPACE) };
     let deframer = unsafe { &mut *addr_of_mut!(DEFRAMER) };
-    let mut rx = Uart::init();
-    let mut tx = Tx { uart: Uart, scratch: [0; MAX_FRAME], wire: [0; MAX_WIRE + 2] };
-    log!("serving on UART0");
+    let mut tx = Tx { scratch: [0; MAX_FRAME], wire: [0; MAX_WIRE + 2] };
+    uart::init();
+    log!("serving on UART0 (RX interrupt, {} B ring)", uart::RING_BYTES);
     loop {
-        let byte = rx.read();
-        match deframer.push(byte) {
-            Event::Pending => {}
-            Event::Oversized(dropped) => tx.error(ErrorCode::Oversized, dropped),
-            Event::Frame(len) => match protocol::decode_frame::<Request<'_>>(deframer.block(len)) {
-                Err(e) => tx.error(e.code(), len),
-                Ok(Request::Ping { nonce }) => tx.send(&Response::Pong { nonce }),
-                Ok(Request::Info) => tx.send(&Response::Info(info(&art))),
-                Ok(Request::Reconstruct(r)) => reconstruct(&art, &r, ws, &mut tx),
+        let job = match frame(deframer, uart::read(), &mut tx) {
+            None => continue,
+            Some(Request::Ping { nonce }) => {
+                tx.send(&Response::Pong { nonce });
+                continue;
+            }
+            Some(Request::Info) => {
+                tx.send(&Response::Info(info(&art)));
+                continue;
+            }
+            Some(Request::Cancel) => {
+                tx.error(ErrorCode::NotRunning, 0);
+                continue;
+            }
+            // Every check of the request, readings against the artifact's
+            // range included, happens here at the edge (the same function
+            // the host fuzzes).
+            Some(Request::Reconstruct(r)) => match protocol::check_request(&art, &r) {
+                Ok(sensors) => {
+                    Job { sensors, seed: r.seed, samples: r.samples, want_std: r.want_std, noise_sigma: r.noise_sigma }
+                }
+                Err((code, detail)) => {
+                    tx.error(code, detail as usize);
+                    continue;
+                }
             },
-        }
+        };
+        reconstruct(&art, &job, ws, &mut tx, deframer);
+    }
+}
+
+#[exception]
+unsafe fn DefaultHandler(irqn: i16) {
+    if irqn == uart::RX_IRQ {
+        uart::on_rx_interrupt();
+    } else {
+        // No other interrupt is unmasked: one firing is a fault.
+        exit_with(EXIT_HARDFAULT)
     }
 }
 

@@ -201,6 +201,12 @@ pub enum Error {
     },
     /// The output buffer of an encoder is too short, or postcard failed.
     EncodeFailed,
+    /// The caller's poll hook stopped the sampler between annealing levels
+    /// ([`crate::sampler::posterior_with`]).
+    Cancelled {
+        /// Annealing levels run before it stopped (over all chains).
+        levels: u32,
+    },
     /// A linear system that should be symmetric positive definite had a
     /// pivot that is not finite and positive (an indefinite or singular PDE
     /// operator, or a sensor-space system broken by non-finite values).
@@ -271,6 +277,7 @@ impl fmt::Display for Error {
             }
             Error::LevelOutOfRange { level, levels } => write!(f, "level {level} of a {levels}-level schedule"),
             Error::EncodeFailed => write!(f, "artifact encoding failed (output buffer too short?)"),
+            Error::Cancelled { levels } => write!(f, "cancelled after {levels} annealing levels"),
             Error::NotPositiveDefinite { row } => {
                 write!(f, "linear system is not positive definite (pivot {row} failed)")
             }

@@ -14,9 +14,11 @@ use crate::{Artifact, Error, Sensors};
 
 /// Protocol version, reported by [`Response::Info`]. Version 2 added the
 /// error codes [`ErrorCode::ReadingOutOfRange`] and
-/// [`ErrorCode::TooManySamples`] (a version-1 host cannot decode them) and
-/// the cap [`MAX_SAMPLES`].
-pub const PROTOCOL_VERSION: u16 = 2;
+/// [`ErrorCode::TooManySamples`] and the cap [`MAX_SAMPLES`]; version 3
+/// added [`Request::Cancel`], the codes [`ErrorCode::Busy`],
+/// [`ErrorCode::Cancelled`] and [`ErrorCode::NotRunning`], and the receive
+/// ring's figures in [`DeviceInfo`] (a version-2 host can decode neither).
+pub const PROTOCOL_VERSION: u16 = 3;
 /// Most posterior samples one request may ask for: the only request field
 /// that scales the work besides the sensor count (capped by the artifact's
 /// `max_sensors`). One sample of the shipped Darcy artifact takes about
@@ -52,6 +54,11 @@ pub enum Request<'a> {
     /// One reconstruction: [`Response::Field`] chunks of the mean (then of
     /// the std when asked), then [`Response::Done`]; or one [`Response::Error`].
     Reconstruct(#[serde(borrow)] ReconstructRequest<'a>),
+    /// Stops the running reconstruction before its next annealing level: it
+    /// then ends with [`ErrorCode::Cancelled`] instead of its fields (the
+    /// one answer to both requests). With nothing running the answer is
+    /// [`ErrorCode::NotRunning`].
+    Cancel,
 }
 
 /// The inputs of one reconstruction.
@@ -97,6 +104,13 @@ pub struct DeviceInfo {
     pub stack_high_water: u32,
     /// Most sensors per request.
     pub max_sensors: u16,
+    /// Bytes of the UART receive ring the RX interrupt fills.
+    pub rx_ring_bytes: u32,
+    /// Most bytes ever waiting in it since boot.
+    pub rx_high_water: u32,
+    /// Receive overruns the UART flagged since boot (bytes lost; 0 unless
+    /// the host outran the ring by more than a frame at line rate).
+    pub rx_overruns: u32,
 }
 
 /// What one reconstruction did, sent after its fields.
@@ -193,6 +207,16 @@ pub enum ErrorCode {
     ReadingOutOfRange = 15,
     /// More than [`MAX_SAMPLES`] samples (detail: the cap).
     TooManySamples = 16,
+    /// A request other than [`Request::Cancel`] arrived while a
+    /// reconstruction ran; it was dropped (detail: annealing levels the
+    /// running reconstruction had done).
+    Busy = 17,
+    /// The reconstruction was stopped by [`Request::Cancel`]; its answer
+    /// (detail: annealing levels it had done, over all samples).
+    Cancelled = 18,
+    /// [`Request::Cancel`] with nothing running (a reconstruction that
+    /// finished before the cancel was read has already sent its answer).
+    NotRunning = 19,
 }
 
 impl ErrorCode {
@@ -204,6 +228,7 @@ impl ErrorCode {
             Error::SensorValueNotFinite { index } => (Self::SensorNotFinite, d(index)),
             Error::ReadingOutOfRange { index, .. } => (Self::ReadingOutOfRange, d(index)),
             Error::TooManySamples { max, .. } => (Self::TooManySamples, d(max)),
+            Error::Cancelled { levels } => (Self::Cancelled, levels),
             Error::NoiseTooLarge { .. } => (Self::InvalidParameter, 1),
             Error::DuplicateSensor { second, .. } => (Self::DuplicateSensor, d(second)),
             Error::TooManySensors { capacity } => (Self::TooManySensors, d(capacity)),
@@ -583,5 +608,25 @@ mod tests {
             ErrorCode::from_runtime(&Error::NoiseTooLarge { value: 1.0, max: 0.05 }),
             (ErrorCode::InvalidParameter, 1)
         );
+    }
+
+    #[test]
+    fn version_3_adds_cancel_and_its_codes_without_moving_the_old_ones() {
+        // postcard tags variants by index: the v2 requests keep theirs.
+        let mut scratch = [0u8; 64];
+        assert_eq!(postcard::to_slice(&Request::Info, &mut scratch).unwrap(), &[1]);
+        assert_eq!(postcard::to_slice(&Request::Cancel, &mut scratch).unwrap(), &[3]);
+        let mut w = wire(&Request::Cancel);
+        let end = w.len() - 1;
+        assert_eq!(decode_frame::<Request<'_>>(&mut w[1..end]), Ok(Request::Cancel));
+        assert_eq!(ErrorCode::from_runtime(&Error::Cancelled { levels: 7 }), (ErrorCode::Cancelled, 7));
+        let codes = [(ErrorCode::TooManySamples, 16), (ErrorCode::Busy, 17), (ErrorCode::Cancelled, 18)];
+        for (code, v) in codes.into_iter().chain([(ErrorCode::NotRunning, 19)]) {
+            assert_eq!(code as u8, v);
+            let resp = Response::Error { code, detail: 3 };
+            let mut w = wire(&resp);
+            let end = w.len() - 1;
+            assert_eq!(decode_frame::<Response<'_>>(&mut w[1..end]), Ok(resp));
+        }
     }
 }

@@ -97,6 +97,17 @@ pub fn workspace_len(n: usize, fwd: Forward<'_, '_>, prior: OperatorShape, sched
     n.saturating_mul(n).saturating_mul(STATE_FIELDS).saturating_add(net)
 }
 
+/// What a caller's poll hook tells the sampler before each annealing level
+/// ([`posterior_with`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub enum Control {
+    /// Run the next level.
+    Continue,
+    /// Stop now: the call returns [`Error::Cancelled`].
+    Cancel,
+}
+
 /// What one sampler call did.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
@@ -304,7 +315,10 @@ fn physics_loss_grad(
     Ok(loss)
 }
 
-/// One chain; the normalised result is left in `st.x`.
+/// One chain; the normalised result is left in `st.x`. `poll(done)` is
+/// asked before each level, `done` counting the levels run so far in the
+/// caller's call (every chain's); it never touches the numbers.
+#[allow(clippy::too_many_arguments)]
 fn chain(
     p: &Parts<'_, '_>,
     sensors: &Sensors,
@@ -312,6 +326,8 @@ fn chain(
     rng: &mut Rng,
     st: &mut State<'_>,
     stats: &mut SampleStats,
+    poll: &mut impl FnMut(u32) -> Control,
+    done: &mut u32,
 ) -> Result<(), Error> {
     let sched = p.schedule;
     let rms = sensors.rms();
@@ -327,6 +343,9 @@ fn chain(
         *x = z * s0;
     }
     for i in 0..sched.levels() {
+        if poll(*done) == Control::Cancel {
+            return Err(Error::Cancelled { levels: *done });
+        }
         let lv = sched.level(i)?;
         p.prior.denoise(&lv, st.x, st.a0, st.net)?;
         stats.denoiser_calls = stats.denoiser_calls.saturating_add(1);
@@ -358,6 +377,7 @@ fn chain(
         } else {
             x.copy_from_slice(a);
         }
+        *done = done.saturating_add(1);
     }
     Ok(())
 }
@@ -381,7 +401,7 @@ pub fn sample(
     let mut stats = SampleStats::default();
     let (mean, std) = p.prior.normalization();
     let mut st = bufs;
-    chain(&p, sensors, noise_sigma, rng, &mut st, &mut stats)?;
+    chain(&p, sensors, noise_sigma, rng, &mut st, &mut stats, &mut |_| Control::Continue, &mut 0)?;
     for (o, &v) in out.iter_mut().zip(st.x.iter()) {
         *o = v * std + mean;
     }
@@ -415,6 +435,28 @@ pub fn posterior(
     std: &mut [f32],
     ws: &mut [f32],
 ) -> Result<SampleStats, Error> {
+    posterior_with(art, sensors, noise_sigma, seed, samples, mean, std, ws, &mut |_| Control::Continue)
+}
+
+/// [`posterior`] with a poll hook: `poll(done)` runs before each annealing
+/// level (`done`: levels finished so far, over all chains, `samples x
+/// levels` in all) and may stop the call, which then returns
+/// [`Error::Cancelled`] with `mean` and `std` holding partial sums. The
+/// hook sees no sampler state, so a run it lets finish is bit-identical to
+/// [`posterior`]'s. The firmware drains its UART there (docs/protocol.md,
+/// Busy and Cancel); it should return quickly: it delays the next level.
+#[allow(clippy::too_many_arguments)]
+pub fn posterior_with(
+    art: &Artifact<'_>,
+    sensors: &Sensors,
+    noise_sigma: f32,
+    seed: u64,
+    samples: usize,
+    mean: &mut [f32],
+    std: &mut [f32],
+    ws: &mut [f32],
+    poll: &mut impl FnMut(u32) -> Control,
+) -> Result<SampleStats, Error> {
     let p = parts(art)?;
     let n2 = art.n() * art.n();
     for (field, len) in [("mean", mean.len()), ("std", std.len())] {
@@ -431,9 +473,10 @@ pub fn posterior(
     let mut total = SampleStats::default();
     mean.fill(0.0);
     std.fill(0.0);
+    let mut done = 0u32;
     for s in 0..samples {
         let mut stats = SampleStats::default();
-        chain(&p, sensors, noise_sigma, &mut rng, &mut st, &mut stats)?;
+        chain(&p, sensors, noise_sigma, &mut rng, &mut st, &mut stats, poll, &mut done)?;
         total.denoiser_calls = total.denoiser_calls.saturating_add(stats.denoiser_calls);
         total.guide_calls = total.guide_calls.saturating_add(stats.guide_calls);
         total.clamped = total.clamped.saturating_add(stats.clamped);

@@ -527,6 +527,42 @@ fn posterior_mean_and_std_match_the_samples() {
 }
 
 #[test]
+fn poll_hook_cancels_between_levels_and_never_changes_a_finished_run() {
+    let (bytes, sensors) = sampler_setup(24);
+    let art = Artifact::parse(&bytes).unwrap();
+    let n2 = art.n() * art.n();
+    let levels = art.schedule().unwrap().levels() as u32;
+    let samples = 2;
+    let mut ws = vec![0.0f32; art.workspace_len().unwrap()];
+    let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+    let (mut m0, mut s0) = (vec![0.0; n2], vec![0.0; n2]);
+    let plain = sampler::posterior(&art, &sensors, 0.01, 9, samples, &mut m0, &mut s0, &mut ws).unwrap();
+
+    // A hook that lets the run finish: asked once per level, counting up,
+    // and the same bits as the plain call.
+    let (mut m1, mut s1) = (vec![0.0; n2], vec![0.0; n2]);
+    let mut asked = Vec::new();
+    let hooked = sampler::posterior_with(&art, &sensors, 0.01, 9, samples, &mut m1, &mut s1, &mut ws, &mut |done| {
+        asked.push(done);
+        sampler::Control::Continue
+    })
+    .unwrap();
+    assert_eq!(asked, (0..levels * samples as u32).collect::<Vec<_>>());
+    assert_eq!((bits(&m1), bits(&s1), hooked), (bits(&m0), bits(&s0), plain));
+
+    // Cancelled before level k (the second chain's too): a typed error
+    // naming k, and the next full run on the same workspace is unchanged.
+    for k in [0, 1, levels, levels * samples as u32 - 1] {
+        let got = sampler::posterior_with(&art, &sensors, 0.01, 9, samples, &mut m1, &mut s1, &mut ws, &mut |done| {
+            if done == k { sampler::Control::Cancel } else { sampler::Control::Continue }
+        });
+        assert_eq!(got, Err(Error::Cancelled { levels: k }));
+        sampler::posterior(&art, &sensors, 0.01, 9, samples, &mut m1, &mut s1, &mut ws).unwrap();
+        assert_eq!((bits(&m1), bits(&s1)), (bits(&m0), bits(&s0)), "after a cancel before level {k}");
+    }
+}
+
+#[test]
 fn bad_requests_are_errors() {
     let (bytes, sensors) = sampler_setup(23);
     let art = Artifact::parse(&bytes).unwrap();

@@ -1,13 +1,17 @@
 //! The host end of the device link: a client of `ddis_runtime::protocol`
 //! over QEMU's UART socket ([`run_qemu`]) or a real serial port
 //! ([`run_serial`]), and [`device_reconstruct`], the body of `ddis device`.
-//! It frames, sends and waits; all numerics happen on the device.
+//! It frames, sends and waits; all numerics happen on the device. While it
+//! waits for a reconstruction it watches a cancel flag (Ctrl-C sets it,
+//! [`cancel_on_ctrl_c`]): it then sends `Cancel` and waits for the device's
+//! `Cancelled` answer, so the device is free again when the command ends.
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, Once};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow, bail, ensure};
@@ -243,8 +247,17 @@ impl Device {
 
     /// Waits for the next response frame.
     pub fn recv(&mut self) -> Result<Reply> {
+        self.recv_watch(None)?.ok_or_else(|| anyhow!("no reply"))
+    }
+
+    /// [`Self::recv`], but returns `None` as soon as `cancel` is set (it
+    /// is looked at before each read, at least every 200 ms).
+    pub fn recv_watch(&mut self, cancel: Option<&AtomicBool>) -> Result<Option<Reply>> {
         let deadline = Instant::now() + self.timeout;
         loop {
+            if cancel.is_some_and(|c| c.load(Ordering::Relaxed)) {
+                return Ok(None);
+            }
             if let Some(end) = self.rx.iter().position(|&b| b == DELIMITER) {
                 let mut block: Vec<u8> = self.rx.drain(..=end).collect();
                 block.pop();
@@ -253,7 +266,7 @@ impl Device {
                 }
                 let resp: Response<'_> =
                     protocol::decode_frame(&mut block).map_err(|e| anyhow!("bad frame from the device: {e:?}"))?;
-                return Ok(owned(resp));
+                return Ok(Some(owned(resp)));
             }
             if Instant::now() > deadline {
                 let qemu = self.log();
@@ -307,14 +320,42 @@ impl Device {
         samples: u8,
         want_std: bool,
     ) -> Result<DeviceRun> {
+        self.reconstruct_cancellable(n, rows, noise_sigma, seed, samples, want_std, &AtomicBool::new(false))
+    }
+
+    /// [`Self::reconstruct`] that sends `Cancel` once `cancel` is set and
+    /// then waits for the device's `Cancelled` answer (or, when the run had
+    /// finished first, for its fields and the `NotRunning` answer to the
+    /// cancel), so the device is idle when this returns. A cancelled run is
+    /// an `Err` that says so.
+    #[allow(clippy::too_many_arguments)]
+    pub fn reconstruct_cancellable(
+        &mut self,
+        n: usize,
+        rows: &[(f32, f32, f32)],
+        noise_sigma: f32,
+        seed: u64,
+        samples: u8,
+        want_std: bool,
+        cancel: &AtomicBool,
+    ) -> Result<DeviceRun> {
         let mut packed = vec![0u8; rows.len() * protocol::SENSOR_BYTES];
         protocol::pack_sensors(rows, &mut packed).ok_or_else(|| anyhow!("pack sensors"))?;
         let req = ReconstructRequest { seed, samples, want_std, noise_sigma, sensors: &packed };
         self.send(&Request::Reconstruct(req))?;
         let (mut mean, mut std) = (vec![f32::NAN; n * n], if want_std { vec![f32::NAN; n * n] } else { Vec::new() });
         let (mut got_mean, mut got_std) = (0usize, 0usize);
+        let mut cancel_sent = false;
         loop {
-            match self.recv()? {
+            let reply = match self.recv_watch((!cancel_sent).then_some(cancel))? {
+                Some(r) => r,
+                None => {
+                    self.send(&Request::Cancel)?;
+                    cancel_sent = true;
+                    continue;
+                }
+            };
+            match reply {
                 Reply::Field { which, offset, values } => {
                     let (field, got) = match which {
                         FIELD_MEAN => (&mut mean, &mut got_mean),
@@ -328,7 +369,19 @@ impl Device {
                 }
                 Reply::Done(report) => {
                     ensure!(got_mean == n * n && got_std == std.len(), "incomplete fields ({got_mean}, {got_std})");
+                    if cancel_sent {
+                        // The run ended before the device read the cancel,
+                        // which gets its own answer.
+                        match self.recv()? {
+                            Reply::Error { code: ErrorCode::NotRunning, .. } => {}
+                            other => bail!("expected NotRunning for the cancel, got {other:?}"),
+                        }
+                        bail!("cancelled: the device had already finished (its answer is discarded)");
+                    }
                     return Ok(DeviceRun { mean, std, report });
+                }
+                Reply::Error { code: ErrorCode::Cancelled, detail } if cancel_sent => {
+                    bail!("cancelled: the device stopped after {detail} annealing levels and is idle")
                 }
                 Reply::Error { code, detail } => {
                     bail!("device refused the request: {code:?} (detail {detail}){}", hint(code, detail))
@@ -349,6 +402,9 @@ fn hint(code: ErrorCode, detail: u32) -> String {
             u64::from(detail) + 1
         ),
         ErrorCode::TooManySamples => format!(": at most {detail} posterior samples per request"),
+        ErrorCode::Busy => {
+            format!(": another reconstruction is running on the device ({detail} annealing levels done); wait for it")
+        }
         _ => String::new(),
     }
 }
@@ -435,8 +491,31 @@ pub struct DeviceResult {
     pub log: String,
 }
 
+/// Set by the first Ctrl-C after [`cancel_on_ctrl_c`].
+static CTRL_C: AtomicBool = AtomicBool::new(false);
+
+/// Arms a Ctrl-C handler (once per process) and returns the flag it sets:
+/// the first press asks the running request to stop (the client sends
+/// `Cancel` and waits for `Cancelled`), a second press ends the process
+/// at once (exit code 130).
+pub fn cancel_on_ctrl_c() -> Result<&'static AtomicBool> {
+    static ARM: Once = Once::new();
+    let mut armed = Ok(());
+    ARM.call_once(|| {
+        armed = ctrlc::set_handler(|| {
+            if CTRL_C.swap(true, Ordering::Relaxed) {
+                std::process::exit(130);
+            }
+            eprintln!("Ctrl-C: cancelling the request on the device (press again to quit at once)");
+        });
+    });
+    armed.context("install the Ctrl-C handler")?;
+    Ok(&CTRL_C)
+}
+
 /// `ddis device`: reads the readings, runs one reconstruction on the device
-/// and writes the same files as `ddis reconstruct` into `opts.out`.
+/// and writes the same files as `ddis reconstruct` into `opts.out`. Ctrl-C
+/// during the run cancels it on the device ([`cancel_on_ctrl_c`]).
 pub fn device_reconstruct(opts: &DeviceOptions) -> Result<DeviceResult> {
     ensure!(
         (1..=MAX_SAMPLES).contains(&opts.samples),
@@ -451,7 +530,9 @@ pub fn device_reconstruct(opts: &DeviceOptions) -> Result<DeviceResult> {
     let info = dev.info()?;
     ensure!(
         info.protocol == PROTOCOL_VERSION,
-        "the device speaks protocol version {}, this host version {PROTOCOL_VERSION}: rebuild the firmware or the host",
+        "the device speaks protocol version {}, this host version {PROTOCOL_VERSION} (each version adds answers \
+         the other cannot decode, docs/protocol.md): flash a firmware built from this ddis, or use the ddis it was \
+         built with",
         info.protocol
     );
     let n = usize::from(info.n);
@@ -461,7 +542,9 @@ pub fn device_reconstruct(opts: &DeviceOptions) -> Result<DeviceResult> {
     }
     let out = crate::output::Staged::new(&opts.out, opts.force)?;
     let t0 = Instant::now();
-    let run = dev.reconstruct(n, &sensor_rows(&obs), opts.noise as f32, opts.seed, opts.samples, true)?;
+    let cancel = cancel_on_ctrl_c()?;
+    let rows = sensor_rows(&obs);
+    let run = dev.reconstruct_cancellable(n, &rows, opts.noise as f32, opts.seed, opts.samples, true, cancel)?;
     let seconds = t0.elapsed().as_secs_f64();
     let info = dev.info()?;
     crate::npy::write(&out.join("mean.npy"), &[n, n], &run.mean)?;
@@ -481,4 +564,118 @@ pub fn device_reconstruct(opts: &DeviceOptions) -> Result<DeviceResult> {
     });
     out.commit(&record)?;
     Ok(DeviceResult { info, run, seconds, log: dev.log() })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::VecDeque;
+
+    use ddis_runtime::protocol::{Deframer, Event};
+
+    use super::*;
+
+    /// A scripted device: it decodes what the client writes and queues the
+    /// frames `answer` returns for each request; reads time out when
+    /// nothing is queued.
+    struct Fake {
+        deframer: Box<Deframer>,
+        out: VecDeque<u8>,
+        seen: Arc<Mutex<Vec<String>>>,
+        answer: fn(&Request<'_>) -> Vec<Response<'static>>,
+    }
+
+    impl Read for Fake {
+        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+            if self.out.is_empty() {
+                std::thread::sleep(Duration::from_millis(5));
+                return Err(ErrorKind::TimedOut.into());
+            }
+            let n = buf.len().min(self.out.len());
+            for b in buf.iter_mut().take(n) {
+                *b = self.out.pop_front().unwrap_or(0);
+            }
+            Ok(n)
+        }
+    }
+
+    impl Write for Fake {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            for &b in buf {
+                if let Event::Frame(len) = self.deframer.push(b) {
+                    let req: Request<'_> = protocol::decode_frame(self.deframer.block(len)).expect("a valid request");
+                    self.seen.lock().unwrap().push(format!("{req:?}").split([' ', '(']).next().unwrap().to_string());
+                    for resp in (self.answer)(&req) {
+                        let (mut scratch, mut wire) = (vec![0u8; MAX_FRAME], vec![0u8; MAX_WIRE + 2]);
+                        let len = protocol::encode_frame(&resp, &mut scratch, &mut wire).unwrap();
+                        self.out.extend(&wire[..len]);
+                    }
+                }
+            }
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl Link for Fake {
+        fn set_timeout(&mut self, _: Duration) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    fn fake(answer: fn(&Request<'_>) -> Vec<Response<'static>>) -> (Device, Arc<Mutex<Vec<String>>>) {
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let link = Fake { deframer: Box::new(Deframer::new()), out: VecDeque::new(), seen: Arc::clone(&seen), answer };
+        let dev = Device {
+            link: Box::new(link),
+            rx: Vec::new(),
+            timeout: Duration::from_secs(5),
+            qemu: None,
+            log: Arc::default(),
+        };
+        (dev, seen)
+    }
+
+    const ROWS: [(f32, f32, f32); 1] = [(0.5, 0.5, 0.01)];
+    static ZEROS: [u8; 4 * 4] = [0; 16];
+
+    #[test]
+    fn device_cancel_sends_cancel_and_waits_for_cancelled() {
+        // A device that runs until it reads the cancel.
+        let (mut dev, seen) = fake(|req| match req {
+            Request::Cancel => vec![Response::Error { code: ErrorCode::Cancelled, detail: 3 }],
+            _ => vec![],
+        });
+        let err = dev.reconstruct_cancellable(2, &ROWS, 0.0, 1, 1, false, &AtomicBool::new(true)).unwrap_err();
+        assert!(format!("{err}").contains("stopped after 3 annealing levels"), "{err}");
+        assert_eq!(*seen.lock().unwrap(), ["Reconstruct", "Cancel"]);
+    }
+
+    #[test]
+    fn device_cancel_after_the_run_finished_reads_both_answers() {
+        // A device that had finished: the fields and Done, then NotRunning
+        // for the cancel; nothing is left unread for the next request.
+        let (mut dev, seen) = fake(|req| match req {
+            Request::Reconstruct(_) => vec![
+                Response::Field { which: FIELD_MEAN, offset: 0, data: &ZEROS },
+                Response::Done(RunReport::default()),
+            ],
+            Request::Cancel => vec![Response::Error { code: ErrorCode::NotRunning, detail: 0 }],
+            Request::Ping { nonce } => vec![Response::Pong { nonce: *nonce }],
+            Request::Info => vec![],
+        });
+        let err = dev.reconstruct_cancellable(2, &ROWS, 0.0, 1, 1, false, &AtomicBool::new(true)).unwrap_err();
+        assert!(format!("{err}").contains("already finished"), "{err}");
+        dev.ping(4).unwrap();
+        assert_eq!(*seen.lock().unwrap(), ["Reconstruct", "Cancel", "Ping"]);
+        // Without the flag the same device's answer is the run.
+        let run = dev.reconstruct(2, &ROWS, 0.0, 1, 1, false).unwrap();
+        assert_eq!(run.mean, [0.0; 4]);
+    }
+
+    #[test]
+    fn device_busy_names_the_running_request() {
+        assert!(hint(ErrorCode::Busy, 4).contains("another reconstruction is running"));
+    }
 }
