@@ -79,7 +79,9 @@ impl Method {
             "device" => Method::Device,
             "exact" => Method::Exact,
             "prior" => Method::Prior,
-            _ => bail!("unknown method `{s}` (valid: ddis-daps, ddis-dps, joint-daps, joint-dps, device, exact, prior)"),
+            _ => {
+                bail!("unknown method `{s}` (valid: ddis-daps, ddis-dps, joint-daps, joint-dps, device, exact, prior)")
+            }
         })
     }
 
@@ -206,10 +208,8 @@ pub const CONSISTENCY_A_FLOOR: f64 = 0.1;
 /// the PDE: this says how far its `u` is from the physics of its own `a`.
 pub fn u_channel_consistency(solver: &mut Solver, pde: &PdeConfig, a: &[f32], u: &[f32]) -> Result<f64> {
     let floor = CONSISTENCY_A_FLOOR * pde.darcy.a_low;
-    let input: Vec<f64> = a
-        .iter()
-        .map(|&v| if pde.kind == PdeKind::Darcy { f64::from(v).max(floor) } else { f64::from(v) })
-        .collect();
+    let input: Vec<f64> =
+        a.iter().map(|&v| if pde.kind == PdeKind::Darcy { f64::from(v).max(floor) } else { f64::from(v) }).collect();
     let solved = solver.solve(&input)?;
     let (mut diff, mut norm) = (0.0f64, 0.0f64);
     for (&s, &v) in solved.iter().zip(u) {
@@ -314,7 +314,12 @@ pub fn reconstruct_cases<AB: AutodiffBackend>(
                 dps_sample(model, &mut g, &noise, &spec.dps, [batch, channels], chunk_seed, device)?
             }
             (Method::Prior, _) => {
-                let sigmas = crate::model::edm::karras_sigmas(spec.dps.steps, spec.dps.sigma_min, spec.dps.sigma_max, spec.dps.rho);
+                let sigmas = crate::model::edm::karras_sigmas(
+                    spec.dps.steps,
+                    spec.dps.sigma_min,
+                    spec.dps.sigma_max,
+                    spec.dps.rho,
+                );
                 let mut rng = ChaCha8Rng::seed_from_u64(chunk_seed);
                 let start = noise.draw::<AB::InnerBackend, _>(&mut rng, batch, channels, device);
                 let x = crate::model::edm::heun_sample(|x, s| inner.denoise_at(x, s), start, &sigmas);
@@ -351,15 +356,8 @@ pub fn point_estimate(pde: &PdeConfig, mean: &[f32]) -> Vec<f32> {
         return mean.to_vec();
     }
     let d = &pde.darcy;
-    let mid = phase_threshold(pde);
+    let mid = pde.darcy.phase_midpoint();
     mean.iter().map(|&v| if f64::from(v) >= mid { d.a_high as f32 } else { d.a_low as f32 }).collect()
-}
-
-/// The value of `a` that separates the two Darcy phases: the midpoint of
-/// `a_low` and `a_high` (7.5 for the published 3 / 12). (`darcy.threshold`
-/// is the GRF level, not a value of `a`.)
-pub fn phase_threshold(pde: &PdeConfig) -> f64 {
-    0.5 * (pde.darcy.a_low + pde.darcy.a_high)
 }
 
 /// Refuses two models (or a model and a dataset) made for different
@@ -425,7 +423,7 @@ pub fn case_metrics(pde: &PdeConfig, truth: &[f32], mean: &[f32], std: &[f32], n
         spectral_geo: geo,
         spectral_arith: arith,
         error_rate: (pde.kind == PdeKind::Darcy)
-            .then(|| metrics::darcy_error_rate(mean, truth, phase_threshold(pde)))
+            .then(|| metrics::darcy_error_rate(mean, truth, pde.darcy.phase_midpoint()))
             .transpose()?,
         calibration: calibration(truth, mean, std),
     })
@@ -775,9 +773,11 @@ pub fn run_eval<AB: AutodiffBackend>(opts: &EvalOptions, device: &AB::Device) ->
     };
     let mut rows = vec![];
     for &paired in &opts.paired {
-        let needs_op =
-            opts.methods.iter().any(|m| !m.method.is_joint() && !matches!(m.method, Method::Device | Method::Exact | Method::Prior))
-                && opts.physics == Physics::Surrogate;
+        let needs_op = opts
+            .methods
+            .iter()
+            .any(|m| !m.method.is_joint() && !matches!(m.method, Method::Device | Method::Exact | Method::Prior))
+            && opts.physics == Physics::Surrogate;
         let operator = if needs_op {
             Some(load_operator::<AB>(&pick_run(&runs, "operator", pde_name, n, Some(paired))?, device)?)
         } else {
@@ -802,7 +802,14 @@ pub fn run_eval<AB: AutodiffBackend>(opts: &EvalOptions, device: &AB::Device) ->
                 let settings = format!("exact Gaussian posterior, mean of {} Matheron draws", opts.samples);
                 outputs.push((spec.method.name().to_string(), settings, sampled, post.seconds, post.stats, vec![]));
                 let settings = "exact Gaussian posterior, closed-form mean and std (infinitely many draws)".to_string();
-                outputs.push(("exact-mean".to_string(), settings, closed, post.seconds, SampleStats::default(), vec![]));
+                outputs.push((
+                    "exact-mean".to_string(),
+                    settings,
+                    closed,
+                    post.seconds,
+                    SampleStats::default(),
+                    vec![],
+                ));
             } else if spec.method == Method::Device {
                 let bytes = artifact.as_ref().context("the device method needs --artifact")?;
                 let (per_case, seconds, stats) = device_cases(bytes, &cases, opts.samples, opts.seed, opts.progress)?;
@@ -1219,8 +1226,12 @@ mod tests {
             let pde = PdeConfig::for_kind(kind);
             let (a, _) = synthetic_case(&pde, 16, 5, 0.0, 3).unwrap();
             let mut solver = pde.solver(16).unwrap();
-            let u: Vec<f32> =
-                solver.solve(&a.iter().map(|&v| f64::from(v)).collect::<Vec<_>>()).unwrap().iter().map(|&v| v as f32).collect();
+            let u: Vec<f32> = solver
+                .solve(&a.iter().map(|&v| f64::from(v)).collect::<Vec<_>>())
+                .unwrap()
+                .iter()
+                .map(|&v| v as f32)
+                .collect();
             let r = u_channel_consistency(&mut solver, &pde, &a, &u).unwrap();
             assert!(r < CONSISTENCY_TOL, "{kind}: {r}");
             // u twice the physics: ||2s - s|| / ||2s|| = 1/2.
@@ -1238,7 +1249,7 @@ mod tests {
         assert_eq!(calibration(&truth, &mean, &[1.0; 4]), 0.5);
         assert_eq!(calibration(&truth, &mean, &[2.0; 4]), 1.0);
         let darcy = PdeConfig::for_kind(PdeKind::Darcy);
-        assert_eq!(phase_threshold(&darcy), 7.5);
+        assert_eq!(darcy.darcy.phase_midpoint(), 7.5);
         assert_eq!(point_estimate(&darcy, &[7.49, 7.5, 20.0, -1.0]), vec![3.0, 12.0, 12.0, 3.0]);
         let poisson = PdeConfig::for_kind(PdeKind::Poisson);
         assert_eq!(point_estimate(&poisson, &[7.49, -1.0]), vec![7.49, -1.0]);

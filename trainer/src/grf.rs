@@ -23,8 +23,9 @@ use rustfft::num_complex::Complex;
 use rustfft::{Fft, FftPlanner};
 use serde::{Deserialize, Serialize};
 
+use crate::error::Error;
 use crate::grid::Grid;
-use crate::pde::{PdeError, check_len};
+use crate::grid::check_len;
 
 /// Parameters of the GRF covariance `(-Laplacian + tau^2)^(-alpha)`.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
@@ -44,10 +45,10 @@ impl Default for GrfConfig {
 
 impl GrfConfig {
     /// Checks that `alpha` and `tau` are finite and positive.
-    pub fn validate(&self) -> Result<(), PdeError> {
+    pub fn validate(&self) -> Result<(), Error> {
         for (name, value) in [("grf.alpha", self.alpha), ("grf.tau", self.tau)] {
             if !(value.is_finite() && value > 0.0) {
-                return Err(PdeError::InvalidConfig { name, value, reason: "must be finite and > 0" });
+                return Err(Error::InvalidConfig { name, value, reason: "must be finite and > 0" });
             }
         }
         Ok(())
@@ -91,7 +92,7 @@ const _: () = {
 
 impl GrfSampler {
     /// Precomputes the coefficient table and the FFT plan.
-    pub fn new(n: usize, config: GrfConfig) -> Result<Self, PdeError> {
+    pub fn new(n: usize, config: GrfConfig) -> Result<Self, Error> {
         config.validate()?;
         let grid = Grid::new(n)?;
         let std = (0..n * n).map(|k| config.mode_variance(k / n, k % n).sqrt()).collect();
@@ -139,11 +140,11 @@ impl GrfSampler {
         rng: &mut R,
         out: &mut [f64],
         scratch: &mut GrfScratch,
-    ) -> Result<(), PdeError> {
+    ) -> Result<(), Error> {
         let n2 = self.grid.len();
         check_len("grf output", out, n2)?;
         if scratch.coeffs.len() != n2 || scratch.dct.n != self.grid.n {
-            return Err(PdeError::ShapeMismatch { field: "grf scratch", expected: n2, got: scratch.coeffs.len() });
+            return Err(Error::ShapeMismatch { field: "grf scratch", expected: n2, got: scratch.coeffs.len() });
         }
         self.draw_coefficients(rng, &mut scratch.coeffs);
         self.dct.synthesize(&scratch.coeffs, out, &mut scratch.dct);
@@ -163,7 +164,7 @@ impl GrfSampler {
 
     /// Evaluates the series with coefficients `coeffs` (n*n, k1-major) at the
     /// nodes, by the fast DCT-I. The inverse of [`project_reference`].
-    pub fn synthesize(&self, coeffs: &[f64]) -> Result<Vec<f64>, PdeError> {
+    pub fn synthesize(&self, coeffs: &[f64]) -> Result<Vec<f64>, Error> {
         check_len("grf coefficients", coeffs, self.grid.len())?;
         let mut out = vec![0.0; self.grid.len()];
         self.dct.synthesize(coeffs, &mut out, &mut self.dct.scratch());
@@ -190,7 +191,7 @@ pub(crate) fn basis_table(n: usize) -> Vec<f64> {
 
 /// The series at the nodes by direct summation, O(n^3): the reference the
 /// FFT path is tested against. `coeffs` is n*n, k1-major.
-pub fn synthesize_reference(grid: Grid, coeffs: &[f64]) -> Result<Vec<f64>, PdeError> {
+pub fn synthesize_reference(grid: Grid, coeffs: &[f64]) -> Result<Vec<f64>, Error> {
     let n = grid.n;
     check_len("grf coefficients", coeffs, grid.len())?;
     let phi = basis_table(n);
@@ -217,7 +218,7 @@ pub fn synthesize_reference(grid: Grid, coeffs: &[f64]) -> Result<Vec<f64>, PdeE
 /// `sum_m w_m f(t_m) g(t_m)` (`w = 1/2` at the ends, 1 inside), with squared
 /// norm `N = n-1` for every mode but the last, whose norm is `2N` (it
 /// alternates sign node by node).
-pub fn project_reference(grid: Grid, field: &[f64]) -> Result<Vec<f64>, PdeError> {
+pub fn project_reference(grid: Grid, field: &[f64]) -> Result<Vec<f64>, Error> {
     let n = grid.n;
     check_len("grf field", field, grid.len())?;
     let phi = basis_table(n);
@@ -380,15 +381,15 @@ mod tests {
         let mut short = vec![0.0; 80];
         assert!(matches!(
             sampler.sample_into(&mut ChaCha8Rng::seed_from_u64(3), &mut short, &mut scratch),
-            Err(PdeError::ShapeMismatch { expected: 81, got: 80, .. })
+            Err(Error::ShapeMismatch { expected: 81, got: 80, .. })
         ));
     }
 
     #[test]
     fn config_is_validated() {
         for (alpha, tau) in [(0.0, 3.0), (2.0, -1.0), (f64::NAN, 3.0), (2.0, f64::INFINITY)] {
-            assert!(matches!(GrfSampler::new(8, GrfConfig { alpha, tau }), Err(PdeError::InvalidConfig { .. })));
+            assert!(matches!(GrfSampler::new(8, GrfConfig { alpha, tau }), Err(Error::InvalidConfig { .. })));
         }
-        assert!(matches!(GrfSampler::new(2, GrfConfig::default()), Err(PdeError::GridTooSmall { .. })));
+        assert!(matches!(GrfSampler::new(2, GrfConfig::default()), Err(Error::GridTooSmall { .. })));
     }
 }

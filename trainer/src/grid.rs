@@ -4,7 +4,7 @@
 //! row = y and column = x. This module only maps indices to coordinates; it
 //! knows nothing about PDEs or random fields.
 
-use crate::pde::PdeError;
+use crate::error::Error;
 
 /// An `n x n` node grid on the unit square, boundary nodes included.
 ///
@@ -23,9 +23,9 @@ impl Grid {
 
     /// A grid with `n` nodes per side; `n < 3` has no interior node to solve
     /// for, and `n*n` must fit in `usize`.
-    pub fn new(n: usize) -> Result<Grid, PdeError> {
+    pub fn new(n: usize) -> Result<Grid, Error> {
         if n < Self::MIN_N || n.checked_mul(n).is_none() {
-            return Err(PdeError::GridTooSmall { n, min: Self::MIN_N });
+            return Err(Error::GridTooSmall { n, min: Self::MIN_N });
         }
         Ok(Grid { n })
     }
@@ -94,6 +94,23 @@ impl Grid {
     }
 }
 
+/// `values` holds exactly `expected` entries.
+pub(crate) fn check_len(field: &'static str, values: &[f64], expected: usize) -> Result<(), Error> {
+    if values.len() != expected {
+        return Err(Error::ShapeMismatch { field, expected, got: values.len() });
+    }
+    Ok(())
+}
+
+/// Length and finiteness of a field on the grid.
+pub(crate) fn validate_field(field: &'static str, values: &[f64], expected: usize) -> Result<(), Error> {
+    check_len(field, values, expected)?;
+    match values.iter().position(|v| !v.is_finite()) {
+        Some(index) => Err(Error::NonFinite { field, index }),
+        None => Ok(()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -101,7 +118,7 @@ mod tests {
     #[test]
     fn rejects_grids_without_interior() {
         for n in 0..3 {
-            assert!(matches!(Grid::new(n), Err(PdeError::GridTooSmall { n: got, .. }) if got == n));
+            assert!(matches!(Grid::new(n), Err(Error::GridTooSmall { n: got, .. }) if got == n));
         }
         assert!(Grid::new(3).is_ok());
     }

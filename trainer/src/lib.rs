@@ -8,6 +8,7 @@ pub mod cli;
 pub mod commands;
 pub mod data;
 pub mod device;
+pub mod error;
 pub mod eval;
 pub mod exact;
 pub mod export;

@@ -24,177 +24,15 @@ use serde::{Deserialize, Serialize};
 
 use crate::grf::{GrfConfig, GrfSampler};
 use crate::grid::Grid;
+pub(crate) use crate::grid::{check_len, validate_field};
+
+/// The crate's error type under the name the PDE code has always used;
+/// new code names [`crate::error::Error`].
+pub use crate::error::Error as PdeError;
 
 pub use darcy::DarcySolver;
 pub use helmholtz::HelmholtzSolver;
 pub use poisson::PoissonSolver;
-
-/// Everything that can go wrong in the grid, GRF and PDE code.
-///
-/// Bad input is always reported through this type, never by a panic.
-#[derive(Clone, Debug, PartialEq, thiserror::Error)]
-#[non_exhaustive]
-pub enum PdeError {
-    /// The grid has no interior node (or `n*n` overflows).
-    #[error("grid of {n}x{n} nodes is too small: need n >= {min}")]
-    GridTooSmall {
-        /// Requested nodes per side.
-        n: usize,
-        /// Smallest allowed value.
-        min: usize,
-    },
-    /// A field or buffer has the wrong number of values.
-    #[error("`{field}` has {got} values, expected {expected}")]
-    ShapeMismatch {
-        /// Which argument was wrong.
-        field: &'static str,
-        /// Length required by the grid.
-        expected: usize,
-        /// Length given.
-        got: usize,
-    },
-    /// A field holds NaN or an infinity.
-    #[error("`{field}` is not finite at flat index {index}")]
-    NonFinite {
-        /// Which argument was wrong.
-        field: &'static str,
-        /// First offending flat (row-major) index.
-        index: usize,
-    },
-    /// A Darcy coefficient is zero or negative, so the operator is not
-    /// elliptic.
-    #[error("Darcy coefficient must be > 0, got {value} at flat index {index}")]
-    NonPositiveCoefficient {
-        /// First offending flat (row-major) index.
-        index: usize,
-        /// The value found there.
-        value: f64,
-    },
-    /// The PDE needs a coefficient field and none was given.
-    #[error("{pde} needs a coefficient field")]
-    MissingCoefficient {
-        /// The PDE that was asked.
-        pde: PdeKind,
-    },
-    /// A coefficient field was given to a PDE that has none.
-    #[error("{pde} takes no coefficient field")]
-    UnexpectedCoefficient {
-        /// The PDE that was asked.
-        pde: PdeKind,
-    },
-    /// A PDE name that is not one of [`PdeKind::ALL`].
-    #[error("unknown PDE `{0}` (valid: darcy, poisson, helmholtz)")]
-    UnknownPde(String),
-    /// A configuration value is out of its domain.
-    #[error("invalid `{name}` = {value}: {reason}")]
-    InvalidConfig {
-        /// Name of the configuration field.
-        name: &'static str,
-        /// The rejected value.
-        value: f64,
-        /// What the value must satisfy.
-        reason: &'static str,
-    },
-    /// The sparse factorisation failed (e.g. a non-positive pivot or a
-    /// structurally singular matrix).
-    #[error("sparse factorisation failed: {0}")]
-    Factorisation(String),
-    /// Helmholtz `k^2` sits on (or within round-off of) an eigenvalue of the
-    /// discrete `-Laplacian`, so the operator is numerically singular.
-    #[error("helmholtz k = {k} is resonant on this grid: condition number {condition:e}")]
-    ResonantHelmholtz {
-        /// The rejected wave number.
-        k: f64,
-        /// 2-norm condition number of `Laplacian + k^2 I` (may be infinite).
-        condition: f64,
-    },
-    /// The solve produced NaN or an infinity: the operator is numerically
-    /// singular.
-    #[error("solution is not finite at flat index {index}: operator is numerically singular")]
-    NonFiniteSolution {
-        /// First offending flat (row-major) index of the solution.
-        index: usize,
-    },
-    /// A set of observations with no sensor in it.
-    #[error("no sensors: at least one observation is needed")]
-    NoSensors,
-    /// More sensors were asked for than the grid has places for.
-    #[error("{count} sensors, but only {available} {places}")]
-    TooManySensors {
-        /// Sensors requested.
-        count: usize,
-        /// Places available for them.
-        available: usize,
-        /// What the places are, e.g. "nodes on the 5x5 grid".
-        places: String,
-    },
-    /// A sensor's flat node index lies outside the grid.
-    #[error("sensor {sensor} is at node {node}, outside the grid of {len} nodes")]
-    SensorOffGrid {
-        /// 0-based sensor number.
-        sensor: usize,
-        /// The rejected flat (row-major) node index.
-        node: usize,
-        /// Number of nodes on the grid, `n*n`.
-        len: usize,
-    },
-    /// Two sensors sit on the same grid node.
-    #[error("sensors {first} and {second} are both at node {node}")]
-    DuplicateSensor {
-        /// 0-based number of the earlier sensor.
-        first: usize,
-        /// 0-based number of the later sensor.
-        second: usize,
-        /// The shared flat (row-major) node index.
-        node: usize,
-    },
-    /// A sensor reading is NaN or an infinity.
-    #[error("sensor {sensor} reads {value}, which is not finite")]
-    NonFiniteObservation {
-        /// 0-based sensor number.
-        sensor: usize,
-        /// The rejected reading.
-        value: f64,
-    },
-    /// A line of a sensor CSV file is malformed.
-    #[error("{path}:{line}: {reason}")]
-    ObservationFile {
-        /// The file involved.
-        path: String,
-        /// 1-based line number in the file.
-        line: usize,
-        /// What is wrong with the line.
-        reason: String,
-    },
-    /// A row of a sensor `.npy` array is malformed.
-    #[error("{path}: row {row}: {reason}")]
-    ObservationRow {
-        /// The file involved.
-        path: String,
-        /// 0-based row of the `[K, 3]` array.
-        row: usize,
-        /// What is wrong with the row.
-        reason: String,
-    },
-    /// A sensor file is unusable as a whole (no rows, wrong shape, unknown
-    /// extension, more rows than grid nodes).
-    #[error("{path}: {reason}")]
-    ObservationFormat {
-        /// The file involved.
-        path: String,
-        /// What is wrong with the file.
-        reason: String,
-    },
-    /// The file system refused; the message is kept as text so the error
-    /// stays `Clone + PartialEq`.
-    #[error("{path}: {message}")]
-    Io {
-        /// The file involved.
-        path: String,
-        /// The underlying I/O error, as text.
-        message: String,
-    },
-}
 
 /// Which PDE a dataset, model or solver is about.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -277,6 +115,13 @@ impl DarcyConfig {
             });
         }
         Ok(())
+    }
+
+    /// The value of `a` that separates the two phases: the midpoint of
+    /// `a_low` and `a_high` (7.5 for the published 3 / 12). (`threshold` is
+    /// the GRF level, not a value of `a`.)
+    pub fn phase_midpoint(&self) -> f64 {
+        0.5 * (self.a_low + self.a_high)
     }
 
     /// Thresholds a GRF field in place into the two-phase coefficient.
@@ -432,10 +277,10 @@ impl Solver {
         let kind = self.kind();
         match (&mut self.inner, coefficient) {
             (Inner::Darcy(s), Some(a)) => s.solve_into(a, Some(rhs), &mut u)?,
-            (Inner::Darcy(_), None) => return Err(PdeError::MissingCoefficient { pde: kind }),
+            (Inner::Darcy(_), None) => return Err(PdeError::MissingCoefficient { pde: kind.name() }),
             (Inner::Poisson(s), None) => s.solve_into(rhs, &mut u)?,
             (Inner::Helmholtz(s), None) => s.solve_into(rhs, &mut u)?,
-            (_, Some(_)) => return Err(PdeError::UnexpectedCoefficient { pde: kind }),
+            (_, Some(_)) => return Err(PdeError::UnexpectedCoefficient { pde: kind.name() }),
         }
         Ok(u)
     }
@@ -456,9 +301,9 @@ impl Solver {
     /// `coefficient` rule as [`Solver::solve_rhs`].
     pub fn residual_rhs(&self, coefficient: Option<&[f64]>, rhs: &[f64], u: &[f64]) -> Result<f64, PdeError> {
         match (self.kind(), coefficient) {
-            (PdeKind::Darcy, None) => Err(PdeError::MissingCoefficient { pde: self.kind() }),
+            (PdeKind::Darcy, None) => Err(PdeError::MissingCoefficient { pde: self.kind().name() }),
             (PdeKind::Poisson | PdeKind::Helmholtz, Some(_)) => {
-                Err(PdeError::UnexpectedCoefficient { pde: self.kind() })
+                Err(PdeError::UnexpectedCoefficient { pde: self.kind().name() })
             }
             _ => self.residual_of(coefficient, rhs, u),
         }
@@ -503,22 +348,6 @@ impl Solver {
         let mut field = grf.sample(rng);
         self.config.input_from_grf(self.grid, &mut field)?;
         Ok(field)
-    }
-}
-
-pub(crate) fn check_len(field: &'static str, values: &[f64], expected: usize) -> Result<(), PdeError> {
-    if values.len() != expected {
-        return Err(PdeError::ShapeMismatch { field, expected, got: values.len() });
-    }
-    Ok(())
-}
-
-/// Length and finiteness of a field on the grid.
-pub(crate) fn validate_field(field: &'static str, values: &[f64], expected: usize) -> Result<(), PdeError> {
-    check_len(field, values, expected)?;
-    match values.iter().position(|v| !v.is_finite()) {
-        Some(index) => Err(PdeError::NonFinite { field, index }),
-        None => Ok(()),
     }
 }
 
@@ -588,11 +417,8 @@ mod tests {
     fn coefficient_arity_is_checked() {
         let mut darcy = PdeConfig::for_kind(PdeKind::Darcy).solver(5).unwrap();
         let ones = vec![1.0; 25];
-        assert_eq!(darcy.solve_rhs(None, &ones), Err(PdeError::MissingCoefficient { pde: PdeKind::Darcy }));
+        assert_eq!(darcy.solve_rhs(None, &ones), Err(PdeError::MissingCoefficient { pde: "darcy" }));
         let mut poisson = PdeConfig::for_kind(PdeKind::Poisson).solver(5).unwrap();
-        assert_eq!(
-            poisson.solve_rhs(Some(&ones), &ones),
-            Err(PdeError::UnexpectedCoefficient { pde: PdeKind::Poisson })
-        );
+        assert_eq!(poisson.solve_rhs(Some(&ones), &ones), Err(PdeError::UnexpectedCoefficient { pde: "poisson" }));
     }
 }

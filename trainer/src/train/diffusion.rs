@@ -280,7 +280,7 @@ pub fn sample_statistics<B: Backend>(
     let spectrum_data = mean_spectrum(&a_data)?;
     let (geo, arith) = metrics::spectrum_error(&spectrum_samples, &spectrum_data);
     let darcy = data.meta.pde.kind == PdeKind::Darcy;
-    let mid = crate::eval::phase_threshold(&data.meta.pde);
+    let mid = data.meta.pde.darcy.phase_midpoint();
     let fraction = |fields: &[&[f32]]| {
         fields.iter().map(|f| metrics::two_phase_fraction(f, mid)).sum::<f64>() / fields.len().max(1) as f64
     };
