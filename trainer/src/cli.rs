@@ -61,7 +61,7 @@ pub enum Command {
     Inspect(InspectArgs),
     /// The main job: a fresh ground truth (or your readings), reconstructed by the device runtime.
     Demo(DemoArgs),
-    /// Reconstruct on the device: the firmware under QEMU (--qemu) or a board on a serial port.
+    /// Reconstruct on the device: the firmware under QEMU (--qemu) or a board (--serial); Ctrl-C cancels it.
     Device(DeviceArgs),
 }
 

@@ -470,7 +470,7 @@ pub(crate) fn device_cmd(args: DeviceArgs, progress: bool) -> Result<()> {
         timeout: std::time::Duration::from_secs(args.timeout_secs),
     };
     if progress {
-        eprintln!("reconstructing on the device (under QEMU this takes tens of seconds) ...");
+        eprintln!("reconstructing on the device (seconds per sample under QEMU; Ctrl-C cancels it on the device) ...");
     }
     let r = device_reconstruct(&opts)?;
     let ins = r.run.report.instructions;
