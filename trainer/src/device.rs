@@ -384,6 +384,11 @@ impl Device {
                     bail!("cancelled: the device stopped after {detail} annealing levels and is idle")
                 }
                 Reply::Error { code, detail } => {
+                    if cancel_sent {
+                        // Refused before it ran: the cancel found nothing
+                        // running and has its own answer; read it too.
+                        let _ = self.recv();
+                    }
                     bail!("device refused the request: {code:?} (detail {detail}){}", hint(code, detail))
                 }
                 other => bail!("unexpected response {other:?}"),
@@ -672,6 +677,20 @@ mod tests {
         // Without the flag the same device's answer is the run.
         let run = dev.reconstruct(2, &ROWS, 0.0, 1, 1, false).unwrap();
         assert_eq!(run.mean, [0.0; 4]);
+    }
+
+    #[test]
+    fn device_cancel_of_a_refused_request_reads_the_cancels_answer_too() {
+        let (mut dev, seen) = fake(|req| match req {
+            Request::Reconstruct(_) => vec![Response::Error { code: ErrorCode::NoSensors, detail: 0 }],
+            Request::Cancel => vec![Response::Error { code: ErrorCode::NotRunning, detail: 0 }],
+            Request::Ping { nonce } => vec![Response::Pong { nonce: *nonce }],
+            Request::Info => vec![],
+        });
+        let err = dev.reconstruct_cancellable(2, &ROWS, 0.0, 1, 1, false, &AtomicBool::new(true)).unwrap_err();
+        assert!(format!("{err}").contains("NoSensors"), "{err}");
+        dev.ping(5).unwrap();
+        assert_eq!(*seen.lock().unwrap(), ["Reconstruct", "Cancel", "Ping"]);
     }
 
     #[test]
