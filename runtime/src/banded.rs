@@ -1,7 +1,7 @@
 //! Direct solves of symmetric positive definite systems without a square
 //! root: a banded `L D L^T` factorisation for the PDE operators
-//! ([`crate::physics`]) and a dense one for the small sensor-space systems
-//! of the Gauss–Newton step ([`crate::gauss_newton`]).
+//! (`physics.rs`) and a dense one for the small sensor-space systems
+//! of the Gauss–Newton step (`gauss_newton.rs`).
 //!
 //! Band storage: row `p` of an `N x N` matrix with half-bandwidth `m`
 //! holds the `m + 1` entries `(p, p - m) .. (p, p)` at `band[p (m + 1) ..]`

@@ -5,9 +5,10 @@
 //! embedding, so it needs no `sin`, `cos` or `ln`).
 
 use crate::Error;
-use crate::artifact::{PriorParams, finite, operator, positive};
 use crate::operator::{Operator, OperatorShape};
 use crate::schedule::Level;
+use crate::validate::{finite, operator, positive};
+use crate::wire::PriorParams;
 
 /// The prior's network, normalisation and `sigma_data`.
 #[derive(Clone, Copy, Debug, PartialEq)]

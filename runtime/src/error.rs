@@ -34,9 +34,9 @@ pub enum Error {
         index: usize,
     },
     /// A finite reading outside the range the artifact accepts
-    /// ([`crate::artifact::DataParams::reading_range`]: the training data's
-    /// solution range widened by [`crate::artifact::READING_MARGIN`] range
-    /// widths and [`crate::artifact::NOISE_MARGIN`] noise levels on each
+    /// (`DataParams::reading_range`: the training data's
+    /// solution range widened by `READING_MARGIN` range
+    /// widths and `NOISE_MARGIN` noise levels on each
     /// side).
     ReadingOutOfRange {
         /// Index of the offending sensor in the caller's list.
@@ -48,7 +48,7 @@ pub enum Error {
         /// Largest reading accepted.
         max: f32,
     },
-    /// A noise level above [`crate::artifact::DataParams::max_noise`], the
+    /// A noise level above `DataParams::max_noise`, the
     /// width of the widened training range (readings that noisy carry no
     /// information, and the reading range would not be bounded).
     NoiseTooLarge {
@@ -61,7 +61,7 @@ pub enum Error {
     TooManySamples {
         /// Samples asked for.
         requested: usize,
-        /// The cap ([`crate::protocol::MAX_SAMPLES`] on the device).
+        /// The cap (`protocol::MAX_SAMPLES` on the device).
         max: usize,
     },
     /// A flat node index past the end of the grid.
@@ -202,7 +202,7 @@ pub enum Error {
     /// The output buffer of an encoder is too short, or postcard failed.
     EncodeFailed,
     /// The caller's poll hook stopped the sampler between annealing levels
-    /// ([`crate::sampler::posterior_with`]).
+    /// (`sampler::posterior_with`).
     Cancelled {
         /// Annealing levels run before it stopped (over all chains).
         levels: u32,

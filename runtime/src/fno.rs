@@ -3,9 +3,10 @@
 //! the measurement loss that guides the sampler.
 
 use crate::Error;
-use crate::artifact::{SurrogateParams, finite, operator, positive};
 use crate::operator::{Operator, OperatorShape};
 use crate::sensors::Sensors;
+use crate::validate::{finite, operator, positive};
+use crate::wire::SurrogateParams;
 
 /// The surrogate network and its normalisation.
 #[derive(Clone, Copy, Debug, PartialEq)]

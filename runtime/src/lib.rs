@@ -7,7 +7,9 @@
 //! [`sampler::workspace_len`]). It never allocates and never panics on
 //! input: every check happens once, at the edge, and returns an [`Error`].
 //!
-//! Module map: [`artifact`] (format, parse, encode), [`kernels`] (weights
+//! Module map: [`wire`] (the artifact's serialised types and constants, a
+//! leaf), [`validate`] (wire types to checked views), [`artifact`] (parse,
+//! encode, the validated [`Artifact`] on top), [`kernels`] (weights
 //! and pointwise layers), [`operator`] (the FNO-type network with its
 //! in-place truncated-DFT spectral layers and their adjoints), [`fno`] (the
 //! surrogate and its vector-Jacobian product), [`denoiser`] (the EDM prior
@@ -46,6 +48,8 @@ mod tests_fuzz;
 mod tests_gn;
 #[cfg(test)]
 mod testutil;
+pub mod validate;
+pub mod wire;
 
 pub use artifact::Artifact;
 pub use error::Error;

@@ -1,6 +1,6 @@
 //! Exact physics on the device: the 5-point finite-difference forward map
 //! of the trainer's solvers (`trainer::pde`, same stencil, same harmonic
-//! face means), solved by a banded `L D L^T` ([`crate::banded`]), with its
+//! face means), solved by a banded `L D L^T` (`banded.rs`), with its
 //! Jacobian at the sensors applied both ways (tangent and adjoint solves
 //! sharing one factorisation).
 //!
@@ -31,9 +31,9 @@
 use core::cmp::Ordering;
 
 use crate::Error;
-use crate::artifact::PhysicsParams;
 use crate::banded::{band_factor, band_solve};
 use crate::sensors::Sensors;
+use crate::wire::PhysicsParams;
 
 /// [`PhysicsParams::pde`]: Darcy flow, the input is the coefficient.
 pub const PDE_DARCY: u8 = 0;

@@ -496,3 +496,32 @@ pub fn posterior_with(
     }
     Ok(total)
 }
+
+/// What the sampler needs to know of an artifact before a run (kept here,
+/// beside [`workspace_len`], so the artifact does not depend on the sampler).
+impl<'a> Artifact<'a> {
+    /// The forward model the sampler uses: exact physics when present,
+    /// else the surrogate; `None` when neither is.
+    pub fn forward_model(&self) -> Option<Forward<'_, 'a>> {
+        match (self.physics(), self.surrogate()) {
+            (Some(p), _) => Some(Forward::Physics(p)),
+            (None, Some(f)) => Some(Forward::Surrogate(f)),
+            (None, None) => None,
+        }
+    }
+
+    /// f32 values of workspace the reduced-step DAPS sampler needs
+    /// ([`workspace_len()`]); `None` when a section it needs
+    /// is missing.
+    pub fn workspace_len(&self) -> Option<usize> {
+        let prior = self.prior()?;
+        self.noise()?;
+        let schedule = self.schedule()?;
+        Some(workspace_len(self.n(), self.forward_model()?, prior.net().shape(), schedule))
+    }
+
+    /// [`workspace_len`](Self::workspace_len) in bytes.
+    pub fn workspace_bytes(&self) -> Option<usize> {
+        self.workspace_len().map(|v| v * 4)
+    }
+}

@@ -4,14 +4,12 @@
 //! tables), plus `tau`, the Langevin count and the clamp.
 
 use crate::Error;
-use crate::artifact::{LEVEL_C_IN, LEVEL_C_OUT, LEVEL_C_SKIP, LEVEL_INV_SIGMA2, LEVEL_LR, LEVEL_NOISE_STD};
-use crate::artifact::{
-    LEVEL_R, LEVEL_SCALARS, LEVEL_SIGMA, LEVEL_SIGMA_NEXT, ScheduleParams, checked_product, positive,
-};
-use crate::artifact::{STEP_GAUSS_NEWTON, STEP_LANGEVIN};
 use crate::kernels::F32s;
 use crate::operator::OperatorShape;
 use crate::sensors::MAX_SENSORS;
+use crate::wire::{LEVEL_C_IN, LEVEL_C_OUT, LEVEL_C_SKIP, LEVEL_INV_SIGMA2, LEVEL_LR, LEVEL_NOISE_STD};
+use crate::wire::{LEVEL_R, LEVEL_SCALARS, LEVEL_SIGMA, LEVEL_SIGMA_NEXT, ScheduleParams, checked_product, positive};
+use crate::wire::{STEP_GAUSS_NEWTON, STEP_LANGEVIN};
 
 /// Most annealing levels accepted.
 pub const MAX_LEVELS: usize = 4096;
@@ -25,7 +23,7 @@ pub enum Step {
     /// Langevin steps on the likelihood gradient with a prior pull to the
     /// level's estimate.
     Langevin,
-    /// The Gauss–Newton conditional step ([`crate::gauss_newton`]).
+    /// The Gauss–Newton conditional step (`gauss_newton.rs`).
     GaussNewton,
 }
 
