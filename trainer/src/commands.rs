@@ -261,9 +261,7 @@ pub(crate) fn export_cmd(args: &ExportArgs) -> Result<()> {
     if let Some(dir) = args.out.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir)?;
     }
-    let tmp = args.out.with_extension("partial");
-    std::fs::write(&tmp, &bytes).map_err(|e| anyhow::anyhow!("cannot write {}: {e}", tmp.display()))?;
-    std::fs::rename(&tmp, &args.out)?;
+    crate::atomic::write(&args.out, &bytes).map_err(|e| anyhow::anyhow!("cannot write {}: {e}", args.out.display()))?;
     print!("{}", crate::export::inspect(&bytes)?);
     for w in crate::export::budget_warnings(&bytes)? {
         crate::output::warn(w);

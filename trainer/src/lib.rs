@@ -4,6 +4,7 @@
 //! the artifacts that `ddis-runtime` reads. Everything expensive happens here
 //! once, so the device only multiplies and rescales.
 
+pub mod atomic;
 pub mod cli;
 pub mod commands;
 pub mod data;

@@ -196,7 +196,7 @@ pub struct NpyWriter {
 impl NpyWriter {
     /// Starts a file of `shape`; nothing is visible at `path` until `finish`.
     pub fn create(path: &Path, shape: &[usize]) -> Result<Self, NpyError> {
-        let tmp = temp_sibling(path);
+        let tmp = crate::atomic::temp_sibling(path);
         let io_err = |source| NpyError::Io { path: path.to_path_buf(), source };
         let file = File::create(&tmp).map_err(io_err)?;
         let mut out = BufWriter::new(file);
@@ -240,13 +240,6 @@ impl Drop for NpyWriter {
         // harmlessly; after an error it removes the partial file.
         let _ = fs::remove_file(&self.tmp);
     }
-}
-
-/// `dir/.name.partial-PID`: same directory (so the rename is atomic), hidden,
-/// and unmistakably incomplete.
-fn temp_sibling(path: &Path) -> PathBuf {
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    path.with_file_name(format!(".{name}.partial-{}", std::process::id()))
 }
 
 #[cfg(test)]

@@ -7,9 +7,8 @@
 //! [`Observations`] is valid. It knows nothing about PDEs or samplers.
 
 use std::collections::HashMap;
-use std::fs::{self, File};
-use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::fs;
+use std::path::Path;
 
 use rand::Rng;
 use rand_distr::{Distribution, StandardNormal};
@@ -206,18 +205,7 @@ impl Observations {
             // the same bits (`{}` would spell 1e300 with 300 digits).
             text.push_str(&format!("{x:?},{y:?},{value:?}\n"));
         }
-        let tmp = temp_sibling(path);
-        let result = (|| {
-            let mut file = File::create(&tmp)?;
-            file.write_all(text.as_bytes())?;
-            file.sync_all()?;
-            fs::rename(&tmp, path)
-        })();
-        result.map_err(|e| {
-            // Best effort: the error that matters is the one returned.
-            let _ = fs::remove_file(&tmp);
-            io_error(path, e)
-        })
+        crate::atomic::write(path, text.as_bytes()).map_err(|e| io_error(path, e))
     }
 
     /// Physical `(x, y)` of sensor `k`'s node.
@@ -427,13 +415,10 @@ fn io_error(path: &Path, e: std::io::Error) -> PdeError {
 
 /// `dir/.name.partial-PID`: same directory (so the rename is atomic), hidden,
 /// and unmistakably incomplete (the convention of `crate::npy`).
-fn temp_sibling(path: &Path) -> PathBuf {
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    path.with_file_name(format!(".{name}.partial-{}", std::process::id()))
-}
-
 #[cfg(test)]
 mod tests {
+    use std::path::PathBuf;
+
     use super::*;
     use rand::SeedableRng;
     use rand_chacha::ChaCha8Rng;
