@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use ddis_runtime::protocol::{self, ErrorCode, FIELD_MEAN, FIELD_STD, ReconstructRequest, Request, RunReport};
-use ddis_trainer::device::{self, Device, QemuOptions, Reply};
+use ddis_trainer::board::{self as device, Device, QemuOptions, Reply};
 use ddis_trainer::export::RuntimePosterior;
 use ddis_trainer::observe::Observations;
 use ddis_trainer::pde::{PdeConfig, PdeKind};

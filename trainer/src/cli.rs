@@ -78,10 +78,10 @@ pub struct DeviceArgs {
     #[arg(long, default_value_t = 115_200)]
     pub baud: u32,
     /// QEMU machine (mps2-an386: Cortex-M4F; mps2-an500: Cortex-M7).
-    #[arg(long, default_value = crate::device::DEFAULT_MACHINE)]
+    #[arg(long, default_value = crate::board::DEFAULT_MACHINE)]
     pub machine: String,
     /// Firmware ELF (build it with `cd firmware && cargo build --release`).
-    #[arg(long, default_value = crate::device::DEFAULT_ELF)]
+    #[arg(long, default_value = crate::board::DEFAULT_ELF)]
     pub elf: PathBuf,
     /// Sensor readings: CSV `x,y,value` or .npy [K, 3].
     #[arg(long)]

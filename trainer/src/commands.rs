@@ -452,7 +452,7 @@ pub(crate) fn eval_cmd(args: EvalArgs, progress: bool) -> Result<()> {
 
 /// `ddis device`: one reconstruction on the firmware (QEMU or a board).
 pub(crate) fn device_cmd(args: DeviceArgs, progress: bool) -> Result<()> {
-    use crate::device::{DeviceOptions, QemuOptions, Transport, device_reconstruct};
+    use crate::board::{DeviceOptions, QemuOptions, Transport, device_reconstruct};
     let transport = match args.serial {
         Some(port) => Transport::Serial { port, baud: args.baud },
         None => Transport::Qemu(QemuOptions { machine: args.machine, elf: args.elf, ..QemuOptions::default() }),

@@ -8,7 +8,7 @@ pub mod atomic;
 pub mod cli;
 pub mod commands;
 pub mod data;
-pub mod device;
+pub mod board;
 pub mod error;
 pub mod eval;
 pub mod exact;

@@ -1,5 +1,6 @@
-//! The host end of the device link: a client of `ddis_runtime::protocol`
-//! over QEMU's UART socket ([`run_qemu`]) or a real serial port
+//! The board link (module `board`, so that "device" keeps meaning the burn
+//! device and `--size device`): the host end of the serial link to a board,
+//! a client of `ddis_runtime::protocol` over QEMU's UART socket ([`run_qemu`]) or a real serial port
 //! ([`run_serial`]), and [`device_reconstruct`], the body of `ddis device`.
 //! It frames, sends and waits; all numerics happen on the device. While it
 //! waits for a reconstruction it watches a cancel flag (Ctrl-C sets it,
