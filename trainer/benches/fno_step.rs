@@ -78,6 +78,7 @@ fn configs() -> Vec<(&'static str, FnoConfig)> {
 /// `MATMUL_NUM_THREADS` once), so each count runs in a child process of this
 /// same binary with both pools pinned.
 fn main() {
+    ddis_trainer::train::backend::keep_freed_memory();
     let repeats = env_usize("FNO_BENCH_REPEATS", 5).max(1);
     let steps = env_usize("FNO_BENCH_STEPS", 3).max(1);
     if let Ok(which) = std::env::var("FNO_BENCH_CHILD") {

@@ -29,6 +29,7 @@ fn median(mut v: Vec<f64>) -> f64 {
 }
 
 fn main() {
+    ddis_trainer::train::backend::keep_freed_memory();
     // One thread everywhere: matrixmultiply reads this once, at first use.
     // SAFETY: no other thread exists yet.
     unsafe { std::env::set_var("MATMUL_NUM_THREADS", "1") };

@@ -13,6 +13,7 @@ fn main() -> ExitCode {
     unsafe {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
+    ddis_trainer::train::backend::keep_freed_memory();
     let cli = match ddis_trainer::cli::Cli::try_parse() {
         Ok(cli) => cli,
         // --help and --version print as clap formats them.

@@ -158,3 +158,38 @@ fn shipped_host_weights_load_and_models_stay_lean() {
     let total = size_of(&models_dir());
     assert!(total <= MODELS_BUDGET_BYTES, "models/ weighs {total} bytes, over {MODELS_BUDGET_BYTES}");
 }
+
+/// f32 round-off between the fast channels-first networks and their
+/// channels-last references, relative to the largest output: the shipped
+/// weights give the same fields to this tolerance whichever path runs.
+const FAST_VS_REFERENCE_REL: f32 = 2e-5;
+
+fn max_diff_and_scale(a: Vec<f32>, b: Vec<f32>) -> (f32, f32) {
+    assert_eq!(a.len(), b.len());
+    let diff = a.iter().zip(&b).fold(0.0f32, |m, (x, y)| m.max((x - y).abs()));
+    (diff, b.iter().fold(0.0f32, |m, y| m.max(y.abs())))
+}
+
+#[test]
+fn shipped_host_weights_give_the_reference_outputs_on_the_fast_path() {
+    use burn::tensor::{Distribution, Tensor};
+    use ddis_trainer::train::backend::Cpu;
+    let host = models_dir().join("host");
+    let device = Default::default();
+    let to_vec = |t: Tensor<Cpu, 4>| t.into_data().to_vec::<f32>().unwrap();
+    let op = ddis_trainer::train::operator::load_operator::<Cpu>(&host.join("darcy32-op-p100"), &device).unwrap();
+    let a = Tensor::<Cpu, 3>::random([4, 32, 32], Distribution::Uniform(-1.5, 1.5), &device);
+    let fast = op.forward_normalized(a.clone()).unsqueeze::<4>();
+    let reference = op.forward_normalized_reference(a).unsqueeze::<4>();
+    let (diff, scale) = max_diff_and_scale(to_vec(fast), to_vec(reference));
+    assert!(diff <= FAST_VS_REFERENCE_REL * scale, "surrogate: fast and reference differ by {diff} (scale {scale})");
+
+    let (prior, _) =
+        ddis_trainer::train::diffusion::load_diffusion::<Cpu>(&host.join("darcy32-prior"), &device).unwrap();
+    let x = Tensor::<Cpu, 4>::random([3, 1, 32, 32], Distribution::Normal(0.0, 1.0), &device);
+    let c_noise = Tensor::<Cpu, 1>::from_floats([-1.0, 0.0, 0.5], &device);
+    let fast = prior.denoiser.forward(x.clone(), c_noise.clone());
+    let reference = prior.denoiser.forward_reference(x, c_noise);
+    let (diff, scale) = max_diff_and_scale(to_vec(fast), to_vec(reference));
+    assert!(diff <= FAST_VS_REFERENCE_REL * scale, "prior: fast and reference differ by {diff} (scale {scale})");
+}

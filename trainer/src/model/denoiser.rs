@@ -4,7 +4,8 @@
 //! the EDM preconditioning (docs/science.md section 2).
 //!
 //! Pipeline of [`Denoiser::forward`](crate::model::denoiser::Denoiser::forward)
-//! (tensors channels-last inside):
+//! (tensors channels-first inside, as `fno`; `Denoiser::forward_reference`
+//! is the same network channels-last with the reference spectral layer):
 //!
 //! 1. append the coordinate channels `x = j/(n-1)`, `y = i/(n-1)` to the
 //!    `C` data channels and reflect-pad by `round(pad_fraction * n)` nodes
@@ -37,9 +38,9 @@ use rand::Rng;
 use rand_distr::StandardNormal;
 
 use super::edm::{self, HeunConfig};
-use super::fno::{coordinate_channels, crop, reflect_pad};
+use super::fno::{coordinate_channels, coordinate_channels_cf, crop, pointwise_cf, reflect_pad, reflect_pad_axes};
 use super::noise::SmoothNoise;
-use super::spectral::{SpectralBases, SpectralConv2d, SpectralConvConfig, check_grid};
+use super::spectral::{SpectralBases, SpectralBlocks, SpectralConv2d, SpectralConvConfig, check_grid};
 use crate::pde::PdeError;
 
 /// Bytes of one activation value on the device (f32; docs/format.md).
@@ -237,6 +238,35 @@ impl<B: Backend> Denoiser<B> {
     /// below the config's `min_resolution`; check shapes with
     /// `DenoiserConfig::check_resolution` at the edge.
     pub fn forward(&self, x_in: Tensor<B, 4>, c_noise: Tensor<B, 1>) -> Tensor<B, 4> {
+        let [batch, c, n, n2] = x_in.dims();
+        assert_eq!(n, n2, "the denoiser takes square fields, got {n}x{n2}");
+        assert_eq!(c, self.channels, "the denoiser was built for {} channels, got {c}", self.channels);
+        let device = x_in.device();
+        let p = pad_len(self.pad_fraction, n);
+        let width = self.skip.first().map_or(0, |s| s.weight.dims()[1]);
+
+        let emb = self.embedding(c_noise);
+        let coords = coordinate_channels_cf::<B>(n, &device).expand([batch, 2, n, n]);
+        let x = Tensor::cat(vec![x_in, coords], 1);
+        let mut h = pointwise_cf(&self.lift, reflect_pad_axes(x, p, [2, 3]));
+        let blocks = SpectralBlocks::cached(n + 2 * p, n + 2 * p, self.modes, &device);
+        for ((spectral, skip), film) in self.spectral.iter().zip(&self.skip).zip(&self.film) {
+            let ss = film.forward(emb.clone()).reshape([batch, 2 * width, 1, 1]);
+            let scale = ss.clone().narrow(1, 0, width).add_scalar(1.0);
+            let shift = ss.narrow(1, width, width);
+            h = relu((spectral.forward_cf(&blocks, h.clone()) + pointwise_cf(skip, h)) * scale + shift);
+        }
+        let h = h.narrow(2, p, n).narrow(3, p, n);
+        pointwise_cf(&self.proj_out, relu(pointwise_cf(&self.proj_hidden, h)))
+    }
+
+    /// [`forward`](Self::forward) computed the plain way: channels-last,
+    /// burn's `Linear`, the reference spectral layer and bases built for the
+    /// call. The fast path is tested against it.
+    ///
+    /// # Panics
+    /// As [`forward`](Self::forward).
+    pub fn forward_reference(&self, x_in: Tensor<B, 4>, c_noise: Tensor<B, 1>) -> Tensor<B, 4> {
         let [batch, c, n, n2] = x_in.dims();
         assert_eq!(n, n2, "the denoiser takes square fields, got {n}x{n2}");
         assert_eq!(c, self.channels, "the denoiser was built for {} channels, got {c}", self.channels);

@@ -1,7 +1,9 @@
 //! The FNO forward surrogate `F ≈ G` (docs/science.md section 2), float twin of
 //! `runtime::fno`.
 //!
-//! Pipeline, all channels-last (`[batch, n, n, channels]`):
+//! Pipeline (channels-first inside, `[batch, channels, n, n]`, the layout
+//! of [`SpectralConv2d::forward_cf`]; [`Fno::forward_normalized_reference`]
+//! is the same network channels-last with the reference spectral layer):
 //!
 //! 1. normalise `a` with the stored statistics and append the coordinate
 //!    channels `x = j/(n-1)`, `y = i/(n-1)` (3 channels);
@@ -26,7 +28,7 @@ use burn::tensor::activation::relu;
 use burn::tensor::backend::Backend;
 use burn::tensor::{Tensor, TensorData};
 
-use super::spectral::{SpectralBases, SpectralConv2d, SpectralConvConfig, check_grid};
+use super::spectral::{SpectralBases, SpectralBlocks, SpectralConv2d, SpectralConvConfig, check_grid};
 use crate::pde::PdeError;
 
 /// Per-channel statistics of `a` and `u`, applied inside [`Fno::forward`] as
@@ -216,6 +218,56 @@ impl<B: Backend> Fno<B> {
     /// # Panics
     /// As [`forward`](Self::forward).
     pub fn forward_normalized(&self, a: Tensor<B, 3>) -> Tensor<B, 3> {
+        self.forward_normalized_mixing(a, &self.mixing_matrices())
+    }
+
+    /// The spectral layers' mixing matrices
+    /// ([`SpectralConv2d::mixing_matrix`]), for
+    /// [`forward_mixing`](Self::forward_mixing) with frozen weights.
+    pub fn mixing_matrices(&self) -> Vec<Tensor<B, 3>> {
+        self.spectral.iter().map(SpectralConv2d::mixing_matrix).collect()
+    }
+
+    /// [`forward`](Self::forward) with the mixing matrices built beforehand
+    /// (they must come from these weights; a sampler's guide builds them once
+    /// instead of on every call).
+    ///
+    /// # Panics
+    /// As [`forward`](Self::forward), or if `mixing` has another length
+    /// than the layers.
+    pub fn forward_mixing(&self, a: Tensor<B, 3>, mixing: &[Tensor<B, 3>]) -> Tensor<B, 3> {
+        let nz = &self.normalization;
+        let a = (a - nz.a_mean).div_scalar(nz.a_std);
+        self.forward_normalized_mixing(a, mixing).mul_scalar(nz.u_std).add_scalar(nz.u_mean)
+    }
+
+    fn forward_normalized_mixing(&self, a: Tensor<B, 3>, mixing: &[Tensor<B, 3>]) -> Tensor<B, 3> {
+        assert_eq!(mixing.len(), self.spectral.len(), "one mixing matrix per spectral layer");
+        let [batch, n, n2] = a.dims();
+        assert_eq!(n, n2, "the FNO takes square fields, got {n}x{n2}");
+        let device = a.device();
+        let p = self.pad_len(n);
+
+        let coords = coordinate_channels_cf::<B>(n, &device).expand([batch, 2, n, n]);
+        let x = Tensor::cat(vec![a.unsqueeze_dim::<4>(1), coords], 1);
+        let mut h = pointwise_cf(&self.lift, reflect_pad_axes(x, p, [2, 3]));
+        let blocks = SpectralBlocks::cached(n + 2 * p, n + 2 * p, self.modes, &device);
+        for ((spectral, skip), mix) in self.spectral.iter().zip(&self.skip).zip(mixing) {
+            h = relu(spectral.forward_cf_mixing(&blocks, mix.clone(), h.clone()) + pointwise_cf(skip, h));
+        }
+        let h = h.narrow(2, p, n).narrow(3, p, n);
+        let u = pointwise_cf(&self.proj_out, relu(pointwise_cf(&self.proj_hidden, h)));
+        u.reshape([batch, n, n])
+    }
+
+    /// [`forward_normalized`](Self::forward_normalized) computed the plain
+    /// way: channels-last, burn's `Linear`, the reference spectral layer
+    /// ([`SpectralConv2d::forward_with`]) and bases built for the call. The
+    /// fast path is tested against it.
+    ///
+    /// # Panics
+    /// As [`forward`](Self::forward).
+    pub fn forward_normalized_reference(&self, a: Tensor<B, 3>) -> Tensor<B, 3> {
         let [batch, n, n2] = a.dims();
         assert_eq!(n, n2, "the FNO takes square fields, got {n}x{n2}");
         let device = a.device();
@@ -257,6 +309,31 @@ pub fn coordinate_channels<B: Backend>(batch: usize, n: usize, device: &B::Devic
     Tensor::<B, 4>::from_data(TensorData::new(v, [1, n, n, 2]), device).repeat_dim(0, batch)
 }
 
+/// The coordinate channels channels-first, `[1, 2, n, n]` (as
+/// [`coordinate_channels`]), built once per `(backend, device, n)` on this
+/// thread.
+pub fn coordinate_channels_cf<B: Backend>(n: usize, device: &B::Device) -> Tensor<B, 4> {
+    super::per_device::<B, Tensor<B, 4>>("coordinate channels", [n, 0, 0], device, || {
+        coordinate_channels::<B>(1, n, device).permute([0, 3, 1, 2]).reshape([1, 2, n, n])
+    })
+}
+
+/// `linear` applied along the channel dim of channels-first
+/// `x: [batch, in, h, w]` (a 1x1 convolution): `W^T x + b` as one product
+/// per sample, `[batch, out, h, w]`. Same weights and record as on
+/// channels-last data.
+pub fn pointwise_cf<B: Backend>(linear: &Linear<B>, x: Tensor<B, 4>) -> Tensor<B, 4> {
+    let [b, c, h, w] = x.dims();
+    let wt = linear.weight.val().transpose().unsqueeze::<3>();
+    let o = wt.dims()[1];
+    let y = wt.matmul(x.reshape([b, c, h * w]));
+    let y = match &linear.bias {
+        Some(bias) => y + bias.val().reshape([1, o, 1]),
+        None => y,
+    };
+    y.reshape([b, o, h, w])
+}
+
 /// Reflection padding of dims 1 and 2 of `[batch, h, w, c]` by `p` on every
 /// side, edge not repeated (numpy's `"reflect"`):
 /// `out[p - k] = x[k]` and `out[p + n - 1 + k] = x[n - 1 - k]` for
@@ -265,6 +342,14 @@ pub fn coordinate_channels<B: Backend>(batch: usize, n: usize, device: &B::Devic
 /// # Panics
 /// If `p >= h` or `p >= w` (nothing left to mirror).
 pub fn reflect_pad<B: Backend>(x: Tensor<B, 4>, p: usize) -> Tensor<B, 4> {
+    reflect_pad_axes(x, p, [1, 2])
+}
+
+/// [`reflect_pad`] of the two given dims (`[2, 3]` for channels-first).
+///
+/// # Panics
+/// If `p` is not below the size of both dims.
+pub fn reflect_pad_axes<B: Backend>(x: Tensor<B, 4>, p: usize, dims: [usize; 2]) -> Tensor<B, 4> {
     if p == 0 {
         return x;
     }
@@ -275,7 +360,7 @@ pub fn reflect_pad<B: Backend>(x: Tensor<B, 4>, p: usize) -> Tensor<B, 4> {
         let after = t.clone().narrow(dim, n - 1 - p, p).flip([dim as isize]);
         Tensor::cat(vec![before, t, after], dim)
     };
-    pad_dim(pad_dim(x, 1), 2)
+    pad_dim(pad_dim(x, dims[0]), dims[1])
 }
 
 /// Inverse of [`reflect_pad`]: the `n x n` interior of `[batch, n + 2p, n + 2p, c]`.
@@ -420,6 +505,53 @@ mod tests {
         let got = to_vec(model.forward(a.clone()));
         let want = to_vec(model.forward_normalized((a - 2.0) / 0.5) * 0.01 - 1.0);
         close(&got, &want, 1e-6, 1e-6, "physical forward");
+    }
+
+    /// f32 round-off of the fast path against the reference, relative to
+    /// the largest output (sums of a few thousand products per layer).
+    const FAST_VS_REFERENCE_REL: f32 = 2e-5;
+
+    fn max_abs(v: &[f32]) -> f32 {
+        v.iter().fold(0.0f32, |a, x| a.max(x.abs()))
+    }
+
+    #[test]
+    fn fast_forward_and_gradients_match_the_reference() {
+        let device = Default::default();
+        let _guard = crate::model::SEEDED_INIT.lock().unwrap_or_else(|e| e.into_inner());
+        AB::seed(&device, 3);
+        for (cfg, n) in [(FnoConfig::device(), 32), (FnoConfig::new(6, 3, 2, 0.5, 8), 11)] {
+            let model = cfg.init::<AB>(&device);
+            let mut rng = ChaCha8Rng::seed_from_u64(9);
+            let v: Vec<f32> = (0..2 * n * n).map(|_| rng.random_range(-1.0..1.0)).collect();
+            let a = Tensor::<AB, 3>::from_data(TensorData::new(v, [2, n, n]), &device);
+            let fast = model.forward_normalized(a.clone());
+            let reference = model.forward_normalized_reference(a.clone());
+            let (f, r) = (to_vec(fast.clone().inner()), to_vec(reference.clone().inner()));
+            close(&f, &r, 0.0, FAST_VS_REFERENCE_REL * max_abs(&r), "fast forward");
+            // Gradients of the same scalar with respect to every weight.
+            let gf = fast.powi_scalar(2).sum().backward();
+            let gr = reference.powi_scalar(2).sum().backward();
+            let pairs = [
+                (model.spectral[0].weight_re.grad(&gf), model.spectral[0].weight_re.grad(&gr)),
+                (model.spectral[1].weight_im.grad(&gf), model.spectral[1].weight_im.grad(&gr)),
+            ];
+            for (k, (f, r)) in pairs.into_iter().enumerate() {
+                let (f, r) = (to_vec(f.unwrap()), to_vec(r.unwrap()));
+                close(&f, &r, 0.0, FAST_VS_REFERENCE_REL * 10.0 * max_abs(&r), &format!("spectral gradient {k}"));
+            }
+            for (name, f, r) in [
+                ("lift", model.lift.weight.grad(&gf), model.lift.weight.grad(&gr)),
+                ("skip", model.skip[1].weight.grad(&gf), model.skip[1].weight.grad(&gr)),
+                ("proj", model.proj_hidden.weight.grad(&gf), model.proj_hidden.weight.grad(&gr)),
+            ] {
+                let (f, r) = (to_vec(f.unwrap()), to_vec(r.unwrap()));
+                close(&f, &r, 0.0, FAST_VS_REFERENCE_REL * 10.0 * max_abs(&r), &format!("{name} gradient"));
+            }
+            let bf = to_vec(model.skip[0].bias.as_ref().unwrap().grad(&gf).unwrap());
+            let br = to_vec(model.skip[0].bias.as_ref().unwrap().grad(&gr).unwrap());
+            close(&bf, &br, 0.0, FAST_VS_REFERENCE_REL * 10.0 * max_abs(&br), "skip bias gradient");
+        }
     }
 
     #[test]

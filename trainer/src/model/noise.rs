@@ -165,8 +165,13 @@ impl SmoothNoise {
         out
     }
 
-    /// A `[batch, channels, n, n]` tensor of independent noise fields, drawn
-    /// on the host from `rng` in row-major order of `(sample, channel)`.
+    /// A `[batch, channels, n, n]` tensor of independent noise fields: the
+    /// white noise is drawn on the host from `rng` exactly as
+    /// [`sample_batch`](Self::sample_batch) draws it (row-major order of
+    /// `(sample, channel)`, then of the nodes), rounded to f32, uploaded, and
+    /// coloured on the backend by [`color_tensor`](Self::color_tensor). The
+    /// result equals `sample_batch`'s to f32 round-off
+    /// ([`COLOR_F32_TOL`]), not bit for bit.
     pub fn sample_tensor<B: Backend, R: Rng + ?Sized>(
         &self,
         rng: &mut R,
@@ -174,10 +179,36 @@ impl SmoothNoise {
         channels: usize,
         device: &B::Device,
     ) -> Tensor<B, 4> {
-        let data = self.sample_batch(rng, batch * channels);
-        Tensor::from_data(TensorData::new(data, [batch, channels, self.n, self.n]), device)
+        let white: Vec<f32> =
+            (0..batch * channels * self.len()).map(|_| rng.sample::<f64, _>(StandardNormal) as f32).collect();
+        let white = Tensor::from_data(TensorData::new(white, [batch, channels, self.n, self.n]), device);
+        self.color_tensor(white)
+    }
+
+    /// Colours white noise on the backend: `L Z L` (`L` symmetric) on every
+    /// `n x n` slice of `white: [batch, channels, n, n]`, two batched f32
+    /// products. The fast twin of [`color_into`](Self::color_into) (f64 on
+    /// the host), which stays the reference and the device runtime's twin.
+    pub fn color_tensor<B: Backend>(&self, white: Tensor<B, 4>) -> Tensor<B, 4> {
+        let l = self.sqrt_kernel_tensor::<B>(&white.device());
+        l.clone().matmul(white).matmul(l)
+    }
+
+    /// `L` as a `[1, 1, n, n]` f32 tensor on `device`, uploaded once per
+    /// `(backend, device, n, length scale)` on this thread.
+    pub fn sqrt_kernel_tensor<B: Backend>(&self, device: &B::Device) -> Tensor<B, 4> {
+        let n = self.n;
+        let key = [n, self.length_scale.to_bits() as usize, 0];
+        crate::model::per_device::<B, Tensor<B, 4>>("smooth noise sqrt kernel", key, device, || {
+            Tensor::from_data(TensorData::new(self.sqrt_k1_f32.clone(), [1, 1, n, n]), device)
+        })
     }
 }
+
+/// f32 round-off of the backend colouring ([`SmoothNoise::color_tensor`])
+/// against the f64 reference, absolute on unit-variance fields (sums of `n`
+/// products of weights below 1, twice).
+pub const COLOR_F32_TOL: f32 = 1e-5;
 
 /// Turns host-generated fields (`batch * channels * n * n` values, row-major)
 /// into a `[batch, channels, n, n]` tensor, checking the length.
@@ -273,7 +304,28 @@ mod tests {
         assert_ne!(a, c, "another step must give other noise");
         let t = noise.sample_tensor::<NdArray<f32>, _>(&mut step_rng(3, 17), 3, 1, &Default::default());
         assert_eq!(t.dims(), [3, 1, 12, 12]);
-        assert_eq!(t.into_data().to_vec::<f32>().unwrap(), a, "tensor helper draws in the same order");
+        // Same draws, coloured in f32 on the backend instead of f64 on the host.
+        for (k, (g, w)) in t.into_data().to_vec::<f32>().unwrap().iter().zip(&a).enumerate() {
+            assert!((g - w).abs() <= COLOR_F32_TOL, "tensor helper [{k}]: {g} vs the host reference {w}");
+        }
+    }
+
+    #[test]
+    fn backend_colouring_matches_the_f64_reference() {
+        let n = 40;
+        let noise = SmoothNoise::new(n, 0.05).unwrap();
+        let mut rng = ChaCha8Rng::seed_from_u64(8);
+        let white: Vec<f64> = (0..2 * n * n).map(|_| rng.sample(StandardNormal)).collect();
+        let mut want = vec![0.0f32; 2 * n * n];
+        for (w, o) in white.chunks_exact(n * n).zip(want.chunks_exact_mut(n * n)) {
+            noise.color_into(w, o).unwrap();
+        }
+        let z: Vec<f32> = white.iter().map(|&v| v as f32).collect();
+        let device = Default::default();
+        let got = noise.color_tensor(Tensor::<NdArray<f32>, 4>::from_data(TensorData::new(z, [2, 1, n, n]), &device));
+        for (k, (g, w)) in got.into_data().to_vec::<f32>().unwrap().iter().zip(&want).enumerate() {
+            assert!((g - w).abs() <= COLOR_F32_TOL, "[{k}]: backend {g}, reference {w}");
+        }
     }
 
     #[test]

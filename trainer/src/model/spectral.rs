@@ -35,6 +35,18 @@
 //! Requirements: `2m <= H` (the two row blocks must not overlap) and
 //! `m <= W/2 + 1` (no column frequency past Nyquist); checked by
 //! [`SpectralBases::new`].
+//!
+//! # Two implementations
+//!
+//! [`SpectralConv2d::forward_cf`] is the one the models run: channels-first
+//! (`[batch, channels, H, W]`), each complex step one real product with a
+//! block basis ([`SpectralBlocks`]: `[cos | -sin]`, `[[C, -S], [S, C]]`, ...),
+//! so a layer is five matrix products and four layout copies, every
+//! intermediate contiguous. The bases are built once per `(backend, device,
+//! H, W, m)` and kept for the thread ([`SpectralBlocks::cached`]).
+//! [`SpectralConv2d::forward_with`] is the plain reference it is tested
+//! against: channels-last, real and imaginary parts as separate products.
+//! Both compute the formulas above; they differ by f32 round-off only.
 
 use burn::config::Config;
 use burn::module::{Initializer, Module, Param};
@@ -126,14 +138,7 @@ impl<B: Backend> SpectralBases<B> {
             panic!("SpectralBases::new({h}, {w}, {modes}): {e}");
         }
         let m = modes;
-        let tau = std::f64::consts::TAU;
-        // Reduce the phase index modulo the period before scaling: keeps the
-        // f64 argument small and the tables exactly periodic.
-        let phase_w = |w_idx: usize, k2: usize| tau * ((w_idx * k2) % w) as f64 / w as f64;
-        let phase_h = |h_idx: usize, r: usize| {
-            let k1 = row_frequency(r, m).rem_euclid(h as isize) as usize;
-            tau * ((h_idx * k1) % h) as f64 / h as f64
-        };
+        let (phase_w, phase_h) = (phase_w(w), phase_h(h, m));
         let scale = 1.0 / (h * w) as f64;
         Self {
             h,
@@ -148,6 +153,95 @@ impl<B: Backend> SpectralBases<B> {
             inv_w_cos: table(m, w, device, |k, x| column_weight(k, w) * scale * phase_w(x, k).cos()),
             inv_w_nsin: table(m, w, device, |k, x| -column_weight(k, w) * scale * phase_w(x, k).sin()),
         }
+    }
+}
+
+/// The truncated-DFT bases of one `H x W` grid in the block layouts of
+/// [`SpectralConv2d::forward_cf`] (same tables as [`SpectralBases`], same
+/// f64 construction rounded once to f32):
+///
+/// * `fwd_w` `[W, 2m]`: `[cos | -sin](2π k2 w / W)`;
+/// * `fwd_h` `[2H, 4m]`: `[[C, N], [-N, C]]` with `C = cos(2π k1 h / H)` and
+///   `N = -sin(2π k1 h / H)`, which maps `[Re | Im]` of the column transform
+///   to `[Re | Im]` of `X` (a complex product as one real one);
+/// * `inv_h` `[4m, 2H]`: `[[C', S'], [-S', C']]`, `C' = cos`, `S' = sin` (the
+///   `e^{+iθ}` of the inverse);
+/// * `inv_w` `[2m, W]`: `[c(k2) cos; -c(k2) sin] / (H W)` (the `irfft`
+///   weights).
+#[derive(Clone, Debug)]
+pub struct SpectralBlocks<B: Backend> {
+    /// Rows of the grid.
+    pub h: usize,
+    /// Columns of the grid.
+    pub w: usize,
+    /// Modes kept per axis (`m`).
+    pub modes: usize,
+    fwd_w: Tensor<B, 2>,
+    fwd_h: Tensor<B, 2>,
+    inv_h: Tensor<B, 2>,
+    inv_w: Tensor<B, 2>,
+}
+
+impl<B: Backend> SpectralBlocks<B> {
+    /// Bases for an `h x w` grid keeping `modes` modes per axis.
+    ///
+    /// # Panics
+    /// If the grid cannot carry the modes ([`check_grid`]).
+    pub fn new(h: usize, w: usize, modes: usize, device: &B::Device) -> Self {
+        if let Err(e) = check_grid(h, w, modes) {
+            panic!("SpectralBlocks::new({h}, {w}, {modes}): {e}");
+        }
+        let m = modes;
+        let (pw, ph) = (phase_w(w), phase_h(h, m));
+        let scale = 1.0 / (h * w) as f64;
+        let fwd_w = table(w, 2 * m, device, |x, k| if k < m { pw(x, k).cos() } else { -pw(x, k - m).sin() });
+        // Row y of [Re | Im] (y < h: Re at row y; else Im at row y - h),
+        // column k of [Re X | Im X] (k < 2m: Re at mode k; else Im).
+        let fwd_h = table(2 * h, 4 * m, device, |y, k| {
+            let (yy, kk) = (y % h, k % (2 * m));
+            let (c, ns) = (ph(yy, kk).cos(), -ph(yy, kk).sin());
+            match (y < h, k < 2 * m) {
+                (true, true) => c,
+                (true, false) => ns,
+                (false, true) => -ns,
+                (false, false) => c,
+            }
+        });
+        let inv_h = table(4 * m, 2 * h, device, |k, y| {
+            let (kk, yy) = (k % (2 * m), y % h);
+            let (c, s) = (ph(yy, kk).cos(), ph(yy, kk).sin());
+            match (k < 2 * m, y < h) {
+                (true, true) => c,
+                (true, false) => s,
+                (false, true) => -s,
+                (false, false) => c,
+            }
+        });
+        let inv_w = table(2 * m, w, device, |k, x| {
+            let weight = |k2: usize| column_weight(k2, w) * scale;
+            if k < m { weight(k) * pw(x, k).cos() } else { -weight(k - m) * pw(x, k - m).sin() }
+        });
+        Self { h, w, modes, fwd_w, fwd_h, inv_h, inv_w }
+    }
+
+    /// [`new`](Self::new), built once per `(backend, device, h, w, modes)`
+    /// on this thread and cloned afterwards (a clone shares the tensors).
+    pub fn cached(h: usize, w: usize, modes: usize, device: &B::Device) -> Self {
+        super::per_device::<B, Self>("spectral blocks", [h, w, modes], device, || Self::new(h, w, modes, device))
+    }
+}
+
+/// `2π ((w k2) mod W) / W`: the column phase, reduced modulo the period
+/// before scaling (small f64 arguments, exactly periodic tables).
+fn phase_w(w: usize) -> impl Fn(usize, usize) -> f64 {
+    move |w_idx, k2| std::f64::consts::TAU * ((w_idx * k2) % w) as f64 / w as f64
+}
+
+/// The row phase of row `h_idx` and row-mode index `r` ([`row_frequency`]).
+fn phase_h(h: usize, m: usize) -> impl Fn(usize, usize) -> f64 {
+    move |h_idx, r| {
+        let k1 = row_frequency(r, m).rem_euclid(h as isize) as usize;
+        std::f64::consts::TAU * ((h_idx * k1) % h) as f64 / h as f64
     }
 }
 
@@ -217,6 +311,58 @@ impl<B: Backend> SpectralConv2d<B> {
         let [_, h, w, _] = x.dims();
         let bases = SpectralBases::new(h, w, self.modes, &x.device());
         self.forward_with(&bases, x)
+    }
+
+    /// The layer on channels-first `x: [batch, in, H, W]` with the block
+    /// bases of its grid; returns `[batch, out, H, W]`. The fast path of the
+    /// module docs: five products, four layout copies.
+    ///
+    /// # Panics
+    /// If the bases were built for another grid or mode count, or the
+    /// channel count differs from the weights'.
+    pub fn forward_cf(&self, blocks: &SpectralBlocks<B>, x: Tensor<B, 4>) -> Tensor<B, 4> {
+        self.forward_cf_mixing(blocks, self.mixing_matrix(), x)
+    }
+
+    /// [`forward_cf`](Self::forward_cf) with the layer's
+    /// [`mixing_matrix`](Self::mixing_matrix) built beforehand: a caller
+    /// that runs frozen weights many times (a sampler's guide) builds it
+    /// once.
+    pub fn forward_cf_mixing(&self, blocks: &SpectralBlocks<B>, mixing: Tensor<B, 3>, x: Tensor<B, 4>) -> Tensor<B, 4> {
+        let [b, c, h, w] = x.dims();
+        let m = self.modes;
+        let (k1, modes) = (2 * m, 2 * m * m);
+        let o = self.out_channels();
+        assert_eq!((blocks.h, blocks.w, blocks.modes), (h, w, m), "spectral bases built for another grid");
+        assert_eq!(c, self.in_channels(), "input channels differ from the weights'");
+
+        // 1. Along w: [b c h, w] @ [w, 2m] -> [b, c, h, (re|im), k2].
+        let a = x.reshape([b * c * h, w]).matmul(blocks.fwd_w.clone());
+        // 2. Along h, complex: [b c k2, (re|im) h] @ [2h, 4m] -> [b, c, k2, (re|im), k1].
+        let a = a.reshape([b, c, h, 2, m]).permute([0, 1, 4, 3, 2]).reshape([b * c * m, 2 * h]);
+        let z = a.matmul(blocks.fwd_h.clone());
+        // 3. Channel mixing per mode: [mode, b, (re|im) c] @ [mode, 2c, 2o].
+        let z = z.reshape([b, c, m, 2, k1]).permute([4, 2, 0, 3, 1]).reshape([modes, b, 2 * c]);
+        let y = z.matmul(mixing);
+        // 4. Inverse along h: [b o k2, (re|im) k1] @ [4m, 2h] -> [b, o, k2, (re|im), h].
+        let y = y.reshape([k1, m, b, 2, o]).permute([2, 4, 1, 3, 0]).reshape([b * o * m, 2 * k1]);
+        let v = y.matmul(blocks.inv_h.clone());
+        // 5. Back to real along w: [b o h, (re|im) k2] @ [2m, w].
+        let v = v.reshape([b, o, m, 2, h]).permute([0, 1, 4, 3, 2]).reshape([b * o * h, 2 * m]);
+        v.matmul(blocks.inv_w.clone()).reshape([b, o, h, w])
+    }
+
+    /// The per-mode complex weights as real blocks, `[2m m, 2 in, 2 out]`:
+    /// `[[Wr, Wi], [-Wi, Wr]]` for mode `(r, k2)` at index `r m + k2`, so
+    /// that `[Re z | Im z] @ it = [Re (z W) | Im (z W)]`. Built from the
+    /// stored `[in, out, 2m, m]` weights (the record's layout) with one
+    /// concatenation and one layout copy.
+    pub fn mixing_matrix(&self) -> Tensor<B, 3> {
+        let [c, o, k1, m] = self.weight_re.dims();
+        let (wr, wi) = (self.weight_re.val(), self.weight_im.val());
+        // [(in re|im), (out re|im), c, o, k1, m] -> [k1, m, (in re|im), c, (out re|im), o]
+        let blocks = Tensor::cat(vec![wr.clone(), wi.clone(), wi.neg(), wr], 0);
+        blocks.reshape([2, 2, c, o, k1, m]).permute([4, 5, 0, 2, 1, 3]).reshape([k1 * m, 2 * c, 2 * o])
     }
 
     /// Applies the layer with precomputed bases; returns `[batch, H, W, out]`.
@@ -374,11 +520,31 @@ mod tests {
             Tensor::from_data(TensorData::new(f32s(&wi), [c, o, 2 * m, m]), &device),
         );
         let xt = Tensor::<B, 4>::from_data(TensorData::new(f32s(&x), [b, h, w, c]), &device);
-        let got = layer.forward(xt);
+        let got = layer.forward(xt.clone());
         assert_eq!(got.dims(), [b, h, w, o]);
         let got = got.into_data().to_vec::<f32>().unwrap();
         let want = naive_spectral_conv(&x, &wr, &wi, (b, h, w, c), o, m);
         assert_close(&got, &want, F32_REL_TOL, &format!("spectral conv b{b} {h}x{w} c{c}->{o} m{m}"));
+        // The fast channels-first path on the same input.
+        let blocks = SpectralBlocks::new(h, w, m, &device);
+        let fast = layer.forward_cf(&blocks, xt.permute([0, 3, 1, 2]));
+        assert_eq!(fast.dims(), [b, o, h, w]);
+        let fast = fast.permute([0, 2, 3, 1]).into_data().to_vec::<f32>().unwrap();
+        assert_close(&fast, &want, F32_REL_TOL, &format!("fast spectral conv b{b} {h}x{w} c{c}->{o} m{m}"));
+    }
+
+    #[test]
+    fn cached_blocks_are_built_once_per_grid() {
+        let device = Default::default();
+        let a = SpectralBlocks::<B>::cached(12, 12, 3, &device);
+        let b = SpectralBlocks::<B>::cached(12, 12, 3, &device);
+        let fresh = SpectralBlocks::<B>::new(12, 12, 3, &device);
+        // A hit returns the same tables as a fresh build.
+        for (x, y) in [(a.fwd_w.clone(), fresh.fwd_w.clone()), (b.inv_h.clone(), fresh.inv_h.clone())] {
+            assert_eq!(x.into_data().to_vec::<f32>().unwrap(), y.into_data().to_vec::<f32>().unwrap());
+        }
+        let other = SpectralBlocks::<B>::cached(16, 12, 3, &device);
+        assert_eq!((other.h, other.w, other.modes), (16, 12, 3));
     }
 
     #[test]

@@ -13,7 +13,7 @@ use burn::tensor::backend::Backend;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
-use super::{Denoise, Guide, Noise, SampleStats, clamp_counted};
+use super::{Clamp, Denoise, Guide, Noise, SampleStats};
 use crate::model::edm::{self, heun_sample};
 
 /// Settings of DAPS; every knob of the algorithm, with the defaults chosen
@@ -177,6 +177,7 @@ where
         (Noise::Smooth(sm), true) => Some(Preconditioner::<B>::new(sm.sqrt_kernel(), sm.n(), device)),
         _ => None,
     };
+    let mut clamp = Clamp::<B>::new(device);
     let mut x = noise.draw::<B, _>(&mut rng, batch, channels, device).mul_scalar(sigmas[0]);
     for (i, &s) in sigmas.iter().enumerate() {
         // ODE from s to 0: Tweedie with one step, Heun on a sub-schedule otherwise.
@@ -196,7 +197,7 @@ where
         let lr = cfg.step_size(i, s);
         let mut a = a0.clone();
         for _ in 0..cfg.langevin {
-            let (_, grad) = guide.loss_grad(a.clone())?;
+            let grad = guide.grad(a.clone())?;
             stats.guide_calls += 1;
             let drift = grad.mul_scalar(-inv_tau2) - (a.clone() - a0.clone()).div_scalar(s * s);
             let eps = noise.draw::<B, _>(&mut rng, batch, channels, device);
@@ -205,11 +206,12 @@ where
                 None => (drift, eps),
             };
             a = a + drift.mul_scalar(lr) + eps.mul_scalar((2.0 * lr).sqrt());
-            a = clamp_counted(a, cfg.clamp, &mut stats);
+            a = clamp.apply(a, cfg.clamp);
         }
         let s_next = sigmas.get(i + 1).copied().unwrap_or(0.0);
         x = if s_next > 0.0 { a + noise.draw::<B, _>(&mut rng, batch, channels, device).mul_scalar(s_next) } else { a };
     }
+    clamp.finish(&mut stats);
     Ok((x, stats))
 }
 

@@ -10,7 +10,7 @@ use burn::tensor::{Tensor, TensorData};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
-use super::{Denoise, Guide, Noise, SampleStats, clamp_counted};
+use super::{Clamp, Denoise, Guide, Noise, SampleStats};
 use crate::model::edm;
 
 /// Settings of DPS.
@@ -93,6 +93,7 @@ where
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let mut stats = SampleStats::default();
     let sigmas = edm::karras_sigmas(cfg.steps, cfg.sigma_min, cfg.sigma_max, cfg.rho);
+    let mut clamp = Clamp::<B::InnerBackend>::new(device);
     let mut x = noise.draw::<B::InnerBackend, _>(&mut rng, batch, channels, device).mul_scalar(sigmas[0]);
     for (i, &s) in sigmas.iter().enumerate() {
         let x_ad = Tensor::<B, 4>::from_inner(x.clone()).require_grad();
@@ -122,7 +123,8 @@ where
             euler
         };
         // The state is noisy at level s_next: clamp relative to it.
-        x = clamp_counted(stepped - gx.mul_scalar(cfg.zeta), cfg.clamp * (1.0 + s_next), &mut stats);
+        x = clamp.apply(stepped - gx.mul_scalar(cfg.zeta), cfg.clamp * (1.0 + s_next));
     }
+    clamp.finish(&mut stats);
     Ok((x, stats))
 }

@@ -114,6 +114,8 @@ fn to_vec<B: Backend, const D: usize>(t: Tensor<B, D>) -> Result<Vec<f32>> {
 /// Guidance through the learned FNO surrogate (gradient by autodiff).
 pub struct SurrogateGuide<AB: AutodiffBackend> {
     fno: Fno<AB>,
+    /// The frozen surrogate's mixing matrices, built once.
+    mixing: Vec<Tensor<AB, 3>>,
     obs: ObservationBatch,
     /// `(mean, std)` of the prior's `a` channel.
     a_norm: (f64, f64),
@@ -137,9 +139,11 @@ impl<AB: AutodiffBackend> SurrogateGuide<AB> {
         let idx: Vec<i64> = obs.nodes.iter().flatten().map(|&v| v as i64).collect();
         let y: Vec<f32> = obs.values.iter().flatten().map(|&v| v as f32).collect();
         let inv: Vec<f32> = obs.scale.iter().flat_map(|&s| std::iter::repeat_n((1.0 / s) as f32, k)).collect();
+        // Gradients w.r.t. the input only: no weight gradients.
+        let fno = fno.no_grad();
         Ok(Self {
-            // Gradients w.r.t. the input only: no weight gradients.
-            fno: fno.no_grad(),
+            mixing: fno.mixing_matrices(),
+            fno,
             a_norm,
             idx: Tensor::from_data(TensorData::new(idx, [b, k]), device),
             y: Tensor::from_data(TensorData::new(y, [b, k]), device),
@@ -149,18 +153,34 @@ impl<AB: AutodiffBackend> SurrogateGuide<AB> {
     }
 }
 
-impl<AB: AutodiffBackend> Guide<AB::InnerBackend> for SurrogateGuide<AB> {
-    fn loss_grad(&mut self, x0: Tensor<AB::InnerBackend, 4>) -> Result<(Vec<f64>, Tensor<AB::InnerBackend, 4>)> {
+/// Per-element losses `[b]` and their gradient `[b, C, n, n]`, on the device.
+type LossAndGrad<B> = (Tensor<B, 1>, Tensor<B, 4>);
+
+impl<AB: AutodiffBackend> SurrogateGuide<AB> {
+    /// Per-element losses `[b]` and their gradient, both on the device.
+    fn loss_and_grad(&self, x0: Tensor<AB::InnerBackend, 4>) -> Result<LossAndGrad<AB::InnerBackend>> {
         let [b, _, n, _] = x0.dims();
         let x = Tensor::<AB, 4>::from_inner(x0).require_grad();
         let a = x.clone().mul_scalar(self.a_norm.1).add_scalar(self.a_norm.0).reshape([b, n, n]);
-        let u = self.fno.forward(a).reshape([b, n * n]);
+        let u = self.fno.forward_mixing(a, &self.mixing).reshape([b, n * n]);
         let r = (u.gather(1, self.idx.clone()) - self.y.clone()) * self.inv_scale.clone();
         let loss = r.square().sum_dim(1).mul_scalar(0.5);
-        let per: Vec<f64> = to_vec(loss.clone().inner())?.into_iter().map(f64::from).collect();
-        let grads = loss.sum().backward();
+        let grads = loss.clone().sum().backward();
         let g = x.grad(&grads).context("no gradient reached the surrogate's input")?;
+        Ok((loss.inner().reshape([b]), g))
+    }
+}
+
+impl<AB: AutodiffBackend> Guide<AB::InnerBackend> for SurrogateGuide<AB> {
+    fn loss_grad(&mut self, x0: Tensor<AB::InnerBackend, 4>) -> Result<(Vec<f64>, Tensor<AB::InnerBackend, 4>)> {
+        let (loss, g) = self.loss_and_grad(x0)?;
+        let per: Vec<f64> = to_vec(loss)?.into_iter().map(f64::from).collect();
         Ok((per, g))
+    }
+
+    /// No read-back: the loss stays on the device, unused.
+    fn grad(&mut self, x0: Tensor<AB::InnerBackend, 4>) -> Result<Tensor<AB::InnerBackend, 4>> {
+        self.loss_and_grad(x0).map(|(_, g)| g)
     }
 
     fn noise_floor(&self) -> f64 {

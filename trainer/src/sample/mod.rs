@@ -22,8 +22,8 @@ pub mod dps;
 pub mod guide;
 
 use anyhow::Result;
-use burn::tensor::Tensor;
 use burn::tensor::backend::Backend;
+use burn::tensor::{Int, Tensor};
 use rand::Rng;
 
 use crate::model::denoiser::EdmModel;
@@ -50,6 +50,13 @@ pub trait Guide<B: Backend> {
     /// `L_b = 0.5 ||r_b||^2` per batch element and `dL_b / dx0_b` (same shape
     /// as `x0`: `[batch, C, n, n]`, normalised prior coordinates).
     fn loss_grad(&mut self, x0: Tensor<B, 4>) -> Result<(Vec<f64>, Tensor<B, 4>)>;
+
+    /// The gradient alone (what DAPS needs). The default calls
+    /// [`loss_grad`](Self::loss_grad); guides whose loss would have to be
+    /// read back from the device skip that read.
+    fn grad(&mut self, x0: Tensor<B, 4>) -> Result<Tensor<B, 4>> {
+        self.loss_grad(x0).map(|(_, g)| g)
+    }
 
     /// The readings' noise standard deviation in residual units (the floor
     /// of the likelihood width `tau`).
@@ -104,8 +111,47 @@ pub struct SampleStats {
     pub non_finite: usize,
 }
 
+/// The samplers' safety clamp, on the backend: every value of a state into
+/// `[-limit, limit]`, non-finite values to 0, with the counts kept on the
+/// device until [`finish`](Self::finish), so a sampler step never copies its
+/// state to the host ([`clamp_counted`] is the host reference it is tested
+/// against).
+pub(crate) struct Clamp<B: Backend> {
+    /// Values changed so far (`[1]`).
+    changed: Tensor<B, 1, Int>,
+    /// Batch elements that held a non-finite value, summed over calls (`[1]`).
+    non_finite: Tensor<B, 1, Int>,
+}
+
+impl<B: Backend> Clamp<B> {
+    pub(crate) fn new(device: &B::Device) -> Self {
+        Self { changed: Tensor::zeros([1], device), non_finite: Tensor::zeros([1], device) }
+    }
+
+    /// `x` clamped into `[-limit, limit]` (non-finite -> 0), counting the
+    /// changes as [`clamp_counted`] does.
+    pub(crate) fn apply(&mut self, x: Tensor<B, 4>, limit: f64) -> Tensor<B, 4> {
+        let [batch, ..] = x.dims();
+        let bad = x.clone().is_nan().bool_or(x.clone().is_inf());
+        let changed = bad.clone().bool_or(x.clone().abs().greater_elem(limit));
+        self.changed = self.changed.clone() + changed.int().sum();
+        let bad_elements = bad.clone().int().reshape([batch as i32, -1]).sum_dim(1).greater_elem(0);
+        self.non_finite = self.non_finite.clone() + bad_elements.int().sum();
+        x.mask_fill(bad, 0.0).clamp(-limit, limit)
+    }
+
+    /// Adds the counts to `stats` (the only read-back).
+    pub(crate) fn finish(self, stats: &mut SampleStats) {
+        let read = |t: Tensor<B, 1, Int>| t.into_data().iter::<i64>().next().unwrap_or(0).max(0) as usize;
+        stats.clamped += read(self.changed);
+        stats.non_finite += read(self.non_finite);
+    }
+}
+
 /// Clamps every value of `x` into `[-limit, limit]` (NaN -> 0) and counts
-/// the changes. Returns the clamped tensor.
+/// the changes, on the host. Returns the clamped tensor. The plain
+/// reference of [`Clamp`].
+#[cfg(test)]
 pub(crate) fn clamp_counted<B: Backend>(x: Tensor<B, 4>, limit: f64, stats: &mut SampleStats) -> Tensor<B, 4> {
     let dims = x.dims();
     let device = x.device();

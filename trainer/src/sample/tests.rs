@@ -328,3 +328,22 @@ fn residual_unit_is_the_readings_rms_floored_at_the_training_spread() {
         assert_eq!(obs.scale, before, "floor {bad} is ignored");
     }
 }
+
+#[test]
+fn device_clamp_matches_the_host_reference() {
+    let device = Default::default();
+    let v = vec![0.5f32, -12.0, f32::NAN, 3.0, 10.0, f32::INFINITY, -0.1, 11.0, 1.0, 2.0, f32::NEG_INFINITY, 0.0];
+    let x = || Tensor::<B, 4>::from_data(TensorData::new(v.clone(), [3, 1, 2, 2]), &device);
+    let mut want_stats = SampleStats::default();
+    let want = clamp_counted(x(), 10.0, &mut want_stats).into_data().to_vec::<f32>().unwrap();
+    let mut clamp = Clamp::<B>::new(&device);
+    let once = clamp.apply(x(), 10.0);
+    let twice = clamp.apply(once.clone(), 10.0);
+    let mut stats = SampleStats::default();
+    clamp.finish(&mut stats);
+    assert_eq!(once.into_data().to_vec::<f32>().unwrap(), want);
+    assert_eq!(twice.into_data().to_vec::<f32>().unwrap(), want, "a clamped state is left alone");
+    // -12, NaN, inf, 11, -inf changed; elements 0 and 1 and 2 all hold a non-finite value.
+    assert_eq!((want_stats.clamped, want_stats.non_finite), (5, 3));
+    assert_eq!((stats.clamped, stats.non_finite), (want_stats.clamped, want_stats.non_finite));
+}

@@ -64,33 +64,65 @@ fn stacked(data: &Dataset, idx: &[usize], channels: usize) -> Vec<f32> {
     out
 }
 
-struct DiffusionTask<B: Backend> {
-    data: Arc<Dataset>,
-    norm: ChannelNorm,
+struct DiffusionTask<B: AutodiffBackend> {
+    n: usize,
     channels: usize,
     noise: SmoothNoise,
     val: Vec<usize>,
     device: B::Device,
+    /// Every sample of the dataset, normalised on the host (f64, as
+    /// `ChannelNorm::normalize_slice` always did), `[count, C, n * n]`:
+    /// the source of augmented batches.
+    host: Vec<f32>,
+    /// The same values on the device, `[count, C, n, n]`, uploaded once:
+    /// un-augmented batches are a `select` on it, no host work per step.
+    resident: Tensor<B::InnerBackend, 4>,
 }
 
-impl<B: Backend> DiffusionTask<B> {
-    fn clean_batch<BB: Backend>(&self, idx: &[usize], symmetries: &[Symmetry], device: &BB::Device) -> Tensor<BB, 4> {
-        let n = self.data.res();
-        let mut x = stacked(&self.data, idx, self.channels);
-        augment::apply_batch(&mut x, self.channels, n, symmetries);
-        self.norm.normalize_slice(&mut x, self.channels, n * n);
-        host_batch_to_tensor(x, [idx.len(), self.channels, n], device).expect("lengths match by construction")
+impl<B: AutodiffBackend> DiffusionTask<B> {
+    fn new(
+        data: &Dataset,
+        norm: &ChannelNorm,
+        channels: usize,
+        noise: SmoothNoise,
+        val: Vec<usize>,
+        device: &B::Device,
+    ) -> Self {
+        let n = data.res();
+        let all: Vec<usize> = (0..data.len()).collect();
+        let mut host = stacked(data, &all, channels);
+        norm.normalize_slice(&mut host, channels, n * n);
+        let resident = host_batch_to_tensor(host.clone(), [data.len(), channels, n], device)
+            .expect("lengths match by construction");
+        Self { n, channels, noise, val, device: device.clone(), host, resident }
+    }
+
+    /// The normalised samples `idx`, each under its symmetry (none when
+    /// `symmetries` is empty), `[len, C, n, n]`. Bit for bit what gathering,
+    /// augmenting and normalising on the host gives (normalisation is per
+    /// channel, so it commutes with the symmetries).
+    fn clean_batch(&self, idx: &[usize], symmetries: &[Symmetry]) -> Tensor<B::InnerBackend, 4> {
+        if symmetries.is_empty() {
+            return super::select_rows(&self.resident, idx);
+        }
+        let (n, c) = (self.n, self.channels);
+        let per = c * n * n;
+        let mut x = Vec::with_capacity(idx.len() * per);
+        for &k in idx {
+            x.extend_from_slice(&self.host[k * per..(k + 1) * per]);
+        }
+        augment::apply_batch(&mut x, c, n, symmetries);
+        host_batch_to_tensor(x, [idx.len(), c, n], &self.device).expect("lengths match by construction")
     }
 
     fn loss_on<BB: Backend>(
         &self,
         model: &EdmModel<BB>,
-        batch: &Batch,
+        x: Tensor<BB, 4>,
         rng: &mut ChaCha8Rng,
         device: &BB::Device,
     ) -> Tensor<BB, 1> {
-        let x = self.clean_batch::<BB>(&batch.indices, &batch.symmetries, device);
-        let (sigma, noise) = model.draw_training_noise(&self.noise, batch.indices.len(), rng, device);
+        let (sigma, noise) = model.draw_training_noise(&self.noise, x.dims()[0], rng, device);
         model.loss(x, sigma, noise)
     }
 }
@@ -99,13 +131,15 @@ impl<B: AutodiffBackend> Task<B> for DiffusionTask<B> {
     type Model = EdmModel<B>;
 
     fn loss(&self, model: &EdmModel<B>, batch: &Batch, rng: &mut ChaCha8Rng) -> Tensor<B, 1> {
-        self.loss_on(model, batch, rng, &self.device)
+        let x = Tensor::from_inner(self.clean_batch(&batch.indices, &batch.symmetries));
+        self.loss_on(model, x, rng, &self.device)
     }
 
     fn validate(&self, model: &EdmModel<B::InnerBackend>) -> f64 {
         let mut rng = ChaCha8Rng::seed_from_u64(VAL_SEED);
         let idx = &self.val[..self.val.len().min(VAL_SAMPLES)];
-        let loss = self.loss_on(model, &Batch::plain(idx.to_vec()), &mut rng, &self.device);
+        let x = self.clean_batch(idx, &[]);
+        let loss = self.loss_on(model, x, &mut rng, &self.device);
         loss.into_data().iter::<f64>().next().unwrap_or(f64::NAN)
     }
 
@@ -203,14 +237,14 @@ pub fn train_diffusion<B: AutodiffBackend>(opts: &DiffusionOptions, device: &B::
     if opts.session.progress {
         eprintln!("{:?} denoiser ({params} parameters) on {} samples at {n}x{n}", opts.kind, pool.len());
     }
-    let task = DiffusionTask::<B> {
-        data: data.clone(),
-        norm: model_cfg.normalization.clone(),
+    let task = DiffusionTask::<B>::new(
+        &data,
+        &model_cfg.normalization,
         channels,
-        noise: model_cfg.smooth_noise(n)?,
-        val: split.val.clone(),
-        device: device.clone(),
-    };
+        model_cfg.smooth_noise(n)?,
+        split.val.clone(),
+        device,
+    );
     let trained = super::train(&task, model, &run_cfg.train, &run, &pool, &opts.session, device)?;
     // The weight average under --ema, else the last iterate.
     let model = trained.model;

@@ -305,7 +305,9 @@ pub struct Trained<M> {
 /// Per step: draw the batch and its symmetries, compute the loss, clip the
 /// gradient to a global norm (`grad_clip`), step Adam, then fold the new
 /// weights into the average (`ema`). The average is checkpointed beside the
-/// weights and the optimiser, so a resume continues it exactly.
+/// weights and the optimiser, so a resume continues it exactly. The loss is
+/// read back from the device only at log and checkpoint steps, where a
+/// non-finite one stops the run (naming its step) before anything is saved.
 pub fn train<B, T>(
     task: &T,
     mut model: T::Model,
@@ -356,13 +358,16 @@ where
     let t0 = Instant::now();
     let bar = progress_bar((cfg.steps - start) as u64, progress, "training");
     let (mut acc, mut acc_n, mut clipped) = (0.0f64, 0usize, 0usize);
+    // Losses stay on the device until the next log step (one read-back per
+    // row of loss.csv instead of one per step; summed in step order, so the
+    // figures are the same).
+    let mut pending: Vec<(usize, Tensor<B::InnerBackend, 1>)> = Vec::new();
     for step in start..cfg.steps {
         let mut rng = step_rng(cfg.seed, step);
         let indices = draw_batch(pool, cfg.batch, &mut rng);
         let symmetries = cfg.augment.draw(indices.len(), &mut rng);
         let loss = task.loss(&model, &Batch { indices, symmetries }, &mut rng);
-        let loss_value: f64 = scalar(loss.clone());
-        anyhow::ensure!(loss_value.is_finite(), "loss became {loss_value} at step {step}; lower --lr");
+        pending.push((step, loss.clone().inner()));
         let mut grads = GradientsParams::from_grads(loss.backward(), &model);
         if cfg.grad_clip > 0.0 {
             let norm = clip_global_norm(&model, &mut grads, cfg.grad_clip);
@@ -374,12 +379,15 @@ where
         if let Some(avg) = ema.take() {
             ema = Some(ema_update(avg, &model.valid(), cfg.ema_decay(done)));
         }
-        acc += loss_value;
-        acc_n += 1;
-
         let checkpoint = done % cfg.checkpoint_every == 0 || done == cfg.steps;
         let log = checkpoint || (cfg.log_every > 0 && done % cfg.log_every == 0);
         if log {
+            for (at, loss) in pending.drain(..) {
+                let loss_value = scalar(loss);
+                anyhow::ensure!(loss_value.is_finite(), "loss became {loss_value} at step {at}; lower --lr");
+                acc += loss_value;
+                acc_n += 1;
+            }
             let val = checkpoint.then(|| match &ema {
                 Some(avg) => task.validate(avg),
                 None => task.validate(&model.valid()),
@@ -495,6 +503,14 @@ pub fn ema_update<B: Backend, M: Module<B>>(average: M, current: &M, decay: f64)
     let out = average.map(&mut blend);
     debug_assert!(blend.current.next().is_none(), "the model has more parameters than its average");
     out
+}
+
+/// Rows `idx` (dim 0, repeats allowed) of a device-resident tensor: one
+/// `select`, the indices the only upload.
+pub(crate) fn select_rows<B: Backend, const D: usize>(t: &Tensor<B, D>, idx: &[usize]) -> Tensor<B, D> {
+    let idx: Vec<i64> = idx.iter().map(|&i| i as i64).collect();
+    let len = idx.len();
+    t.clone().select(0, Tensor::<B, 1, burn::tensor::Int>::from_data(TensorData::new(idx, [len]), &t.device()))
 }
 
 fn scalar<B: burn::tensor::backend::Backend>(t: Tensor<B, 1>) -> f64 {

@@ -20,10 +20,22 @@ const EVAL_CHUNK: usize = 64;
 /// What `RUN/config.json` holds for an operator run (`kind` is `"operator"`).
 pub type OperatorRunConfig = RunConfig<String, FnoConfig>;
 
-struct OperatorTask<B: Backend> {
+struct OperatorTask<B: AutodiffBackend> {
     data: Arc<Dataset>,
     val: Vec<usize>,
     device: B::Device,
+    /// `a` and `u` of every sample on the device, `[count, n, n]` each,
+    /// uploaded once: un-augmented batches are a `select`, no host work.
+    resident: (Tensor<B::InnerBackend, 3>, Tensor<B::InnerBackend, 3>),
+}
+
+impl<B: AutodiffBackend> OperatorTask<B> {
+    fn new(data: Arc<Dataset>, val: Vec<usize>, device: &B::Device) -> Self {
+        let (count, n) = (data.len(), data.res());
+        let upload = |f: &[f32]| Tensor::from_data(TensorData::new(f.to_vec(), [count, n, n]), device);
+        let resident = (upload(&data.a), upload(&data.u));
+        Self { data, val, device: device.clone(), resident }
+    }
 }
 
 /// A batch of `field` samples as a `[b, n, n]` tensor.
@@ -36,6 +48,11 @@ impl<B: AutodiffBackend> Task<B> for OperatorTask<B> {
     type Model = Fno<B>;
 
     fn loss(&self, model: &Fno<B>, batch: &Batch, _rng: &mut ChaCha8Rng) -> Tensor<B, 1> {
+        if batch.symmetries.is_empty() {
+            let (a, u) = &self.resident;
+            let pick = |t: &Tensor<B::InnerBackend, 3>| Tensor::from_inner(super::select_rows(t, &batch.indices));
+            return rel_l2_loss(model.forward(pick(a)), pick(u));
+        }
         // `a` and `u` of a sample under one symmetry: still a solution pair.
         let field = |f: &[f32]| {
             let n = self.data.res();
@@ -145,7 +162,7 @@ pub fn train_operator<B: AutodiffBackend>(opts: &OperatorOptions, device: &B::De
             data.res()
         );
     }
-    let task = OperatorTask::<B> { data: data.clone(), val: split.val.clone(), device: device.clone() };
+    let task = OperatorTask::<B>::new(data.clone(), split.val.clone(), device);
     let trained = super::train(&task, model, train_cfg, &run, &split.paired, &opts.session, device)?;
     let model = trained.model;
     let errors = rel_l2_errors(&model, &data, &split.test, device);
