@@ -10,7 +10,7 @@
 //! is answered `Busy` and a bad frame gets its error, and nothing that
 //! arrives is lost (docs/protocol.md, Busy and Cancel).
 //!
-//! Logging ([`log!`]) is plain semihosting text by default: it needs no
+//! Logging (`log!`, `fmt.rs`) is plain semihosting text by default: it needs no
 //! host decoder and QEMU prints it directly. A panic or HardFault ends the
 //! run with its own exit code (semihosting extended exit), never a hang.
 //! With the `defmt` feature (a real board: semihosting would fault without
@@ -19,6 +19,9 @@
 #![no_std]
 #![no_main]
 
+// First: its macros are visible to the modules below.
+#[macro_use]
+mod fmt;
 mod uart;
 
 use core::ptr::{addr_of, addr_of_mut};
@@ -29,17 +32,6 @@ use cortex_m_rt::{ExceptionFrame, entry, exception};
 #[cfg(feature = "defmt")]
 use defmt_rtt as _;
 
-/// One log line: semihosting text under QEMU, a defmt frame over RTT with
-/// the `defmt` feature. Format strings use only what both accept (`{}`,
-/// `{:#x}`).
-macro_rules! log {
-    ($($arg:tt)*) => {{
-        #[cfg(not(feature = "defmt"))]
-        cortex_m_semihosting::hprintln!($($arg)*);
-        #[cfg(feature = "defmt")]
-        defmt::info!($($arg)*);
-    }};
-}
 use ddis_runtime::protocol::{
     self, CHUNK_VALUES, DeviceInfo, ErrorCode, Event, FIELD_MEAN, FIELD_STD, MAX_FRAME, MAX_WIRE, Request, Response,
     RunReport,
@@ -84,11 +76,8 @@ static mut DEFRAMER: protocol::Deframer = protocol::Deframer::new();
 /// SysTick wraps since boot.
 static WRAPS: AtomicU32 = AtomicU32::new(0);
 
-/// Stack paint pattern.
-const PAINT: u32 = 0xA5A5_5A5A;
-
 unsafe extern "C" {
-    static __sheap: u32;
+    static _stack_end: u32;
     static _stack_start: u32;
 }
 
@@ -104,30 +93,21 @@ fn instructions() -> u64 {
     }
 }
 
-/// Bytes between the end of the statics and the top of RAM.
+/// The stack's region: from the end of the statics (`_stack_end`) to the
+/// top of RAM (`_stack_start`). cortex-m-rt's `paint-stack` fills all of it
+/// with [`cortex_m_rt::STACK_PAINT_VALUE`] in the reset handler, before
+/// `main` and before `.data`/`.bss` are set up.
 fn stack_region() -> (usize, usize) {
     // Linker symbols: only their addresses are used.
-    (addr_of!(__sheap) as usize, addr_of!(_stack_start) as usize)
+    (addr_of!(_stack_end) as usize, addr_of!(_stack_start) as usize)
 }
 
-/// Fills the unused stack with [`PAINT`] (below the current frame).
-fn paint_stack() {
-    let (lo, _) = stack_region();
-    let sp = cortex_m::register::msp::read() as usize;
-    let mut p = lo;
-    while p + 256 < sp {
-        // SAFETY: [lo, sp - 256) is free RAM between the statics and the live stack.
-        unsafe { (p as *mut u32).write_volatile(PAINT) };
-        p += 4;
-    }
-}
-
-/// Most stack bytes used since [`paint_stack`].
+/// Most stack bytes used since reset (the lowest address whose paint is gone).
 fn stack_high_water() -> usize {
     let (lo, hi) = stack_region();
     let mut p = lo;
     // SAFETY: reads of the painted region only.
-    while p < hi && unsafe { (p as *const u32).read_volatile() } == PAINT {
+    while p < hi && unsafe { (p as *const u32).read_volatile() } == cortex_m_rt::STACK_PAINT_VALUE {
         p += 4;
     }
     hi - p
@@ -285,7 +265,6 @@ fn reconstruct(art: &Artifact<'_>, job: &Job, ws: &mut [f32], tx: &mut Tx, defra
 
 #[entry]
 fn main() -> ! {
-    paint_stack();
     if cfg!(feature = "panic-at-boot") {
         panic!("panic-at-boot requested");
     }
