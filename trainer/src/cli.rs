@@ -516,7 +516,7 @@ impl CommonTrainArgs {
     fn model_config<T: serde::Serialize + serde::de::DeserializeOwned>(
         &self,
         preset: T,
-        check: impl FnOnce(T) -> Result<T, crate::pde::PdeError>,
+        check: impl FnOnce(T) -> Result<T, crate::error::Error>,
     ) -> Result<T> {
         let Some(file) = &self.model_config else {
             return Ok(preset);

@@ -37,10 +37,11 @@
 use rand::Rng;
 use rand_distr::StandardNormal;
 
+use crate::error::Error;
 use crate::grf::{GrfSampler, basis_table};
 use crate::grid::Grid;
 use crate::observe::Observations;
-use crate::pde::{PdeConfig, PdeError, PdeKind, Solver};
+use crate::pde::{PdeConfig, PdeKind, Solver};
 
 /// Relative jitter added to the diagonal of `H Sigma H^T` when the reading
 /// noise is (nearly) zero: the nugget is
@@ -75,7 +76,7 @@ pub enum ExactError {
     },
     /// A grid, solver or field error.
     #[error(transparent)]
-    Pde(#[from] PdeError),
+    Pde(#[from] Error),
 }
 
 /// Ok for the PDEs this module handles, [`ExactError::NotLinearGaussian`]
@@ -171,9 +172,7 @@ impl LinearGaussian {
     pub fn condition(&mut self, obs: &Observations) -> Result<ExactPosterior, ExactError> {
         let big_n = self.grid.len();
         if obs.n != self.grid.n {
-            return Err(
-                PdeError::ShapeMismatch { field: "observation grid", expected: big_n, got: obs.n * obs.n }.into()
-            );
+            return Err(Error::ShapeMismatch { field: "observation grid", expected: big_n, got: obs.n * obs.n }.into());
         }
         let k = obs.nodes.len();
         // h_k = H^T e_k = G e_node (G is symmetric); w_k = Sigma h_k.

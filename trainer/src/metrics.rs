@@ -7,7 +7,7 @@
 use rustfft::FftPlanner;
 use rustfft::num_complex::Complex;
 
-use crate::pde::PdeError;
+use crate::error::Error;
 
 /// Added to the ground-truth power of each bin in [`spectral_error`], as in
 /// the published metric, so that empty high-frequency bins do not divide by 0.
@@ -17,17 +17,17 @@ pub const SPECTRAL_EPS: f64 = 1e-10;
 /// section 4): the midpoint 7.5.
 pub const DARCY_THRESHOLD: f64 = 7.5;
 
-fn check_same_len(pred: &[f32], gt: &[f32]) -> Result<(), PdeError> {
+fn check_same_len(pred: &[f32], gt: &[f32]) -> Result<(), Error> {
     if pred.len() != gt.len() {
-        return Err(PdeError::ShapeMismatch { field: "pred", expected: gt.len(), got: pred.len() });
+        return Err(Error::ShapeMismatch { field: "pred", expected: gt.len(), got: pred.len() });
     }
     Ok(())
 }
 
-fn check_square(field: &[f32], n: usize, name: &'static str) -> Result<(), PdeError> {
+fn check_square(field: &[f32], n: usize, name: &'static str) -> Result<(), Error> {
     let expected = n.saturating_mul(n);
     if field.len() != expected {
-        return Err(PdeError::ShapeMismatch { field: name, expected, got: field.len() });
+        return Err(Error::ShapeMismatch { field: name, expected, got: field.len() });
     }
     Ok(())
 }
@@ -36,7 +36,7 @@ fn check_square(field: &[f32], n: usize, name: &'static str) -> Result<(), PdeEr
 ///
 /// A zero `gt` gives 0 when `pred` is zero too and `+inf` otherwise, so a
 /// degenerate case is visible in an average instead of turning it into NaN.
-pub fn rel_l2(pred: &[f32], gt: &[f32]) -> Result<f64, PdeError> {
+pub fn rel_l2(pred: &[f32], gt: &[f32]) -> Result<f64, Error> {
     check_same_len(pred, gt)?;
     let (mut diff2, mut gt2) = (0.0f64, 0.0f64);
     for (&p, &g) in pred.iter().zip(gt) {
@@ -59,7 +59,7 @@ pub fn rel_l2(pred: &[f32], gt: &[f32]) -> Result<f64, PdeError> {
 /// `floor(|k|)`. Bin 0 holds only the mean (DC) mode. Frequencies with
 /// `|k| >= n/2` (the corners of the square) are outside every bin, and an
 /// empty bin reports 0.
-pub fn radial_power_spectrum(field: &[f32], n: usize) -> Result<Vec<f64>, PdeError> {
+pub fn radial_power_spectrum(field: &[f32], n: usize) -> Result<Vec<f64>, Error> {
     check_square(field, n, "field")?;
     let nbins = n / 2;
     if nbins == 0 {
@@ -118,7 +118,7 @@ fn fft2_in_place(data: &mut [Complex<f64>], n: usize) {
 /// The published `Es` is believed to be the geometric mean (docs/science.md
 /// section 5). A bin with zero error makes the geometric mean 0; with fewer
 /// than 4 nodes per side there is no bin `k >= 1` and both means are NaN.
-pub fn spectral_error(pred: &[f32], gt: &[f32], n: usize) -> Result<(f64, f64), PdeError> {
+pub fn spectral_error(pred: &[f32], gt: &[f32], n: usize) -> Result<(f64, f64), Error> {
     check_same_len(pred, gt)?;
     Ok(spectrum_error(&radial_power_spectrum(pred, n)?, &radial_power_spectrum(gt, n)?))
 }
@@ -140,7 +140,7 @@ pub fn spectrum_error(p_pred: &[f64], p_gt: &[f64]) -> (f64, f64) {
 /// Darcy error rate: the fraction of nodes whose phase differs after
 /// thresholding both fields (`>= threshold` is the high phase; docs/science.md
 /// uses [`DARCY_THRESHOLD`]). An empty field has rate 0.
-pub fn darcy_error_rate(pred: &[f32], gt: &[f32], threshold: f64) -> Result<f64, PdeError> {
+pub fn darcy_error_rate(pred: &[f32], gt: &[f32], threshold: f64) -> Result<f64, Error> {
     check_same_len(pred, gt)?;
     if gt.is_empty() {
         return Ok(0.0);
@@ -210,7 +210,7 @@ mod tests {
         // ||(0, 0) - (3, 4)|| / ||(3, 4)|| = 1; ||(3, 0) - (3, 4)|| / 5 = 0.8.
         assert_close(rel_l2(&[3.0, 0.0], &[3.0, 4.0]).unwrap(), 0.8, 1e-12, "rel_l2 3-4-5");
         assert_eq!(rel_l2(&[1.0], &[0.0]).unwrap(), f64::INFINITY);
-        assert!(matches!(rel_l2(&[1.0], &gt), Err(PdeError::ShapeMismatch { expected: 4, got: 1, .. })));
+        assert!(matches!(rel_l2(&[1.0], &gt), Err(Error::ShapeMismatch { expected: 4, got: 1, .. })));
     }
 
     #[test]

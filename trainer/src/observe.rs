@@ -13,9 +13,9 @@ use std::path::Path;
 use rand::Rng;
 use rand_distr::{Distribution, StandardNormal};
 
+use crate::error::Error;
 use crate::grid::Grid;
 use crate::npy::{self, NpyError};
-use crate::pde::PdeError;
 
 /// The CSV header, the only one accepted.
 const CSV_HEADER: [&str; 3] = ["x", "y", "value"];
@@ -42,14 +42,14 @@ pub struct Observations {
 impl Observations {
     /// Checks and bundles sensor readings.
     ///
-    /// Errors: `n < 3` ([`PdeError::GridTooSmall`]), lengths that differ
-    /// ([`PdeError::ShapeMismatch`]), no sensor ([`PdeError::NoSensors`]),
-    /// more sensors than nodes ([`PdeError::TooManySensors`]), a node off the
-    /// grid ([`PdeError::SensorOffGrid`]), two sensors on one node
-    /// ([`PdeError::DuplicateSensor`], naming both), a non-finite value
-    /// ([`PdeError::NonFiniteObservation`]) or a bad `noise_sigma`
-    /// ([`PdeError::InvalidConfig`]).
-    pub fn new(n: usize, nodes: Vec<usize>, values: Vec<f64>, noise_sigma: f64) -> Result<Self, PdeError> {
+    /// Errors: `n < 3` ([`Error::GridTooSmall`]), lengths that differ
+    /// ([`Error::ShapeMismatch`]), no sensor ([`Error::NoSensors`]),
+    /// more sensors than nodes ([`Error::TooManySensors`]), a node off the
+    /// grid ([`Error::SensorOffGrid`]), two sensors on one node
+    /// ([`Error::DuplicateSensor`], naming both), a non-finite value
+    /// ([`Error::NonFiniteObservation`]) or a bad `noise_sigma`
+    /// ([`Error::InvalidConfig`]).
+    pub fn new(n: usize, nodes: Vec<usize>, values: Vec<f64>, noise_sigma: f64) -> Result<Self, Error> {
         validate(n, &nodes, &values, noise_sigma)?;
         Ok(Observations { n, nodes, values, noise_sigma })
     }
@@ -59,14 +59,14 @@ impl Observations {
     /// Whitespace around lines and fields is ignored, blank lines and lines
     /// starting with `#` are skipped, and each `(x, y)` in `[0,1]^2` snaps to
     /// the nearest node (half a cell rounds up, as the runtime does). Errors
-    /// name the 1-based line ([`PdeError::ObservationFile`]); two rows on one
+    /// name the 1-based line ([`Error::ObservationFile`]); two rows on one
     /// node name both lines.
-    pub fn from_csv(path: &Path, n: usize, noise_sigma: f64) -> Result<Self, PdeError> {
+    pub fn from_csv(path: &Path, n: usize, noise_sigma: f64) -> Result<Self, Error> {
         let grid = Grid::new(n)?;
         check_noise_sigma(noise_sigma)?;
         let text = fs::read_to_string(path).map_err(|e| io_error(path, e))?;
         let name = path.display().to_string();
-        let line_err = |line: usize, reason: String| PdeError::ObservationFile { path: name.clone(), line, reason };
+        let line_err = |line: usize, reason: String| Error::ObservationFile { path: name.clone(), line, reason };
 
         // (line, node, value) per sensor row, in file order.
         let mut rows: Vec<(usize, usize, f64)> = Vec::new();
@@ -99,10 +99,10 @@ impl Observations {
             rows.push((line, node, value));
         }
         if !header_seen {
-            return Err(PdeError::ObservationFormat { path: name, reason: "empty file: no `x,y,value` header".into() });
+            return Err(Error::ObservationFormat { path: name, reason: "empty file: no `x,y,value` header".into() });
         }
         if rows.is_empty() {
-            return Err(PdeError::ObservationFormat { path: name, reason: "no sensor rows after the header".into() });
+            return Err(Error::ObservationFormat { path: name, reason: "no sensor rows after the header".into() });
         }
         check_row_count(&name, grid, rows.len())?;
         let mut first_line: HashMap<usize, usize> = HashMap::with_capacity(rows.len());
@@ -125,18 +125,18 @@ impl Observations {
     /// Points snap as in [`Observations::from_csv`]. Float64 files are
     /// narrowed to float32 by [`crate::npy::read`], so values keep f32
     /// precision. Row errors name the 0-based row
-    /// ([`PdeError::ObservationRow`]); a wrong shape or dtype is
-    /// [`PdeError::ObservationFormat`].
-    pub fn from_npy(path: &Path, n: usize, noise_sigma: f64) -> Result<Self, PdeError> {
+    /// ([`Error::ObservationRow`]); a wrong shape or dtype is
+    /// [`Error::ObservationFormat`].
+    pub fn from_npy(path: &Path, n: usize, noise_sigma: f64) -> Result<Self, Error> {
         let grid = Grid::new(n)?;
         check_noise_sigma(noise_sigma)?;
         let name = path.display().to_string();
         let array = npy::read(path).map_err(|e| match e {
-            NpyError::Io { source, .. } => PdeError::Io { path: name.clone(), message: source.to_string() },
+            NpyError::Io { source, .. } => Error::Io { path: name.clone(), message: source.to_string() },
             NpyError::Format { reason, .. } => {
-                PdeError::ObservationFormat { path: name.clone(), reason: format!("not a valid .npy file: {reason}") }
+                Error::ObservationFormat { path: name.clone(), reason: format!("not a valid .npy file: {reason}") }
             }
-            NpyError::Dtype { descr, .. } => PdeError::ObservationFormat {
+            NpyError::Dtype { descr, .. } => Error::ObservationFormat {
                 path: name.clone(),
                 reason: format!("unsupported dtype '{descr}' (expected float32 '<f4' or float64 '<f8')"),
             },
@@ -144,17 +144,17 @@ impl Observations {
         let k = match array.shape[..] {
             [k, 3] => k,
             _ => {
-                return Err(PdeError::ObservationFormat {
+                return Err(Error::ObservationFormat {
                     path: name,
                     reason: format!("array has shape {:?}, expected [K, 3] with columns x, y, value", array.shape),
                 });
             }
         };
         if k == 0 {
-            return Err(PdeError::ObservationFormat { path: name, reason: "no sensor rows (shape [0, 3])".into() });
+            return Err(Error::ObservationFormat { path: name, reason: "no sensor rows (shape [0, 3])".into() });
         }
         check_row_count(&name, grid, k)?;
-        let row_err = |row: usize, reason: String| PdeError::ObservationRow { path: name.clone(), row, reason };
+        let row_err = |row: usize, reason: String| Error::ObservationRow { path: name.clone(), row, reason };
         let mut nodes = Vec::with_capacity(k);
         let mut values = Vec::with_capacity(k);
         let mut first_row: HashMap<usize, usize> = HashMap::with_capacity(k);
@@ -177,12 +177,12 @@ impl Observations {
     /// Reads a sensor file, choosing the format by extension: `.csv` through
     /// [`Observations::from_csv`], `.npy` through [`Observations::from_npy`]
     /// (case-insensitive); any other extension is an error.
-    pub fn load(path: &Path, n: usize, noise_sigma: f64) -> Result<Self, PdeError> {
+    pub fn load(path: &Path, n: usize, noise_sigma: f64) -> Result<Self, Error> {
         let ext = path.extension().map(|e| e.to_string_lossy().to_ascii_lowercase());
         match ext.as_deref() {
             Some("csv") => Self::from_csv(path, n, noise_sigma),
             Some("npy") => Self::from_npy(path, n, noise_sigma),
-            _ => Err(PdeError::ObservationFormat {
+            _ => Err(Error::ObservationFormat {
                 path: path.display().to_string(),
                 reason: "unknown sensor file type: expected a .csv or .npy extension".into(),
             }),
@@ -195,7 +195,7 @@ impl Observations {
     ///
     /// [`Observations::from_csv`] on the result gives back the same nodes
     /// and bit-identical values. The observations are re-validated first.
-    pub fn write_csv(&self, path: &Path) -> Result<(), PdeError> {
+    pub fn write_csv(&self, path: &Path) -> Result<(), Error> {
         validate(self.n, &self.nodes, &self.values, self.noise_sigma)?;
         let mut text = String::with_capacity(16 + 48 * self.len());
         text.push_str("x,y,value\n");
@@ -276,23 +276,23 @@ impl Observations {
     /// sensor, in sensor order, even when `noise_sigma` is 0 (then the values
     /// equal u exactly): the same rng state gives the same noise pattern at
     /// every noise level. Errors as [`Observations::new`], plus a `u` of the
-    /// wrong length ([`PdeError::ShapeMismatch`]) or non-finite at a sensor
-    /// node ([`PdeError::NonFinite`]).
+    /// wrong length ([`Error::ShapeMismatch`]) or non-finite at a sensor
+    /// node ([`Error::NonFinite`]).
     pub fn measure<R: Rng + ?Sized>(
         n: usize,
         nodes: Vec<usize>,
         u: &[f32],
         noise_sigma: f64,
         rng: &mut R,
-    ) -> Result<Self, PdeError> {
+    ) -> Result<Self, Error> {
         let grid = Grid::new(n)?;
         if u.len() != grid.len() {
-            return Err(PdeError::ShapeMismatch { field: "u", expected: grid.len(), got: u.len() });
+            return Err(Error::ShapeMismatch { field: "u", expected: grid.len(), got: u.len() });
         }
         let k = nodes.len();
         let mut obs = Observations::new(n, nodes, vec![0.0; k], noise_sigma)?;
         if let Some(&node) = obs.nodes.iter().find(|&&node| !u[node].is_finite()) {
-            return Err(PdeError::NonFinite { field: "u", index: node });
+            return Err(Error::NonFinite { field: "u", index: node });
         }
         for (value, &node) in obs.values.iter_mut().zip(&obs.nodes) {
             let z: f64 = StandardNormal.sample(rng);
@@ -306,18 +306,14 @@ impl Observations {
 /// from rng; error if count > (n-2)^2 or count == 0.
 ///
 /// The nodes come back in draw order (not sorted), as a deterministic function of the rng state.
-pub fn random_interior_nodes<R: Rng + ?Sized>(n: usize, count: usize, rng: &mut R) -> Result<Vec<usize>, PdeError> {
+pub fn random_interior_nodes<R: Rng + ?Sized>(n: usize, count: usize, rng: &mut R) -> Result<Vec<usize>, Error> {
     let grid = Grid::new(n)?;
     if count == 0 {
-        return Err(PdeError::NoSensors);
+        return Err(Error::NoSensors);
     }
     let available = grid.interior_len();
     if count > available {
-        return Err(PdeError::TooManySensors {
-            count,
-            available,
-            places: format!("interior nodes on the {n}x{n} grid"),
-        });
+        return Err(Error::TooManySensors { count, available, places: format!("interior nodes on the {n}x{n} grid") });
     }
     let m = n - 2;
     Ok(rand::seq::index::sample(rng, available, count).into_iter().map(|p| grid.idx(1 + p / m, 1 + p % m)).collect())
@@ -325,16 +321,16 @@ pub fn random_interior_nodes<R: Rng + ?Sized>(n: usize, count: usize, rng: &mut 
 
 /// The invariants of [`Observations`], checked in the order documented on
 /// [`Observations::new`].
-fn validate(n: usize, nodes: &[usize], values: &[f64], noise_sigma: f64) -> Result<(), PdeError> {
+fn validate(n: usize, nodes: &[usize], values: &[f64], noise_sigma: f64) -> Result<(), Error> {
     let grid = Grid::new(n)?;
     if values.len() != nodes.len() {
-        return Err(PdeError::ShapeMismatch { field: "values", expected: nodes.len(), got: values.len() });
+        return Err(Error::ShapeMismatch { field: "values", expected: nodes.len(), got: values.len() });
     }
     if nodes.is_empty() {
-        return Err(PdeError::NoSensors);
+        return Err(Error::NoSensors);
     }
     if nodes.len() > grid.len() {
-        return Err(PdeError::TooManySensors {
+        return Err(Error::TooManySensors {
             count: nodes.len(),
             available: grid.len(),
             places: format!("nodes on the {n}x{n} grid"),
@@ -343,33 +339,33 @@ fn validate(n: usize, nodes: &[usize], values: &[f64], noise_sigma: f64) -> Resu
     let mut first: HashMap<usize, usize> = HashMap::with_capacity(nodes.len());
     for (sensor, (&node, &value)) in nodes.iter().zip(values).enumerate() {
         if node >= grid.len() {
-            return Err(PdeError::SensorOffGrid { sensor, node, len: grid.len() });
+            return Err(Error::SensorOffGrid { sensor, node, len: grid.len() });
         }
         if let Some(&earlier) = first.get(&node) {
-            return Err(PdeError::DuplicateSensor { first: earlier, second: sensor, node });
+            return Err(Error::DuplicateSensor { first: earlier, second: sensor, node });
         }
         first.insert(node, sensor);
         if !value.is_finite() {
-            return Err(PdeError::NonFiniteObservation { sensor, value });
+            return Err(Error::NonFiniteObservation { sensor, value });
         }
     }
     check_noise_sigma(noise_sigma)
 }
 
-fn check_noise_sigma(noise_sigma: f64) -> Result<(), PdeError> {
+fn check_noise_sigma(noise_sigma: f64) -> Result<(), Error> {
     if noise_sigma.is_finite() && noise_sigma >= 0.0 {
         Ok(())
     } else {
-        Err(PdeError::InvalidConfig { name: "noise_sigma", value: noise_sigma, reason: "must be finite and >= 0" })
+        Err(Error::InvalidConfig { name: "noise_sigma", value: noise_sigma, reason: "must be finite and >= 0" })
     }
 }
 
 /// A file with more sensor rows than grid nodes must hold duplicates; saying
 /// so by count is clearer than naming one colliding pair.
-fn check_row_count(name: &str, grid: Grid, rows: usize) -> Result<(), PdeError> {
+fn check_row_count(name: &str, grid: Grid, rows: usize) -> Result<(), Error> {
     if rows > grid.len() {
         let n = grid.n;
-        return Err(PdeError::ObservationFormat {
+        return Err(Error::ObservationFormat {
             path: name.to_string(),
             reason: format!("{rows} sensor rows, but the {n}x{n} grid has only {} nodes", grid.len()),
         });
@@ -409,8 +405,8 @@ fn ij(grid: Grid, node: usize) -> String {
     format!("[{i}, {j}]")
 }
 
-fn io_error(path: &Path, e: std::io::Error) -> PdeError {
-    PdeError::Io { path: path.display().to_string(), message: e.to_string() }
+fn io_error(path: &Path, e: std::io::Error) -> Error {
+    Error::Io { path: path.display().to_string(), message: e.to_string() }
 }
 
 /// `dir/.name.partial-PID`: same directory (so the rename is atomic), hidden,
@@ -566,26 +562,23 @@ mod tests {
         assert!(msg.contains("26 sensor rows") && msg.contains("25 nodes"), "{msg}");
 
         let err = Observations::new(3, (0..10).collect(), vec![0.0; 10], 0.0).unwrap_err();
-        assert_eq!(err, PdeError::TooManySensors { count: 10, available: 9, places: "nodes on the 3x3 grid".into() });
+        assert_eq!(err, Error::TooManySensors { count: 10, available: 9, places: "nodes on the 3x3 grid".into() });
     }
 
     #[test]
     fn new_rejects_each_invalid_input() {
         let ok = |nodes: Vec<usize>, values: Vec<f64>, sigma| Observations::new(5, nodes, values, sigma);
-        assert!(matches!(Observations::new(2, vec![0], vec![0.0], 0.0), Err(PdeError::GridTooSmall { n: 2, .. })));
-        assert!(matches!(ok(vec![1, 2], vec![0.0], 0.0), Err(PdeError::ShapeMismatch { expected: 2, got: 1, .. })));
-        assert_eq!(ok(vec![], vec![], 0.0), Err(PdeError::NoSensors));
-        assert_eq!(ok(vec![3, 25], vec![0.0; 2], 0.0), Err(PdeError::SensorOffGrid { sensor: 1, node: 25, len: 25 }));
+        assert!(matches!(Observations::new(2, vec![0], vec![0.0], 0.0), Err(Error::GridTooSmall { n: 2, .. })));
+        assert!(matches!(ok(vec![1, 2], vec![0.0], 0.0), Err(Error::ShapeMismatch { expected: 2, got: 1, .. })));
+        assert_eq!(ok(vec![], vec![], 0.0), Err(Error::NoSensors));
+        assert_eq!(ok(vec![3, 25], vec![0.0; 2], 0.0), Err(Error::SensorOffGrid { sensor: 1, node: 25, len: 25 }));
         let dup = ok(vec![3, 7, 9, 7], vec![0.0; 4], 0.0).unwrap_err();
-        assert_eq!(dup, PdeError::DuplicateSensor { first: 1, second: 3, node: 7 });
+        assert_eq!(dup, Error::DuplicateSensor { first: 1, second: 3, node: 7 });
         let msg = dup.to_string();
         assert!(msg.contains("sensors 1 and 3") && msg.contains("node 7"), "{msg}");
-        assert!(matches!(
-            ok(vec![3, 7], vec![0.0, f64::NAN], 0.0),
-            Err(PdeError::NonFiniteObservation { sensor: 1, .. })
-        ));
+        assert!(matches!(ok(vec![3, 7], vec![0.0, f64::NAN], 0.0), Err(Error::NonFiniteObservation { sensor: 1, .. })));
         for sigma in [-0.1, f64::NAN, f64::INFINITY] {
-            assert!(matches!(ok(vec![3], vec![0.0], sigma), Err(PdeError::InvalidConfig { name: "noise_sigma", .. })));
+            assert!(matches!(ok(vec![3], vec![0.0], sigma), Err(Error::InvalidConfig { name: "noise_sigma", .. })));
         }
         assert!(ok(vec![24, 0], vec![1.0, -1.0], 0.0).is_ok(), "boundary sensors are allowed");
     }
@@ -634,11 +627,11 @@ mod tests {
     fn load_dispatches_on_extension_and_reports_io() {
         let dir = tempfile::tempdir().unwrap();
         let txt = write(&dir, "obs.txt", "x,y,value\n0.5,0.5,1\n");
-        assert!(matches!(Observations::load(&txt, 5, 0.0), Err(PdeError::ObservationFormat { .. })));
+        assert!(matches!(Observations::load(&txt, 5, 0.0), Err(Error::ObservationFormat { .. })));
         let missing = dir.path().join("missing.csv");
-        assert!(matches!(Observations::load(&missing, 5, 0.0), Err(PdeError::Io { .. })));
+        assert!(matches!(Observations::load(&missing, 5, 0.0), Err(Error::Io { .. })));
         let missing = dir.path().join("missing.npy");
-        assert!(matches!(Observations::load(&missing, 5, 0.0), Err(PdeError::Io { .. })));
+        assert!(matches!(Observations::load(&missing, 5, 0.0), Err(Error::Io { .. })));
     }
 
     #[test]
@@ -661,10 +654,10 @@ mod tests {
         assert!(nodes.windows(2).any(|w| w[0] > w[1]));
         assert_eq!(
             draw(1, 5, 10),
-            Err(PdeError::TooManySensors { count: 10, available: 9, places: "interior nodes on the 5x5 grid".into() })
+            Err(Error::TooManySensors { count: 10, available: 9, places: "interior nodes on the 5x5 grid".into() })
         );
-        assert_eq!(draw(1, 5, 0), Err(PdeError::NoSensors));
-        assert!(matches!(draw(1, 2, 1), Err(PdeError::GridTooSmall { .. })));
+        assert_eq!(draw(1, 5, 0), Err(Error::NoSensors));
+        assert!(matches!(draw(1, 2, 1), Err(Error::GridTooSmall { .. })));
     }
 
     #[test]
@@ -700,12 +693,12 @@ mod tests {
         }
 
         let bad = Observations::measure(n, nodes.clone(), &u[1..], 0.0, &mut rng);
-        assert!(matches!(bad, Err(PdeError::ShapeMismatch { field: "u", .. })));
+        assert!(matches!(bad, Err(Error::ShapeMismatch { field: "u", .. })));
         let mut u_nan = u.clone();
         u_nan[nodes[7]] = f32::NAN;
         let bad = Observations::measure(n, nodes.clone(), &u_nan, 0.0, &mut rng);
-        assert_eq!(bad, Err(PdeError::NonFinite { field: "u", index: nodes[7] }));
+        assert_eq!(bad, Err(Error::NonFinite { field: "u", index: nodes[7] }));
         let bad = Observations::measure(n, vec![n * n], &u, 0.0, &mut rng);
-        assert!(matches!(bad, Err(PdeError::SensorOffGrid { .. })));
+        assert!(matches!(bad, Err(Error::SensorOffGrid { .. })));
     }
 }

@@ -6,9 +6,10 @@
 use std::f64::consts::PI;
 use std::time::Instant;
 
+use ddis_trainer::error::Error;
 use ddis_trainer::grf::{GrfConfig, GrfSampler, project_reference, synthesize_reference};
 use ddis_trainer::grid::Grid;
-use ddis_trainer::pde::{PdeConfig, PdeError, PdeKind, Solver};
+use ddis_trainer::pde::{PdeConfig, PdeKind, Solver};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rand_distr::StandardNormal;
@@ -279,23 +280,23 @@ fn bad_input_gives_typed_errors() {
 
     let mut a = good.clone();
     a[10] = f64::NAN;
-    assert_eq!(solver.solve(&a), Err(PdeError::NonFinite { field: "a", index: 10 }));
+    assert_eq!(solver.solve(&a), Err(Error::NonFinite { field: "a", index: 10 }));
     a[10] = f64::INFINITY;
-    assert_eq!(solver.solve(&a), Err(PdeError::NonFinite { field: "a", index: 10 }));
+    assert_eq!(solver.solve(&a), Err(Error::NonFinite { field: "a", index: 10 }));
 
     let mut a = good.clone();
     a[5] = 0.0;
     a[7] = -1.0;
-    assert_eq!(solver.solve(&a), Err(PdeError::NonPositiveCoefficient { index: 5, value: 0.0 }));
+    assert_eq!(solver.solve(&a), Err(Error::NonPositiveCoefficient { index: 5, value: 0.0 }));
 
     assert_eq!(
         solver.solve(&good[..n * n - 1]),
-        Err(PdeError::ShapeMismatch { field: "a", expected: n * n, got: n * n - 1 })
+        Err(Error::ShapeMismatch { field: "a", expected: n * n, got: n * n - 1 })
     );
     let mut rhs = vec![1.0; n * n];
     rhs[3] = f64::NAN;
-    assert_eq!(solver.solve_rhs(Some(&good), &rhs), Err(PdeError::NonFinite { field: "rhs", index: 3 }));
-    assert!(matches!(solver.residual(&good, &[0.0; 3]), Err(PdeError::ShapeMismatch { field: "u", .. })));
+    assert_eq!(solver.solve_rhs(Some(&good), &rhs), Err(Error::NonFinite { field: "rhs", index: 3 }));
+    assert!(matches!(solver.residual(&good, &[0.0; 3]), Err(Error::ShapeMismatch { field: "u", .. })));
     // The solver still works after rejecting input.
     assert!(solver.solve(&good).is_ok());
 
@@ -303,19 +304,16 @@ fn bad_input_gives_typed_errors() {
         let mut s = PdeConfig::for_kind(kind).solver(n).unwrap();
         let mut f = vec![0.5; n * n];
         f[20] = f64::NEG_INFINITY;
-        assert_eq!(s.solve(&f), Err(PdeError::NonFinite { field: "f", index: 20 }), "{kind}");
-        assert!(matches!(s.solve(&[]), Err(PdeError::ShapeMismatch { got: 0, .. })), "{kind}");
+        assert_eq!(s.solve(&f), Err(Error::NonFinite { field: "f", index: 20 }), "{kind}");
+        assert!(matches!(s.solve(&[]), Err(Error::ShapeMismatch { got: 0, .. })), "{kind}");
     }
 
     match "burgers".parse::<PdeKind>() {
-        Err(PdeError::UnknownPde(name)) => assert_eq!(name, "burgers"),
+        Err(Error::UnknownPde(name)) => assert_eq!(name, "burgers"),
         other => panic!("expected UnknownPde, got {other:?}"),
     }
     let grf = GrfSampler::new(n + 1, GrfConfig::default()).unwrap();
-    assert!(matches!(
-        solver.sample_input(&grf, &mut ChaCha8Rng::seed_from_u64(0)),
-        Err(PdeError::ShapeMismatch { .. })
-    ));
+    assert!(matches!(solver.sample_input(&grf, &mut ChaCha8Rng::seed_from_u64(0)), Err(Error::ShapeMismatch { .. })));
 }
 
 #[test]
@@ -326,7 +324,7 @@ fn helmholtz_rejects_resonant_wave_numbers() {
     let h = 1.0 / (n - 1) as f64;
     let lambda = 8.0 / (h * h) * (PI * h / 2.0).sin().powi(2);
     let cfg = PdeConfig { helmholtz_k: lambda.sqrt(), ..PdeConfig::for_kind(PdeKind::Helmholtz) };
-    assert!(matches!(cfg.solver(n), Err(PdeError::ResonantHelmholtz { .. })));
+    assert!(matches!(cfg.solver(n), Err(Error::ResonantHelmholtz { .. })));
     // Close to, but resolvably off, an eigenvalue is a legitimate problem.
     let cfg = PdeConfig { helmholtz_k: (lambda * (1.0 + 1e-6)).sqrt(), ..cfg };
     let mut solver = cfg.solver(n).unwrap();

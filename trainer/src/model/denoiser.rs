@@ -41,7 +41,7 @@ use super::edm::{self, HeunConfig};
 use super::fno::{coordinate_channels, coordinate_channels_cf, crop, pointwise_cf, reflect_pad, reflect_pad_axes};
 use super::noise::SmoothNoise;
 use super::spectral::{SpectralBases, SpectralBlocks, SpectralConv2d, SpectralConvConfig, check_grid};
-use crate::pde::PdeError;
+use crate::error::Error;
 
 /// Bytes of one activation value on the device (f32; docs/format.md).
 const ACTIVATION_BYTES: usize = 4;
@@ -89,7 +89,7 @@ impl DenoiserConfig {
     }
 
     /// Checks that every size is positive and the pad fraction in `[0, 1)`.
-    pub fn validate(&self) -> Result<(), PdeError> {
+    pub fn validate(&self) -> Result<(), Error> {
         let sizes = [
             ("denoiser.channels", self.channels),
             ("denoiser.width", self.width),
@@ -101,11 +101,11 @@ impl DenoiserConfig {
         ];
         for (name, value) in sizes {
             if value == 0 {
-                return Err(PdeError::InvalidConfig { name, value: 0.0, reason: "must be >= 1" });
+                return Err(Error::InvalidConfig { name, value: 0.0, reason: "must be >= 1" });
             }
         }
         if !(self.pad_fraction.is_finite() && (0.0..1.0).contains(&self.pad_fraction)) {
-            return Err(PdeError::InvalidConfig {
+            return Err(Error::InvalidConfig {
                 name: "denoiser.pad_fraction",
                 value: self.pad_fraction,
                 reason: "must be in [0, 1)",
@@ -121,10 +121,10 @@ impl DenoiserConfig {
 
     /// Whether an `n x n` grid can be run: reflection needs `p < n` and the
     /// padded grid must carry the modes.
-    pub fn check_resolution(&self, n: usize) -> Result<(), PdeError> {
+    pub fn check_resolution(&self, n: usize) -> Result<(), Error> {
         let padded = n + 2 * self.pad_len(n);
         if n < 2 || check_grid(padded, padded, self.modes).is_err() {
-            return Err(PdeError::GridTooSmall { n, min: self.min_resolution() });
+            return Err(Error::GridTooSmall { n, min: self.min_resolution() });
         }
         Ok(())
     }
@@ -327,17 +327,17 @@ impl ChannelNorm {
     /// Statistics of `data`, laid out `[samples, channels, n * n]` row-major,
     /// pooled over samples and nodes per channel, in f64. A constant channel
     /// gets std 1 rather than 0.
-    pub fn fit(data: &[f32], channels: usize, n: usize) -> Result<Self, PdeError> {
+    pub fn fit(data: &[f32], channels: usize, n: usize) -> Result<Self, Error> {
         let field = n * n * channels;
         if field == 0 {
-            return Err(PdeError::InvalidConfig {
+            return Err(Error::InvalidConfig {
                 name: "normalization.fit",
                 value: 0.0,
                 reason: "channels and n must be >= 1",
             });
         }
         if data.is_empty() || !data.len().is_multiple_of(field) {
-            return Err(PdeError::ShapeMismatch {
+            return Err(Error::ShapeMismatch {
                 field: "data",
                 // The nearest whole number of samples (at least one).
                 expected: field * (data.len() / field).max(1),
@@ -358,14 +358,14 @@ impl ChannelNorm {
 
     /// Checks that both vectors are empty or have `channels` entries, and
     /// that every std is finite and positive.
-    pub fn validate(&self, channels: usize) -> Result<(), PdeError> {
+    pub fn validate(&self, channels: usize) -> Result<(), Error> {
         for (name, len) in [("normalization.mean", self.mean.len()), ("normalization.std", self.std.len())] {
             if (len != 0 && len != channels) || self.mean.len() != self.std.len() {
-                return Err(PdeError::ShapeMismatch { field: name, expected: channels, got: len });
+                return Err(Error::ShapeMismatch { field: name, expected: channels, got: len });
             }
         }
         if let Some(&bad) = self.std.iter().find(|s| !(s.is_finite() && **s > 0.0)) {
-            return Err(PdeError::InvalidConfig {
+            return Err(Error::InvalidConfig {
                 name: "normalization.std",
                 value: bad,
                 reason: "must be finite and > 0",
@@ -451,7 +451,7 @@ pub struct EdmConfig {
 
 impl EdmConfig {
     /// Checks the network sizes, the EDM constants and the normalisation.
-    pub fn validate(&self) -> Result<(), PdeError> {
+    pub fn validate(&self) -> Result<(), Error> {
         self.denoiser.validate()?;
         for (name, value) in [
             ("edm.sigma_data", self.sigma_data),
@@ -459,24 +459,24 @@ impl EdmConfig {
             ("edm.noise_length_scale", self.noise_length_scale),
         ] {
             if !(value.is_finite() && value > 0.0) {
-                return Err(PdeError::InvalidConfig { name, value, reason: "must be finite and > 0" });
+                return Err(Error::InvalidConfig { name, value, reason: "must be finite and > 0" });
             }
         }
         if !self.p_mean.is_finite() {
-            return Err(PdeError::InvalidConfig { name: "edm.p_mean", value: self.p_mean, reason: "must be finite" });
+            return Err(Error::InvalidConfig { name: "edm.p_mean", value: self.p_mean, reason: "must be finite" });
         }
         self.normalization.validate(self.denoiser.channels)
     }
 
     /// A freshly initialised model (see [`DenoiserConfig::init`]), after
     /// [`validate`](Self::validate).
-    pub fn init<B: Backend>(&self, device: &B::Device) -> Result<EdmModel<B>, PdeError> {
+    pub fn init<B: Backend>(&self, device: &B::Device) -> Result<EdmModel<B>, Error> {
         self.validate()?;
         Ok(EdmModel { denoiser: self.denoiser.init(device), config: self.clone() })
     }
 
     /// The smooth training noise for an `n x n` grid.
-    pub fn smooth_noise(&self, n: usize) -> Result<SmoothNoise, PdeError> {
+    pub fn smooth_noise(&self, n: usize) -> Result<SmoothNoise, Error> {
         SmoothNoise::new(n, self.noise_length_scale)
     }
 }

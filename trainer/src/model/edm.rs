@@ -12,7 +12,7 @@ use burn::config::Config;
 use burn::tensor::Tensor;
 use burn::tensor::backend::Backend;
 
-use crate::pde::PdeError;
+use crate::error::Error;
 
 /// Mean of `ln sigma` of the training noise levels (EDM's `P_mean`).
 pub const P_MEAN: f64 = -1.2;
@@ -105,8 +105,8 @@ pub struct HeunConfig {
 
 impl HeunConfig {
     /// Checks `steps >= 1`, `0 < sigma_min < sigma_max` (finite), `rho > 0`.
-    pub fn validate(&self) -> Result<(), PdeError> {
-        let bad = |name, value, reason| Err(PdeError::InvalidConfig { name, value, reason });
+    pub fn validate(&self) -> Result<(), Error> {
+        let bad = |name, value, reason| Err(Error::InvalidConfig { name, value, reason });
         if self.steps == 0 {
             return bad("heun.steps", 0.0, "must be >= 1");
         }

@@ -29,7 +29,7 @@ use burn::tensor::backend::Backend;
 use burn::tensor::{Tensor, TensorData};
 
 use super::spectral::{SpectralBases, SpectralBlocks, SpectralConv2d, SpectralConvConfig, check_grid};
-use crate::pde::PdeError;
+use crate::error::Error;
 
 /// Per-channel statistics of `a` and `u`, applied inside [`Fno::forward`] as
 /// `(a - a_mean) / a_std` and `u_mean + u_std * net`.
@@ -110,17 +110,17 @@ impl FnoConfig {
     /// (the grid is checked by [`check_resolution`](Self::check_resolution)).
     ///
     /// # Errors
-    /// [`PdeError::InvalidConfig`] naming the field.
-    pub fn validate(&self) -> Result<(), PdeError> {
+    /// [`Error::InvalidConfig`] naming the field.
+    pub fn validate(&self) -> Result<(), Error> {
         let sizes =
             [("width", self.width), ("modes", self.modes), ("layers", self.layers), ("proj_width", self.proj_width)];
         for (name, value) in sizes {
             if value == 0 {
-                return Err(PdeError::InvalidConfig { name, value: 0.0, reason: "must be >= 1" });
+                return Err(Error::InvalidConfig { name, value: 0.0, reason: "must be >= 1" });
             }
         }
         if !(self.pad_fraction.is_finite() && (0.0..1.0).contains(&self.pad_fraction)) {
-            return Err(PdeError::InvalidConfig {
+            return Err(Error::InvalidConfig {
                 name: "pad_fraction",
                 value: self.pad_fraction,
                 reason: "must be in [0, 1)",

@@ -16,7 +16,7 @@ use faer::{Mat, Side};
 use rand::Rng;
 use rand_distr::StandardNormal;
 
-use crate::pde::PdeError;
+use crate::error::Error;
 
 /// The papers' RBF length scale on the unit square.
 pub const DEFAULT_LENGTH_SCALE: f64 = 0.05;
@@ -50,12 +50,12 @@ impl SmoothNoise {
     ///
     /// Errors: `n < 2` (no spacing to speak of) or a length scale that is not
     /// finite and positive.
-    pub fn new(n: usize, length_scale: f64) -> Result<Self, PdeError> {
+    pub fn new(n: usize, length_scale: f64) -> Result<Self, Error> {
         if n < 2 {
-            return Err(PdeError::GridTooSmall { n, min: 2 });
+            return Err(Error::GridTooSmall { n, min: 2 });
         }
         if !(length_scale.is_finite() && length_scale > 0.0) {
-            return Err(PdeError::InvalidConfig {
+            return Err(Error::InvalidConfig {
                 name: "noise.length_scale",
                 value: length_scale,
                 reason: "must be finite and > 0",
@@ -68,7 +68,7 @@ impl SmoothNoise {
         });
         let eig = k1
             .self_adjoint_eigen(Side::Lower)
-            .map_err(|e| PdeError::Factorisation(format!("RBF kernel eigendecomposition (n = {n}): {e:?}")))?;
+            .map_err(|e| Error::Factorisation(format!("RBF kernel eigendecomposition (n = {n}): {e:?}")))?;
         let (u, s) = (eig.U(), eig.S().column_vector());
         let root: Vec<f64> = (0..n).map(|k| s[k].max(0.0).sqrt()).collect();
         let mut sqrt_k1 = vec![0.0f64; n * n];
@@ -118,7 +118,7 @@ impl SmoothNoise {
     /// in f64, rounded once to f32. The deterministic half of
     /// [`sample_into`](Self::sample_into), exposed so the device twin can be
     /// tested on the same `Z`.
-    pub fn color_into(&self, white: &[f64], out: &mut [f32]) -> Result<(), PdeError> {
+    pub fn color_into(&self, white: &[f64], out: &mut [f32]) -> Result<(), Error> {
         let n = self.n;
         check_len("white", white.len(), n * n)?;
         check_len("out", out.len(), n * n)?;
@@ -148,7 +148,7 @@ impl SmoothNoise {
     /// Draws one noise field into `out` (`n * n`, row-major): `n * n`
     /// standard normals from `rng` in row-major order for `Z`, then
     /// [`color_into`](Self::color_into).
-    pub fn sample_into<R: Rng + ?Sized>(&self, rng: &mut R, out: &mut [f32]) -> Result<(), PdeError> {
+    pub fn sample_into<R: Rng + ?Sized>(&self, rng: &mut R, out: &mut [f32]) -> Result<(), Error> {
         check_len("out", out.len(), self.len())?;
         let white: Vec<f64> = (0..self.len()).map(|_| rng.sample(StandardNormal)).collect();
         self.color_into(&white, out)
@@ -216,14 +216,14 @@ pub fn host_batch_to_tensor<B: Backend>(
     data: Vec<f32>,
     [batch, channels, n]: [usize; 3],
     device: &B::Device,
-) -> Result<Tensor<B, 4>, PdeError> {
+) -> Result<Tensor<B, 4>, Error> {
     check_len("batch", data.len(), batch * channels * n * n)?;
     Ok(Tensor::from_data(TensorData::new(data, [batch, channels, n, n]), device))
 }
 
-fn check_len(field: &'static str, got: usize, expected: usize) -> Result<(), PdeError> {
+fn check_len(field: &'static str, got: usize, expected: usize) -> Result<(), Error> {
     if got != expected {
-        return Err(PdeError::ShapeMismatch { field, expected, got });
+        return Err(Error::ShapeMismatch { field, expected, got });
     }
     Ok(())
 }
@@ -337,7 +337,7 @@ mod tests {
         let mut out = vec![0.0f32; 63];
         assert!(matches!(
             noise.sample_into(&mut step_rng(0, 0), &mut out),
-            Err(PdeError::ShapeMismatch { expected: 64, got: 63, .. })
+            Err(Error::ShapeMismatch { expected: 64, got: 63, .. })
         ));
         assert!(host_batch_to_tensor::<NdArray<f32>>(vec![0.0; 10], [1, 1, 3], &Default::default()).is_err());
     }

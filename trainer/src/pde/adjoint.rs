@@ -26,7 +26,8 @@
 //! `solve_rhs` refactorises `K(a)` on every call, so `jvp`/`vjp` cost one
 //! numeric Cholesky plus one solve each.
 
-use super::{PdeError, PdeKind, Solver, validate_coefficient, validate_field};
+use super::{PdeKind, Solver, validate_coefficient, validate_field};
+use crate::error::Error;
 use crate::grid::Grid;
 
 impl Solver {
@@ -38,7 +39,7 @@ impl Solver {
     /// Poisson and Helmholtz `J v` does not depend on `input` or `u` (they
     /// are only validated) and ignores the boundary values of `v`. The
     /// result is zero on the boundary.
-    pub fn jvp(&mut self, input: &[f64], u: &[f64], v: &[f64]) -> Result<Vec<f64>, PdeError> {
+    pub fn jvp(&mut self, input: &[f64], u: &[f64], v: &[f64]) -> Result<Vec<f64>, Error> {
         self.validate_linearisation(input, u)?;
         validate_field("v", v, self.grid.len())?;
         match self.kind() {
@@ -59,7 +60,7 @@ impl Solver {
     /// the result is zero on the boundary (the solver ignores boundary
     /// sources); for Darcy boundary coefficients have a gradient through the
     /// faces that touch interior nodes.
-    pub fn vjp(&mut self, input: &[f64], u: &[f64], w: &[f64]) -> Result<Vec<f64>, PdeError> {
+    pub fn vjp(&mut self, input: &[f64], u: &[f64], w: &[f64]) -> Result<Vec<f64>, Error> {
         self.validate_linearisation(input, u)?;
         validate_field("w", w, self.grid.len())?;
         match self.kind() {
@@ -69,7 +70,7 @@ impl Solver {
                 let lambda = self.solve_rhs(Some(input), w)?;
                 let grad = darcy_adjoint_gradient(self.grid, input, &u, &lambda);
                 match grad.iter().position(|g| !g.is_finite()) {
-                    Some(index) => Err(PdeError::NonFiniteSolution { index }),
+                    Some(index) => Err(Error::NonFiniteSolution { index }),
                     None => Ok(grad),
                 }
             }
@@ -91,18 +92,18 @@ impl Solver {
         nodes: &[usize],
         values: &[f64],
         weight: f64,
-    ) -> Result<(f64, Vec<f64>, Vec<f64>), PdeError> {
+    ) -> Result<(f64, Vec<f64>, Vec<f64>), Error> {
         let n2 = self.grid.len();
         validate_field("values", values, nodes.len())?;
         if let Some(&node) = nodes.iter().find(|&&node| node >= n2) {
-            return Err(PdeError::InvalidConfig {
+            return Err(Error::InvalidConfig {
                 name: "nodes",
                 value: node as f64,
                 reason: "observation node index must be < n*n",
             });
         }
         if !(weight.is_finite() && weight >= 0.0) {
-            return Err(PdeError::InvalidConfig { name: "weight", value: weight, reason: "must be finite and >= 0" });
+            return Err(Error::InvalidConfig { name: "weight", value: weight, reason: "must be finite and >= 0" });
         }
 
         let u = self.solve(input)?;
@@ -120,7 +121,7 @@ impl Solver {
 
     /// The checks shared by [`Solver::jvp`] and [`Solver::vjp`]: the input
     /// as the solver would check it, and `u` on the grid and finite.
-    fn validate_linearisation(&self, input: &[f64], u: &[f64]) -> Result<(), PdeError> {
+    fn validate_linearisation(&self, input: &[f64], u: &[f64]) -> Result<(), Error> {
         let n2 = self.grid.len();
         match self.kind() {
             PdeKind::Darcy => validate_coefficient(input, n2)?,
@@ -460,7 +461,7 @@ mod tests {
         // Lengths.
         let short = vec![1.0; n2 - 1];
         let mismatch =
-            |field| -> Result<Vec<f64>, PdeError> { Err(PdeError::ShapeMismatch { field, expected: n2, got: n2 - 1 }) };
+            |field| -> Result<Vec<f64>, Error> { Err(Error::ShapeMismatch { field, expected: n2, got: n2 - 1 }) };
         assert_eq!(darcy.jvp(&short, &u, &ones), mismatch("a"));
         assert_eq!(darcy.vjp(&a, &short, &ones), mismatch("u"));
         assert_eq!(darcy.jvp(&a, &u, &short), mismatch("v"));
@@ -469,22 +470,22 @@ mod tests {
         // Finiteness.
         let mut nan = ones.clone();
         nan[7] = f64::NAN;
-        assert_eq!(darcy.jvp(&a, &u, &nan), Err(PdeError::NonFinite { field: "v", index: 7 }));
-        assert_eq!(darcy.vjp(&a, &nan, &ones), Err(PdeError::NonFinite { field: "u", index: 7 }));
+        assert_eq!(darcy.jvp(&a, &u, &nan), Err(Error::NonFinite { field: "v", index: 7 }));
+        assert_eq!(darcy.vjp(&a, &nan, &ones), Err(Error::NonFinite { field: "u", index: 7 }));
         let mut inf = ones.clone();
         inf[3] = f64::INFINITY;
-        assert_eq!(darcy.vjp(&a, &u, &inf), Err(PdeError::NonFinite { field: "w", index: 3 }));
+        assert_eq!(darcy.vjp(&a, &u, &inf), Err(Error::NonFinite { field: "w", index: 3 }));
 
         // Darcy positivity, on the boundary too (its faces matter).
         let mut negative = a.clone();
         negative[2] = -1.0;
-        assert_eq!(darcy.jvp(&negative, &u, &ones), Err(PdeError::NonPositiveCoefficient { index: 2, value: -1.0 }));
+        assert_eq!(darcy.jvp(&negative, &u, &ones), Err(Error::NonPositiveCoefficient { index: 2, value: -1.0 }));
         negative[2] = 0.0;
-        assert_eq!(darcy.vjp(&negative, &u, &ones), Err(PdeError::NonPositiveCoefficient { index: 2, value: 0.0 }));
+        assert_eq!(darcy.vjp(&negative, &u, &ones), Err(Error::NonPositiveCoefficient { index: 2, value: 0.0 }));
 
         // Linear PDEs check their source like `solve` does.
         let mut poisson = PdeConfig::for_kind(PdeKind::Poisson).solver(n).unwrap();
-        assert_eq!(poisson.jvp(&nan, &u, &ones), Err(PdeError::NonFinite { field: "f", index: 7 }));
+        assert_eq!(poisson.jvp(&nan, &u, &ones), Err(Error::NonFinite { field: "f", index: 7 }));
         assert_eq!(poisson.vjp(&ones, &u, &short), mismatch("w"));
 
         // Observations.
@@ -493,7 +494,7 @@ mod tests {
         assert!(darcy.observation_loss_grad(&a, &nodes, &values, 1.0).is_ok());
         assert_eq!(
             darcy.observation_loss_grad(&a, &[0, n2], &[0.0, 0.0], 1.0),
-            Err(PdeError::InvalidConfig {
+            Err(Error::InvalidConfig {
                 name: "nodes",
                 value: n2 as f64,
                 reason: "observation node index must be < n*n"
@@ -501,24 +502,24 @@ mod tests {
         );
         assert_eq!(
             darcy.observation_loss_grad(&a, &nodes, &values[..2], 1.0),
-            Err(PdeError::ShapeMismatch { field: "values", expected: 3, got: 2 })
+            Err(Error::ShapeMismatch { field: "values", expected: 3, got: 2 })
         );
         assert_eq!(
             darcy.observation_loss_grad(&a, &nodes, &[0.0, f64::NAN, 0.0], 1.0),
-            Err(PdeError::NonFinite { field: "values", index: 1 })
+            Err(Error::NonFinite { field: "values", index: 1 })
         );
         for weight in [f64::NAN, -1.0, f64::INFINITY] {
             assert!(
                 matches!(
                     darcy.observation_loss_grad(&a, &nodes, &values, weight),
-                    Err(PdeError::InvalidConfig { name: "weight", .. })
+                    Err(Error::InvalidConfig { name: "weight", .. })
                 ),
                 "weight {weight}"
             );
         }
         assert!(matches!(
             darcy.observation_loss_grad(&negative, &nodes, &values, 1.0),
-            Err(PdeError::NonPositiveCoefficient { index: 2, .. })
+            Err(Error::NonPositiveCoefficient { index: 2, .. })
         ));
         // No observations: zero loss and gradient.
         let (loss, grad, _) = poisson.observation_loss_grad(&ones, &[], &[], 1.0).unwrap();

@@ -8,7 +8,7 @@
 
 use faer::sparse::{SparseColMat, Triplet};
 
-use super::PdeError;
+use crate::error::Error;
 use crate::grid::Grid;
 
 /// Grid node (flat index) of interior unknown `p`.
@@ -50,7 +50,7 @@ pub(crate) struct StencilMatrix {
 
 impl StencilMatrix {
     /// Builds the pattern from triplets (values zero until [`Self::fill`]).
-    pub(crate) fn new(grid: Grid, storage: Storage) -> Result<Self, PdeError> {
+    pub(crate) fn new(grid: Grid, storage: Storage) -> Result<Self, Error> {
         let m = grid.n - 2;
         let unknowns = m * m;
         let mut triplets = Vec::with_capacity(5 * unknowns);
@@ -78,7 +78,7 @@ impl StencilMatrix {
             }
         }
         let mat = SparseColMat::<usize, f64>::try_new_from_triplets(unknowns, unknowns, &triplets)
-            .map_err(|e| PdeError::Factorisation(format!("building the {}x{} pattern: {e:?}", grid.n, grid.n)))?;
+            .map_err(|e| Error::Factorisation(format!("building the {}x{} pattern: {e:?}", grid.n, grid.n)))?;
 
         let sym = mat.symbolic();
         let mut slots = Vec::with_capacity(sym.row_idx().len());

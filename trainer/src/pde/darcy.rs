@@ -5,7 +5,8 @@
 
 use super::assemble::{StencilMatrix, Storage, node_of_unknown};
 use super::sparse::Cholesky;
-use super::{PdeError, scatter_solution, validate_coefficient, validate_field};
+use super::{scatter_solution, validate_coefficient, validate_field};
+use crate::error::Error;
 use crate::grid::Grid;
 
 /// Reusable Darcy solver for one grid (one per thread).
@@ -21,7 +22,7 @@ pub struct DarcySolver {
 
 impl DarcySolver {
     /// Builds the pattern and its symbolic factorisation.
-    pub fn new(grid: Grid) -> Result<Self, PdeError> {
+    pub fn new(grid: Grid) -> Result<Self, Error> {
         let grid = Grid::new(grid.n)?;
         let matrix = StencilMatrix::new(grid, Storage::Upper)?;
         let factor = Cholesky::new(matrix.matrix().as_ref())?;
@@ -35,7 +36,7 @@ impl DarcySolver {
 
     /// Solves `-div(a grad u) = rhs` (`rhs = 1` when `None`) into `u`
     /// (n*n, zero boundary). `a` must be finite and > 0 on all n*n nodes.
-    pub fn solve_into(&mut self, a: &[f64], rhs: Option<&[f64]>, u: &mut [f64]) -> Result<(), PdeError> {
+    pub fn solve_into(&mut self, a: &[f64], rhs: Option<&[f64]>, u: &mut [f64]) -> Result<(), Error> {
         let n2 = self.grid.len();
         validate_coefficient(a, n2)?;
         let rhs = match rhs {

@@ -8,7 +8,8 @@
 
 use super::assemble::{StencilMatrix, Storage, node_of_unknown};
 use super::sparse::Lu;
-use super::{PdeError, scatter_solution, validate_field};
+use super::{scatter_solution, validate_field};
+use crate::error::Error;
 use crate::grid::Grid;
 
 /// Largest accepted 2-norm condition number of `Laplacian + k^2 I`: beyond
@@ -45,14 +46,14 @@ pub struct HelmholtzSolver {
 
 impl HelmholtzSolver {
     /// Assembles and LU-factorises `Laplacian + k^2 I`; `k` must be finite.
-    pub fn new(grid: Grid, k: f64) -> Result<Self, PdeError> {
+    pub fn new(grid: Grid, k: f64) -> Result<Self, Error> {
         let grid = Grid::new(grid.n)?;
         if !k.is_finite() {
-            return Err(PdeError::InvalidConfig { name: "helmholtz_k", value: k, reason: "must be finite" });
+            return Err(Error::InvalidConfig { name: "helmholtz_k", value: k, reason: "must be finite" });
         }
         let condition = condition_number(grid, k);
         if condition > MAX_CONDITION {
-            return Err(PdeError::ResonantHelmholtz { k, condition });
+            return Err(Error::ResonantHelmholtz { k, condition });
         }
         let mut matrix = StencilMatrix::new(grid, Storage::Full)?;
         matrix.fill(None, -1.0, k * k);
@@ -67,7 +68,7 @@ impl HelmholtzSolver {
 
     /// Solves `Laplacian(u) + k^2 u = f` into `u` (n*n, zero boundary); only
     /// the interior values of `f` are used.
-    pub fn solve_into(&mut self, f: &[f64], u: &mut [f64]) -> Result<(), PdeError> {
+    pub fn solve_into(&mut self, f: &[f64], u: &mut [f64]) -> Result<(), Error> {
         let n2 = self.grid.len();
         validate_field("f", f, n2)?;
         super::check_len("u", u, n2)?;

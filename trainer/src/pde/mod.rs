@@ -22,13 +22,10 @@ use std::str::FromStr;
 use rand::Rng;
 use serde::{Deserialize, Serialize};
 
+use crate::error::Error;
 use crate::grf::{GrfConfig, GrfSampler};
 use crate::grid::Grid;
 pub(crate) use crate::grid::{check_len, validate_field};
-
-/// The crate's error type under the name the PDE code has always used;
-/// new code names [`crate::error::Error`].
-pub use crate::error::Error as PdeError;
 
 pub use darcy::DarcySolver;
 pub use helmholtz::HelmholtzSolver;
@@ -68,7 +65,7 @@ impl fmt::Display for PdeKind {
 }
 
 impl FromStr for PdeKind {
-    type Err = PdeError;
+    type Err = Error;
 
     /// Case-insensitive; surrounding whitespace is ignored.
     fn from_str(s: &str) -> Result<Self, Self::Err> {
@@ -76,7 +73,7 @@ impl FromStr for PdeKind {
         PdeKind::ALL
             .into_iter()
             .find(|kind| kind.name().eq_ignore_ascii_case(wanted))
-            .ok_or_else(|| PdeError::UnknownPde(s.to_owned()))
+            .ok_or_else(|| Error::UnknownPde(s.to_owned()))
     }
 }
 
@@ -101,14 +98,14 @@ impl Default for DarcyConfig {
 
 impl DarcyConfig {
     /// Checks that both phases are positive and finite.
-    pub fn validate(&self) -> Result<(), PdeError> {
+    pub fn validate(&self) -> Result<(), Error> {
         for (name, value) in [("darcy.a_high", self.a_high), ("darcy.a_low", self.a_low)] {
             if !(value.is_finite() && value > 0.0) {
-                return Err(PdeError::InvalidConfig { name, value, reason: "must be finite and > 0" });
+                return Err(Error::InvalidConfig { name, value, reason: "must be finite and > 0" });
             }
         }
         if !self.threshold.is_finite() {
-            return Err(PdeError::InvalidConfig {
+            return Err(Error::InvalidConfig {
                 name: "darcy.threshold",
                 value: self.threshold,
                 reason: "must be finite",
@@ -161,11 +158,11 @@ impl PdeConfig {
 
     /// Checks every field, including the ones the chosen PDE ignores, so a
     /// written `meta.json` never holds nonsense.
-    pub fn validate(&self) -> Result<(), PdeError> {
+    pub fn validate(&self) -> Result<(), Error> {
         self.darcy.validate()?;
         self.grf.validate()?;
         if !self.helmholtz_k.is_finite() {
-            return Err(PdeError::InvalidConfig {
+            return Err(Error::InvalidConfig {
                 name: "helmholtz_k",
                 value: self.helmholtz_k,
                 reason: "must be finite",
@@ -176,7 +173,7 @@ impl PdeConfig {
 
     /// Builds a solver for an `n x n` grid. Factorises whatever does not
     /// depend on the input, so build one per thread and reuse it.
-    pub fn solver(&self, n: usize) -> Result<Solver, PdeError> {
+    pub fn solver(&self, n: usize) -> Result<Solver, Error> {
         self.validate()?;
         let grid = Grid::new(n)?;
         let inner = match self.kind {
@@ -188,13 +185,13 @@ impl PdeConfig {
     }
 
     /// A GRF sampler with this configuration's GRF settings.
-    pub fn grf_sampler(&self, n: usize) -> Result<GrfSampler, PdeError> {
+    pub fn grf_sampler(&self, n: usize) -> Result<GrfSampler, Error> {
         GrfSampler::new(n, self.grf)
     }
 
     /// Turns a GRF draw on `grid` into this PDE's input, in place: Darcy
     /// thresholds it, Poisson keeps it, Helmholtz zeroes its boundary.
-    pub fn input_from_grf(&self, grid: Grid, field: &mut [f64]) -> Result<(), PdeError> {
+    pub fn input_from_grf(&self, grid: Grid, field: &mut [f64]) -> Result<(), Error> {
         check_len("grf field", field, grid.len())?;
         match self.kind {
             PdeKind::Darcy => self.darcy.threshold_in_place(field),
@@ -254,14 +251,14 @@ impl Solver {
     /// Solves for `u` (n*n, zero boundary) given the PDE's input: the
     /// coefficient `a` for Darcy (with right-hand side 1), the source `f`
     /// for Poisson and Helmholtz (only its interior values are used).
-    pub fn solve(&mut self, input: &[f64]) -> Result<Vec<f64>, PdeError> {
+    pub fn solve(&mut self, input: &[f64]) -> Result<Vec<f64>, Error> {
         let mut u = vec![0.0; self.grid.len()];
         self.solve_into(input, &mut u)?;
         Ok(u)
     }
 
     /// [`Solver::solve`] into a caller buffer of n*n values.
-    pub fn solve_into(&mut self, input: &[f64], u: &mut [f64]) -> Result<(), PdeError> {
+    pub fn solve_into(&mut self, input: &[f64], u: &mut [f64]) -> Result<(), Error> {
         match &mut self.inner {
             Inner::Darcy(s) => s.solve_into(input, None, u),
             Inner::Poisson(s) => s.solve_into(input, u),
@@ -272,15 +269,15 @@ impl Solver {
     /// Solves the operator with a general right-hand side: Darcy needs
     /// `coefficient = Some(a)`, Poisson and Helmholtz need `None`. Used by
     /// manufactured-solution tests and anything that needs `A(a)^{-1} b`.
-    pub fn solve_rhs(&mut self, coefficient: Option<&[f64]>, rhs: &[f64]) -> Result<Vec<f64>, PdeError> {
+    pub fn solve_rhs(&mut self, coefficient: Option<&[f64]>, rhs: &[f64]) -> Result<Vec<f64>, Error> {
         let mut u = vec![0.0; self.grid.len()];
         let kind = self.kind();
         match (&mut self.inner, coefficient) {
             (Inner::Darcy(s), Some(a)) => s.solve_into(a, Some(rhs), &mut u)?,
-            (Inner::Darcy(_), None) => return Err(PdeError::MissingCoefficient { pde: kind.name() }),
+            (Inner::Darcy(_), None) => return Err(Error::MissingCoefficient { pde: kind.name() }),
             (Inner::Poisson(s), None) => s.solve_into(rhs, &mut u)?,
             (Inner::Helmholtz(s), None) => s.solve_into(rhs, &mut u)?,
-            (_, Some(_)) => return Err(PdeError::UnexpectedCoefficient { pde: kind.name() }),
+            (_, Some(_)) => return Err(Error::UnexpectedCoefficient { pde: kind.name() }),
         }
         Ok(u)
     }
@@ -290,7 +287,7 @@ impl Solver {
     /// values of `u` enter as Dirichlet data. The operator is applied by a
     /// matrix-free stencil, independently of the factorised matrix. Returns
     /// the absolute residual when `b = 0`.
-    pub fn residual(&self, input: &[f64], u: &[f64]) -> Result<f64, PdeError> {
+    pub fn residual(&self, input: &[f64], u: &[f64]) -> Result<f64, Error> {
         match &self.inner {
             Inner::Darcy(s) => self.residual_of(Some(input), s.unit_rhs(), u),
             Inner::Poisson(_) | Inner::Helmholtz(_) => self.residual_of(None, input, u),
@@ -299,17 +296,17 @@ impl Solver {
 
     /// [`Solver::residual`] for a general right-hand side, with the same
     /// `coefficient` rule as [`Solver::solve_rhs`].
-    pub fn residual_rhs(&self, coefficient: Option<&[f64]>, rhs: &[f64], u: &[f64]) -> Result<f64, PdeError> {
+    pub fn residual_rhs(&self, coefficient: Option<&[f64]>, rhs: &[f64], u: &[f64]) -> Result<f64, Error> {
         match (self.kind(), coefficient) {
-            (PdeKind::Darcy, None) => Err(PdeError::MissingCoefficient { pde: self.kind().name() }),
+            (PdeKind::Darcy, None) => Err(Error::MissingCoefficient { pde: self.kind().name() }),
             (PdeKind::Poisson | PdeKind::Helmholtz, Some(_)) => {
-                Err(PdeError::UnexpectedCoefficient { pde: self.kind().name() })
+                Err(Error::UnexpectedCoefficient { pde: self.kind().name() })
             }
             _ => self.residual_of(coefficient, rhs, u),
         }
     }
 
-    fn residual_of(&self, coefficient: Option<&[f64]>, rhs: &[f64], u: &[f64]) -> Result<f64, PdeError> {
+    fn residual_of(&self, coefficient: Option<&[f64]>, rhs: &[f64], u: &[f64]) -> Result<f64, Error> {
         let n2 = self.grid.len();
         if let Some(a) = coefficient {
             validate_coefficient(a, n2)?;
@@ -337,9 +334,9 @@ impl Solver {
 
     /// Draws one input for this PDE: a GRF sample mapped by
     /// [`PdeConfig::input_from_grf`]. The sampler's grid must match.
-    pub fn sample_input<R: Rng + ?Sized>(&self, grf: &GrfSampler, rng: &mut R) -> Result<Vec<f64>, PdeError> {
+    pub fn sample_input<R: Rng + ?Sized>(&self, grf: &GrfSampler, rng: &mut R) -> Result<Vec<f64>, Error> {
         if grf.grid() != self.grid {
-            return Err(PdeError::ShapeMismatch {
+            return Err(Error::ShapeMismatch {
                 field: "grf sampler grid",
                 expected: self.grid.len(),
                 got: grf.grid().len(),
@@ -353,22 +350,22 @@ impl Solver {
 
 /// [`validate_field`] plus strict positivity, which keeps the Darcy matrix
 /// SPD and the harmonic means finite.
-pub(crate) fn validate_coefficient(a: &[f64], expected: usize) -> Result<(), PdeError> {
+pub(crate) fn validate_coefficient(a: &[f64], expected: usize) -> Result<(), Error> {
     validate_field("a", a, expected)?;
     match a.iter().position(|&v| v <= 0.0) {
-        Some(index) => Err(PdeError::NonPositiveCoefficient { index, value: a[index] }),
+        Some(index) => Err(Error::NonPositiveCoefficient { index, value: a[index] }),
         None => Ok(()),
     }
 }
 
 /// Copies the interior of a solved unknown vector into `u`, zeroing the
 /// boundary, and rejects a non-finite solution.
-pub(crate) fn scatter_solution(grid: Grid, x: &[f64], u: &mut [f64]) -> Result<(), PdeError> {
+pub(crate) fn scatter_solution(grid: Grid, x: &[f64], u: &mut [f64]) -> Result<(), Error> {
     u.fill(0.0);
     for (p, &xp) in x.iter().enumerate() {
         let node = assemble::node_of_unknown(grid, p);
         if !xp.is_finite() {
-            return Err(PdeError::NonFiniteSolution { index: node });
+            return Err(Error::NonFiniteSolution { index: node });
         }
         u[node] = xp;
     }
@@ -386,7 +383,7 @@ mod tests {
         }
         assert_eq!(" Darcy ".parse::<PdeKind>(), Ok(PdeKind::Darcy));
         let err = "navier".parse::<PdeKind>().unwrap_err();
-        assert_eq!(err, PdeError::UnknownPde("navier".into()));
+        assert_eq!(err, Error::UnknownPde("navier".into()));
         let msg = err.to_string();
         assert!(msg.contains("navier") && msg.contains("darcy") && msg.contains("helmholtz"), "{msg}");
     }
@@ -407,18 +404,18 @@ mod tests {
     fn config_validation_names_the_field() {
         let mut cfg = PdeConfig::default();
         cfg.darcy.a_low = 0.0;
-        assert!(matches!(cfg.solver(8), Err(PdeError::InvalidConfig { name: "darcy.a_low", .. })));
+        assert!(matches!(cfg.solver(8), Err(Error::InvalidConfig { name: "darcy.a_low", .. })));
         let cfg = PdeConfig { helmholtz_k: f64::NAN, ..PdeConfig::default() };
-        assert!(matches!(cfg.validate(), Err(PdeError::InvalidConfig { name: "helmholtz_k", .. })));
-        assert!(matches!(PdeConfig::default().solver(2), Err(PdeError::GridTooSmall { n: 2, .. })));
+        assert!(matches!(cfg.validate(), Err(Error::InvalidConfig { name: "helmholtz_k", .. })));
+        assert!(matches!(PdeConfig::default().solver(2), Err(Error::GridTooSmall { n: 2, .. })));
     }
 
     #[test]
     fn coefficient_arity_is_checked() {
         let mut darcy = PdeConfig::for_kind(PdeKind::Darcy).solver(5).unwrap();
         let ones = vec![1.0; 25];
-        assert_eq!(darcy.solve_rhs(None, &ones), Err(PdeError::MissingCoefficient { pde: "darcy" }));
+        assert_eq!(darcy.solve_rhs(None, &ones), Err(Error::MissingCoefficient { pde: "darcy" }));
         let mut poisson = PdeConfig::for_kind(PdeKind::Poisson).solver(5).unwrap();
-        assert_eq!(poisson.solve_rhs(Some(&ones), &ones), Err(PdeError::UnexpectedCoefficient { pde: "poisson" }));
+        assert_eq!(poisson.solve_rhs(Some(&ones), &ones), Err(Error::UnexpectedCoefficient { pde: "poisson" }));
     }
 }

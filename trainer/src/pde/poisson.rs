@@ -5,7 +5,8 @@
 
 use super::assemble::{StencilMatrix, Storage, node_of_unknown};
 use super::sparse::Cholesky;
-use super::{PdeError, scatter_solution, validate_field};
+use super::{scatter_solution, validate_field};
+use crate::error::Error;
 use crate::grid::Grid;
 
 /// Reusable Poisson solver for one grid (one per thread).
@@ -17,7 +18,7 @@ pub struct PoissonSolver {
 
 impl PoissonSolver {
     /// Assembles and factorises `-Laplacian` once.
-    pub fn new(grid: Grid) -> Result<Self, PdeError> {
+    pub fn new(grid: Grid) -> Result<Self, Error> {
         let grid = Grid::new(grid.n)?;
         let mut matrix = StencilMatrix::new(grid, Storage::Upper)?;
         matrix.fill(None, 1.0, 0.0);
@@ -28,7 +29,7 @@ impl PoissonSolver {
 
     /// Solves `Laplacian(u) = f` into `u` (n*n, zero boundary); only the
     /// interior values of `f` are used.
-    pub fn solve_into(&mut self, f: &[f64], u: &mut [f64]) -> Result<(), PdeError> {
+    pub fn solve_into(&mut self, f: &[f64], u: &mut [f64]) -> Result<(), Error> {
         let n2 = self.grid.len();
         validate_field("f", f, n2)?;
         super::check_len("u", u, n2)?;

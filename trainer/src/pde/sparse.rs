@@ -13,10 +13,10 @@ use faer::sparse::linalg::cholesky::{self, LltRef, SymbolicCholesky, SymmetricOr
 use faer::sparse::linalg::lu::{self, LuRef, NumericLu, SymbolicLu};
 use faer::{Conj, MatMut, Par, Side};
 
-use super::PdeError;
+use crate::error::Error;
 
-fn out_of_memory(what: &str) -> PdeError {
-    PdeError::Factorisation(format!("out of memory allocating {what} workspace"))
+fn out_of_memory(what: &str) -> Error {
+    Error::Factorisation(format!("out of memory allocating {what} workspace"))
 }
 
 /// Sparse `L L^T` of an SPD matrix given by its upper triangle, with a
@@ -31,14 +31,14 @@ pub(crate) struct Cholesky {
 
 impl Cholesky {
     /// Symbolic analysis (AMD ordering) of the upper triangle `pattern`.
-    pub(crate) fn new(pattern: SparseColMatRef<'_, usize, f64>) -> Result<Self, PdeError> {
+    pub(crate) fn new(pattern: SparseColMatRef<'_, usize, f64>) -> Result<Self, Error> {
         let symbolic = cholesky::factorize_symbolic_cholesky(
             pattern.symbolic(),
             Side::Upper,
             SymmetricOrdering::Amd,
             Default::default(),
         )
-        .map_err(|e| PdeError::Factorisation(format!("symbolic Cholesky: {e:?}")))?;
+        .map_err(|e| Error::Factorisation(format!("symbolic Cholesky: {e:?}")))?;
         let factor_req = symbolic.factorize_numeric_llt_scratch::<f64>(Par::Seq, Default::default());
         let solve_req: StackReq = symbolic.solve_in_place_scratch::<f64>(1, Par::Seq);
         Ok(Cholesky {
@@ -52,7 +52,7 @@ impl Cholesky {
 
     /// Numeric factorisation of `mat`, which must have the pattern given to
     /// [`Cholesky::new`].
-    pub(crate) fn factor(&mut self, mat: SparseColMatRef<'_, usize, f64>) -> Result<(), PdeError> {
+    pub(crate) fn factor(&mut self, mat: SparseColMatRef<'_, usize, f64>) -> Result<(), Error> {
         self.factored = false;
         self.symbolic
             .factorize_numeric_llt(
@@ -66,15 +66,15 @@ impl Cholesky {
                 MemStack::new(&mut self.factor_mem),
                 Default::default(),
             )
-            .map_err(|e| PdeError::Factorisation(format!("numeric Cholesky: {e:?}")))?;
+            .map_err(|e| Error::Factorisation(format!("numeric Cholesky: {e:?}")))?;
         self.factored = true;
         Ok(())
     }
 
     /// Overwrites `rhs` with `A^{-1} rhs`.
-    pub(crate) fn solve_in_place(&mut self, rhs: &mut [f64]) -> Result<(), PdeError> {
+    pub(crate) fn solve_in_place(&mut self, rhs: &mut [f64]) -> Result<(), Error> {
         if !self.factored {
-            return Err(PdeError::Factorisation("Cholesky solve before a successful factorisation".into()));
+            return Err(Error::Factorisation("Cholesky solve before a successful factorisation".into()));
         }
         let n = rhs.len();
         LltRef::new(&self.symbolic, &self.l_values).solve_in_place_with_conj(
@@ -97,16 +97,16 @@ pub(crate) struct Lu {
 
 impl Lu {
     /// Symbolic (COLAMD) and numeric factorisation of `mat`.
-    pub(crate) fn new(mat: SparseColMatRef<'_, usize, f64>) -> Result<Self, PdeError> {
+    pub(crate) fn new(mat: SparseColMatRef<'_, usize, f64>) -> Result<Self, Error> {
         let symbolic = lu::factorize_symbolic_lu(mat.symbolic(), Default::default())
-            .map_err(|e| PdeError::Factorisation(format!("symbolic LU: {e:?}")))?;
+            .map_err(|e| Error::Factorisation(format!("symbolic LU: {e:?}")))?;
         let mut numeric = NumericLu::new();
         let mut factor_mem =
             MemBuffer::try_new(symbolic.factorize_numeric_lu_scratch::<f64>(Par::Seq, Default::default()))
                 .map_err(|_| out_of_memory("LU"))?;
         symbolic
             .factorize_numeric_lu(&mut numeric, mat, Par::Seq, MemStack::new(&mut factor_mem), Default::default())
-            .map_err(|e| PdeError::Factorisation(format!("numeric LU: {e:?}")))?;
+            .map_err(|e| Error::Factorisation(format!("numeric LU: {e:?}")))?;
         let solve_mem = MemBuffer::try_new(symbolic.solve_in_place_scratch::<f64>(1, Par::Seq))
             .map_err(|_| out_of_memory("LU solve"))?;
         Ok(Lu { symbolic, numeric, solve_mem })
