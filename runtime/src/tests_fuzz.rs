@@ -113,9 +113,10 @@ fn sensor_bytes(rng: &mut Lcg, n: usize) -> Vec<u8> {
 
 /// A random request whose sensor bytes (if any) live in `bytes`.
 fn request<'a>(rng: &mut Lcg, bytes: &'a [u8]) -> Request<'a> {
-    match rng.below(8) {
+    match rng.below(9) {
         0 => Request::Ping { nonce: rng.next_u64() as u32 },
         1 => Request::Info,
+        2 => Request::Cancel,
         _ => Request::Reconstruct(reconstruct_request(rng, bytes)),
     }
 }
