@@ -5,10 +5,10 @@
 //! once, so the device only multiplies and rescales.
 
 pub mod atomic;
+pub mod board;
 pub mod cli;
 pub mod commands;
 pub mod data;
-pub mod board;
 pub mod error;
 pub mod eval;
 pub mod exact;

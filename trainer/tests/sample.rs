@@ -127,9 +127,10 @@ fn eval_and_reconstruct_end_to_end() {
     ok(eval_with(&r5, "prior+steps=3,joint-dps+steps=3+heun=1", &[]));
     let md = std::fs::read_to_string(r5.join("results.md")).unwrap();
     assert!(md.contains("| prior | 1 | no guidance: prior samples, 3 Heun steps |"), "{md}");
-    let consistency = md.lines().find(|l| l.starts_with("| joint-dps | 1 | DPS 3 Heun steps")).and_then(|_| {
-        md.split("u-channel residual (%) |").nth(1)?.lines().find(|l| l.starts_with("| joint-dps"))
-    });
+    let consistency = md
+        .lines()
+        .find(|l| l.starts_with("| joint-dps | 1 | DPS 3 Heun steps"))
+        .and_then(|_| md.split("u-channel residual (%) |").nth(1)?.lines().find(|l| l.starts_with("| joint-dps")));
     let residual: f64 = consistency
         .and_then(|l| l.split('|').nth(4)?.split("+-").next()?.trim().parse().ok())
         .unwrap_or_else(|| panic!("no u-channel consistency row:\n{md}"));
