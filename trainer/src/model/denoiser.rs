@@ -40,7 +40,7 @@ use rand_distr::StandardNormal;
 use super::edm::{self, HeunConfig};
 use super::fno::{coordinate_channels, coordinate_channels_cf, crop, pointwise_cf, reflect_pad, reflect_pad_axes};
 use super::noise::SmoothNoise;
-use super::spectral::{SpectralBases, SpectralBlocks, SpectralConv2d, SpectralConvConfig, check_grid};
+use super::spectral::{SpectralBases, SpectralBlocks, SpectralConv2d, SpectralConvConfig, check_grid, pad_len};
 use crate::error::Error;
 
 /// Bytes of one activation value on the device (f32; docs/format.md).
@@ -194,10 +194,6 @@ impl DenoiserConfig {
             embed_frequencies: self.embed_frequencies,
         }
     }
-}
-
-fn pad_len(pad_fraction: f64, n: usize) -> usize {
-    ((pad_fraction * n as f64).round() as usize).min(n.saturating_sub(1))
 }
 
 /// The raw network `N(x_in; c_noise)` of the EDM denoiser (module docs).

@@ -131,7 +131,7 @@ impl FnoConfig {
 
     /// Nodes of reflection padding on each side of an `n x n` grid.
     pub fn pad_len(&self, n: usize) -> usize {
-        ((self.pad_fraction * n as f64).round() as usize).min(n.saturating_sub(1))
+        crate::model::spectral::pad_len(self.pad_fraction, n)
     }
 
     /// Whether an `n x n` grid can be run: reflection needs `p < n` and the
@@ -286,7 +286,7 @@ impl<B: Backend> Fno<B> {
 
     /// Nodes of reflection padding on each side of an `n x n` grid.
     pub fn pad_len(&self, n: usize) -> usize {
-        ((self.pad_fraction * n as f64).round() as usize).min(n.saturating_sub(1))
+        crate::model::spectral::pad_len(self.pad_fraction, n)
     }
 
     /// Number of trainable scalars.

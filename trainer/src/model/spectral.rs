@@ -69,6 +69,15 @@ pub fn column_weight(k2: usize, w: usize) -> f64 {
     if k2 == 0 || 2 * k2 == w { 1.0 } else { 2.0 }
 }
 
+/// Nodes of reflection padding on each side of an `n x n` grid for a
+/// padding fraction (`round(pad_fraction * n)`, at most `n - 1` so the
+/// reflection stays inside the grid). One rule for the surrogate and the
+/// denoiser, so the padded domain, and with it the meaning of each Fourier
+/// mode, is the same at every resolution.
+pub fn pad_len(pad_fraction: f64, n: usize) -> usize {
+    ((pad_fraction * n as f64).round() as usize).min(n.saturating_sub(1))
+}
+
 /// Checks that an `h x w` grid can carry `modes` modes per axis.
 ///
 /// # Errors
