@@ -13,6 +13,7 @@ use rand_chacha::ChaCha8Rng;
 
 use crate::data::progress_bar;
 use crate::model::denoiser::EdmModel;
+use crate::model::edm::HeunConfig;
 use crate::model::fno::Fno;
 use crate::observe::Observations;
 use crate::pde::{PdeConfig, PdeKind, Solver};
@@ -304,16 +305,11 @@ pub fn reconstruct_cases<AB: AutodiffBackend>(
                 dps_sample(model, &mut g, &noise, &spec.dps, [batch, channels], chunk_seed, device)?
             }
             (Method::Prior, _) => {
-                let sigmas = crate::model::edm::karras_sigmas(
-                    spec.dps.steps,
-                    spec.dps.sigma_min,
-                    spec.dps.sigma_max,
-                    spec.dps.rho,
-                );
+                let d = &spec.dps;
+                let heun = HeunConfig { steps: d.steps, sigma_min: d.sigma_min, sigma_max: d.sigma_max, rho: d.rho };
                 let mut rng = ChaCha8Rng::seed_from_u64(chunk_seed);
-                let start = noise.draw::<AB::InnerBackend, _>(&mut rng, batch, channels, device);
-                let x = crate::model::edm::heun_sample(|x, s| inner.denoise_at(x, s), start, &sigmas);
-                (x, SampleStats { denoiser_calls: 2 * sigmas.len() - 1, ..SampleStats::default() })
+                let x = inner.sample(noise.draw::<AB::InnerBackend, _>(&mut rng, batch, channels, device), &heun);
+                (x, SampleStats { denoiser_calls: 2 * heun.steps - 1, ..SampleStats::default() })
             }
             (Method::Device | Method::Exact, _) => unreachable!("rejected above"),
         };
