@@ -104,7 +104,10 @@ pub struct MethodSpec {
 
 impl MethodSpec {
     /// Parses `METHOD[+key=value...]`, keys `schedule` (AxOxL), `tau`, `lr`,
-    /// `lr_min_ratio`, `lr_cap`, `sigma_max` (DAPS), `steps`, `zeta`, `heun`
+    /// `lr_min_ratio`, `lr_cap`, `sigma_max`, `precondition`, `noise_step`,
+    /// `noise_width` (DAPS; `noise_step=0` keeps the noiseless step under
+    /// noisy readings; `noise_width` scales the noise's likelihood width),
+    /// `steps`, `zeta`, `heun`
     /// (DPS; `heun=1` takes Heun steps, `0` Euler; `steps` also sets the
     /// `prior` ablation's Heun steps), on top of the given defaults.
     pub fn parse(spec: &str, daps: &DapsConfig, dps: &DpsConfig) -> Result<Self> {
@@ -128,8 +131,10 @@ impl MethodSpec {
                 "zeta" => dps.zeta = num()?,
                 "heun" => dps.heun = num()? != 0.0,
                 "precondition" => daps.precondition = num()? != 0.0,
+                "noise_step" => daps.noise_scaled_step = num()? != 0.0,
+                "noise_width" => daps.noise_width = num()?,
                 _ => bail!(
-                    "unknown setting `{k}` in `{spec}` (valid: schedule, tau, lr, lr_min_ratio, lr_cap, sigma_max, precondition, steps, zeta, heun)"
+                    "unknown setting `{k}` in `{spec}` (valid: schedule, tau, lr, lr_min_ratio, lr_cap, sigma_max, precondition, noise_step, noise_width, steps, zeta, heun)"
                 ),
             }
         }
@@ -144,7 +149,10 @@ impl MethodSpec {
             Method::DdisDaps | Method::JointDaps => {
                 let d = &self.daps;
                 let pre = if d.precondition { " precond." } else { "" };
-                format!("DAPS {} tau={} lr={} s_max={}{pre}", d.label(), d.tau, d.lr, d.sigma_max)
+                let fixed = if d.noise_scaled_step { "" } else { " fixed-step" };
+                let width =
+                    if d.noise_width == 1.0 { String::new() } else { format!(" noise_width={}", d.noise_width) };
+                format!("DAPS {} tau={} lr={} s_max={}{pre}{fixed}{width}", d.label(), d.tau, d.lr, d.sigma_max)
             }
             Method::DdisDps | Method::JointDps => {
                 let kind = if self.dps.heun { " Heun" } else { "" };

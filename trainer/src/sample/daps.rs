@@ -56,6 +56,31 @@ pub struct DapsConfig {
     /// (docs/results.md).
     #[serde(default)]
     pub precondition: bool,
+    /// When the readings' noise widens the likelihood beyond `tau`
+    /// (`tau' = max(tau, noise / RMS) > tau`), scale the Langevin step by
+    /// `(tau' / tau)^2` (still capped at `lr_cap * s_i^2`), so the
+    /// likelihood's pull per step stays what it was tuned to be. Without it
+    /// the pull falls as `(tau / tau')^2` and a few steps per level no
+    /// longer reach the readings (docs/results.md, "Reading noise"). No
+    /// effect on noiseless readings.
+    #[serde(default = "yes")]
+    pub noise_scaled_step: bool,
+    /// The likelihood width under noisy readings is
+    /// `max(tau, noise_width * noise / RMS)`: 1 is the readings' true noise
+    /// law; below 1 the sampler trusts the readings more than their noise
+    /// warrants, as a few Langevin steps per level under-use a wide
+    /// likelihood (tuned per noise level on validation cases,
+    /// docs/results.md).
+    #[serde(default = "one")]
+    pub noise_width: f64,
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn one() -> f64 {
+    1.0
 }
 
 impl DapsConfig {
@@ -74,6 +99,8 @@ impl DapsConfig {
             lr_cap: 0.5,
             clamp: 10.0,
             precondition: false,
+            noise_scaled_step: true,
+            noise_width: 1.0,
         }
     }
 
@@ -102,6 +129,11 @@ impl DapsConfig {
             ensure!(v.is_finite() && v > 0.0, "daps.{name} must be finite and > 0, got {v}");
         }
         ensure!(
+            self.noise_width.is_finite() && self.noise_width >= 0.0,
+            "daps.noise_width must be finite and >= 0, got {}",
+            self.noise_width
+        );
+        ensure!(
             self.lr_min_ratio.is_finite() && self.lr_min_ratio > 0.0 && self.lr_min_ratio <= 1.0,
             "daps.lr_min_ratio must be in (0, 1], got {}",
             self.lr_min_ratio
@@ -117,9 +149,18 @@ impl DapsConfig {
     /// The Langevin step at level `i` of `sigma`: linear decay from `lr` to
     /// `lr * lr_min_ratio`, capped at `lr_cap * s_i^2`.
     pub fn step_size(&self, i: usize, sigma: f64) -> f64 {
+        self.step_size_at_width(i, sigma, self.tau)
+    }
+
+    /// [`DapsConfig::step_size`] when the likelihood width in use is `tau`
+    /// (raised above `self.tau` by the readings' noise): the step grows by
+    /// `(tau / self.tau)^2` if [`DapsConfig::noise_scaled_step`], under the
+    /// same cap.
+    pub fn step_size_at_width(&self, i: usize, sigma: f64, tau: f64) -> f64 {
         let t = if self.annealing > 1 { i as f64 / (self.annealing - 1) as f64 } else { 0.0 };
         let decayed = self.lr * (1.0 - t * (1.0 - self.lr_min_ratio));
-        decayed.min(self.lr_cap * sigma * sigma)
+        let widen = if self.noise_scaled_step && tau > self.tau { (tau / self.tau).powi(2) } else { 1.0 };
+        (decayed * widen).min(self.lr_cap * sigma * sigma)
     }
 
     /// Denoiser calls and guide calls per reconstruction.
@@ -171,7 +212,7 @@ where
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let mut stats = SampleStats::default();
     let sigmas = cfg.sigmas();
-    let tau = cfg.tau.max(guide.noise_floor());
+    let tau = cfg.tau.max(cfg.noise_width * guide.noise_floor());
     let inv_tau2 = 1.0 / (tau * tau);
     let pre = match (noise, cfg.precondition) {
         (Noise::Smooth(sm), true) => Some(Preconditioner::<B>::new(sm.sqrt_kernel(), sm.n(), device)),
@@ -194,7 +235,7 @@ where
             x.div_scalar(s),
             &sub,
         );
-        let lr = cfg.step_size(i, s);
+        let lr = cfg.step_size_at_width(i, s, tau);
         let mut a = a0.clone();
         for _ in 0..cfg.langevin {
             let grad = guide.grad(a.clone())?;

@@ -126,6 +126,8 @@ fn daps_recovers_the_exact_gaussian_posterior() {
         lr_cap: 0.5,
         clamp: 100.0,
         precondition: true,
+        noise_scaled_step: true,
+        noise_width: 1.0,
     };
     let mut guide = LinearGuide { h, y };
     let device = Default::default();
@@ -346,4 +348,25 @@ fn device_clamp_matches_the_host_reference() {
     // -12, NaN, inf, 11, -inf changed; elements 0 and 1 and 2 all hold a non-finite value.
     assert_eq!((want_stats.clamped, want_stats.non_finite), (5, 3));
     assert_eq!((stats.clamped, stats.non_finite), (want_stats.clamped, want_stats.non_finite));
+}
+
+/// The Langevin step under noisy readings: unchanged when the noise does not
+/// widen the likelihood, `(tau' / tau)^2` larger when it does (so the
+/// likelihood's pull `lr / tau'^2` per step is the tuned one), never above
+/// the prior term's cap, and the old behaviour with `noise_scaled_step` off.
+#[test]
+fn langevin_step_keeps_the_likelihood_pull_when_noise_widens_tau() {
+    let cfg = DapsConfig::reduced();
+    let (i, s) = (3, 1.0);
+    assert_eq!(cfg.step_size_at_width(i, s, cfg.tau), cfg.step_size(i, s));
+    assert_eq!(cfg.step_size_at_width(i, s, cfg.tau / 2.0), cfg.step_size(i, s));
+    let wide = 4.0 * cfg.tau;
+    let pull = |lr: f64, tau: f64| lr / (tau * tau);
+    let rel = (pull(cfg.step_size_at_width(i, s, wide), wide) / pull(cfg.step_size(i, s), cfg.tau) - 1.0).abs();
+    assert!(rel < 1e-12, "pull changed by {rel}");
+    // At a small level the cap `lr_cap * s^2` binds.
+    let small = 0.05;
+    assert_eq!(cfg.step_size_at_width(i, small, 100.0 * cfg.tau), cfg.lr_cap * small * small);
+    let fixed = DapsConfig { noise_scaled_step: false, ..cfg.clone() };
+    assert_eq!(fixed.step_size_at_width(i, s, wide), cfg.step_size(i, s));
 }
