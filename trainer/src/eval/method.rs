@@ -150,8 +150,11 @@ impl MethodSpec {
                 let d = &self.daps;
                 let pre = if d.precondition { " precond." } else { "" };
                 let fixed = if d.noise_scaled_step { "" } else { " fixed-step" };
-                let width =
-                    if d.noise_width == 1.0 { String::new() } else { format!(" noise_width={}", d.noise_width) };
+                let width = if d.noise_width == DapsConfig::reduced().noise_width {
+                    String::new()
+                } else {
+                    format!(" noise_width={}", d.noise_width)
+                };
                 format!("DAPS {} tau={} lr={} s_max={}{pre}{fixed}{width}", d.label(), d.tau, d.lr, d.sigma_max)
             }
             Method::DdisDps | Method::JointDps => {
