@@ -12,7 +12,8 @@
 //! modes are mixed per mode, and the inverse streams rows back, adding the
 //! pointwise skip node by node. Work memory is therefore the hidden state,
 //! the kept modes and one row of partial transforms; see
-//! [`OperatorShape::workspace_len`].
+//! [`OperatorShape::forward_workspace_len`] and
+//! [`OperatorShape::vjp_workspace_len`].
 //!
 //! The vector-Jacobian product needs only the ReLU sign masks of the
 //! forward pass (one bit per hidden value); every other operation is linear
@@ -62,35 +63,36 @@ impl OperatorShape {
         self.modes.saturating_mul(self.modes).saturating_mul(2)
     }
 
-    /// f32 values of work memory for one forward pass (`masks = false`) or
-    /// for the vector-Jacobian product with up to
-    /// [`MAX_SENSORS`] sensors (`masks = true`):
+    /// f32 values of work memory for one forward pass:
     ///
     /// * hidden state `P^2 width`;
     /// * kept modes, real and imaginary, `2 (2m m) width`;
     /// * one row of partial transforms `2 m width`;
-    /// * node scratch `2 width + proj_width`;
-    /// * with masks: `layers * ceil(P^2 width / 32)` words of ReLU bits,
-    ///   `MAX_SENSORS * ceil(proj_width / 32)` words of projection bits and
-    ///   `MAX_SENSORS` predictions.
+    /// * node scratch `2 width`, the unpacked skip matrix `width^2` and
+    ///   the projection's hidden node `proj_width`.
     ///
     /// Saturates instead of overflowing (the parser bounds every size).
-    pub const fn workspace_len(&self, masks: bool) -> usize {
+    pub const fn forward_workspace_len(&self) -> usize {
         let w = self.width;
-        let base = self
-            .hidden_len()
+        self.hidden_len()
             .saturating_add(self.mode_count().saturating_mul(w).saturating_mul(2))
             .saturating_add(self.modes.saturating_mul(w).saturating_mul(2))
             .saturating_add(w.saturating_mul(2))
             .saturating_add(w.saturating_mul(w))
-            .saturating_add(self.proj_width);
-        if masks {
-            base.saturating_add(self.layers.saturating_mul(words(self.hidden_len())))
-                .saturating_add(MAX_SENSORS.saturating_mul(words(self.proj_width)))
-                .saturating_add(MAX_SENSORS)
-        } else {
-            base
-        }
+            .saturating_add(self.proj_width)
+    }
+
+    /// f32 values of work memory for the vector-Jacobian product with
+    /// `sensors` sensors: the forward pass's, then `layers * ceil(P^2 width
+    /// / 32)` words of ReLU bits, `sensors * ceil(proj_width / 32)` words of
+    /// projection bits and `sensors` predictions. Sized from the request's
+    /// count, not from [`MAX_SENSORS`]: a caller that sizes for the cap
+    /// (the firmware's static buffer) passes the cap.
+    pub const fn vjp_workspace_len(&self, sensors: usize) -> usize {
+        self.forward_workspace_len()
+            .saturating_add(self.layers.saturating_mul(words(self.hidden_len())))
+            .saturating_add(sensors.saturating_mul(words(self.proj_width)))
+            .saturating_add(sensors)
     }
 
     /// Trainable scalars shipped for this shape (lift, spectral, skip and
@@ -267,10 +269,15 @@ impl<'a> Operator<'a> {
             + 4 * self.twiddle.len()
     }
 
-    /// Splits `ws`, checking its length once.
-    pub(crate) fn split<'w>(&self, ws: &'w mut [f32], masks: bool) -> Result<Ws<'w>, Error> {
+    /// Splits `ws`, checking its length once: forward memory for
+    /// `vjp = None`, the vector-Jacobian product's for `Some(sensors)`
+    /// (`sensors <= MAX_SENSORS`).
+    pub(crate) fn split<'w>(&self, ws: &'w mut [f32], vjp: Option<usize>) -> Result<Ws<'w>, Error> {
         let s = self.shape;
-        let needed = s.workspace_len(masks);
+        let needed = match vjp {
+            None => s.forward_workspace_len(),
+            Some(k) => s.vjp_workspace_len(k),
+        };
         if ws.len() < needed {
             return Err(Error::WorkspaceTooSmall { needed, got: ws.len() });
         }
@@ -285,15 +292,10 @@ impl<'a> Operator<'a> {
         let t2 = take(&mut rest, w);
         let wq = take(&mut rest, w * w);
         let hid = take(&mut rest, s.proj_width);
-        let (masks, smasks, su) = if masks {
-            (
-                take(&mut rest, s.layers * words(s.hidden_len())),
-                take(&mut rest, MAX_SENSORS * words(s.proj_width)),
-                take(&mut rest, MAX_SENSORS),
-            )
-        } else {
-            (take(&mut rest, 0), take(&mut rest, 0), take(&mut rest, 0))
-        };
+        let k = vjp.unwrap_or(0);
+        let masks = take(&mut rest, if vjp.is_some() { s.layers * words(s.hidden_len()) } else { 0 });
+        let smasks = take(&mut rest, k * words(s.proj_width));
+        let su = take(&mut rest, k);
         Ok(Ws { h, zr, zi, xr, xi, t1, t2, wq, hid, masks, smasks, su })
     }
 
