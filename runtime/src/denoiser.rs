@@ -89,7 +89,7 @@ impl<'a> Prior<'a> {
             self.net.layer(l, &mut ws, film.slice(l * 2 * s.width, 2 * s.width), false);
             stage(l + 1, ws.h);
         }
-        self.net.project_all(&mut ws, out, |k, net| x.get(k).copied().unwrap_or(0.0) * c_skip + net * c_out);
+        self.net.project_all(&mut ws, out, |k, net| x[k] * c_skip + net * c_out);
         Ok(())
     }
 }

@@ -143,11 +143,9 @@ impl<'a> Fno<'a> {
         for l in 0..shape.layers {
             self.net.layer(l, &mut ws, crate::kernels::F32s::empty(), true);
         }
-        let k = sensors.len();
+        // The split sized `su` for exactly these sensors.
         self.net.project_nodes(&mut ws, sensors.nodes());
-        if let Some(su) = ws.su.get_mut(..k) {
-            cotangent(su);
-        }
+        cotangent(ws.su);
         self.net.project_nodes_adjoint(&mut ws, sensors.nodes());
         for l in (0..shape.layers).rev() {
             self.net.layer_adjoint(l, &mut ws);

@@ -4,6 +4,17 @@
 //! layers ([`Linear`]). Values are built only by the artifact parser, which
 //! checks every length once; the kernels then take slices and do not fail.
 //!
+//! Why the inner loops cannot panic: [`F32s::new`] proves `len * 4` bytes,
+//! [`Matrix::f32`]/[`Matrix::i8`] prove `rows * cols` entries and `rows`
+//! scales, [`Linear::new`] one bias per row, and `validate::operator` that
+//! every matrix has the shape the network's [`crate::operator::OperatorShape`]
+//! implies. The kernels cut exact slices from those sizes (a row of a
+//! matrix is `[r * cols, (r + 1) * cols)` with `r < rows`) and walk them
+//! with `zip` and `chunks_exact`, so every index a kernel forms is one the
+//! parser proved in range. Nothing falls back to 0.0 or an empty slice: a
+//! caller that broke the contract would panic (the firmware then exits
+//! with its panic code) instead of computing with zeros.
+//!
 //! Every fast kernel has a plain reference in the tests below (f64,
 //! dequantised weights, straight from the formula).
 
@@ -45,13 +56,12 @@ impl<'a> F32s<'a> {
         self.bytes.len() < 4
     }
 
-    /// Value `i`, or 0 past the end.
+    /// Value `i`; `i < len()` (the parser proved the length, see the
+    /// module docs).
     #[inline]
-    pub fn get(&self, i: usize) -> f32 {
-        match self.bytes.get(4 * i..4 * i + 4) {
-            Some(&[a, b, c, d]) => f32::from_le_bytes([a, b, c, d]),
-            _ => 0.0,
-        }
+    pub fn at(&self, i: usize) -> f32 {
+        let c = &self.bytes[4 * i..4 * i + 4];
+        f32::from_le_bytes([c[0], c[1], c[2], c[3]])
     }
 
     /// The values in order.
@@ -60,12 +70,24 @@ impl<'a> F32s<'a> {
         self.bytes.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
     }
 
-    /// Values `start..start + len` (clipped to the array).
+    /// Values `start..start + len`, inside the array.
     #[inline]
     pub fn slice(&self, start: usize, len: usize) -> F32s<'a> {
-        let lo = start.saturating_mul(4).min(self.bytes.len());
-        let hi = start.saturating_add(len).saturating_mul(4).min(self.bytes.len());
-        F32s { bytes: &self.bytes[lo..hi] }
+        F32s { bytes: &self.bytes[4 * start..4 * (start + len)] }
+    }
+
+    /// The first `mid` values and the rest; `mid <= len()`.
+    #[inline]
+    pub fn split_at(&self, mid: usize) -> (F32s<'a>, F32s<'a>) {
+        let (a, b) = self.bytes.split_at(4 * mid);
+        (F32s { bytes: a }, F32s { bytes: b })
+    }
+
+    /// Consecutive runs of `len` values (`len > 0`), the tail shorter than
+    /// `len` left out.
+    #[inline]
+    pub fn chunks_exact(&self, len: usize) -> impl Iterator<Item = F32s<'a>> + 'a {
+        self.bytes.chunks_exact(4 * len).map(|bytes| F32s { bytes })
     }
 }
 
@@ -134,12 +156,13 @@ impl<'a> Matrix<'a> {
         }
     }
 
-    /// Entry `[r][c]` as f32 (dequantised). For references and tests.
+    /// Entry `[r][c]` as f32 (dequantised), `r < rows`, `c < cols`. For
+    /// references and tests.
     pub fn at(&self, r: usize, c: usize) -> f32 {
         let k = r * self.cols + c;
         match self.storage {
-            Storage::F32(v) => v.get(k),
-            Storage::I8 { q, scales } => f32::from(q.get(k).map_or(0, |&b| b as i8)) * scales.get(r),
+            Storage::F32(v) => v.at(k),
+            Storage::I8 { q, scales } => f32::from(q[k] as i8) * scales.at(r),
         }
     }
 
@@ -151,8 +174,8 @@ impl<'a> Matrix<'a> {
         match self.storage {
             Storage::F32(v) => v.slice(start, self.cols).iter().zip(x).fold(0.0, |acc, (w, x)| acc + w * x),
             Storage::I8 { q, scales } => {
-                let row = q.get(start..start + self.cols).unwrap_or(&[]);
-                row.iter().zip(x).fold(0.0, |acc, (&w, x)| acc + f32::from(w as i8) * x) * scales.get(r)
+                let row = &q[start..start + self.cols];
+                row.iter().zip(x).fold(0.0, |acc, (&w, x)| acc + f32::from(w as i8) * x) * scales.at(r)
             }
         }
     }
@@ -175,15 +198,14 @@ impl<'a> Matrix<'a> {
                 (yr, yi)
             }
             Storage::I8 { q, scales } => {
-                let row = q.get(start..start + 2 * k).unwrap_or(&[]);
-                let (qr, qi) = row.split_at(k.min(row.len()));
+                let (qr, qi) = q[start..start + 2 * k].split_at(k);
                 let (mut yr, mut yi) = (0.0f32, 0.0f32);
                 for (((&wr, &wi), &zr), &zi) in qr.iter().zip(qi).zip(zr).zip(zi) {
                     let (wr, wi) = (f32::from(wr as i8), f32::from(wi as i8));
                     yr += zr * wr - zi * wi;
                     yi += zr * wi + zi * wr;
                 }
-                let s = scales.get(r);
+                let s = scales.at(r);
                 (yr * s, yi * s)
             }
         }
@@ -204,10 +226,9 @@ impl<'a> Matrix<'a> {
                 }
             }
             Storage::I8 { q, scales } => {
-                let s = scales.get(r);
+                let s = scales.at(r);
                 let (gyr, gyi) = (gyr * s, gyi * s);
-                let row = q.get(start..start + 2 * k).unwrap_or(&[]);
-                let (qr, qi) = row.split_at(k.min(row.len()));
+                let (qr, qi) = q[start..start + 2 * k].split_at(k);
                 for (((&wr, &wi), gzr), gzi) in qr.iter().zip(qi).zip(gzr.iter_mut()).zip(gzi.iter_mut()) {
                     let (wr, wi) = (f32::from(wr as i8), f32::from(wi as i8));
                     *gzr += wr * gyr + wi * gyi;
@@ -224,16 +245,15 @@ impl<'a> Matrix<'a> {
     /// which apply the scales exactly where [`Self::dot_row`] and
     /// [`Self::transposed_acc`] do, so the results are the same bits.
     pub fn unpack_rows(&self, row0: usize, out: &mut [f32]) {
-        let start = row0 * self.cols;
+        let (start, len) = (row0 * self.cols, out.len());
         match self.storage {
             Storage::F32(v) => {
-                for (k, o) in out.iter_mut().enumerate() {
-                    *o = v.get(start + k);
+                for (o, w) in out.iter_mut().zip(v.slice(start, len).iter()) {
+                    *o = w;
                 }
             }
             Storage::I8 { q, .. } => {
-                let row = q.get(start..start + out.len()).unwrap_or(&[]);
-                for (o, &b) in out.iter_mut().zip(row) {
+                for (o, &b) in out.iter_mut().zip(&q[start..start + len]) {
                     *o = f32::from(b as i8);
                 }
             }
@@ -249,8 +269,8 @@ impl<'a> Matrix<'a> {
             for (k, o) in col.iter_mut().enumerate() {
                 let i = (row0 + k) * cols + c;
                 *o = match self.storage {
-                    Storage::F32(v) => v.get(i),
-                    Storage::I8 { q, .. } => f32::from(q.get(i).map_or(0, |&b| b as i8)),
+                    Storage::F32(v) => v.at(i),
+                    Storage::I8 { q, .. } => f32::from(q[i] as i8),
                 };
             }
         }
@@ -261,7 +281,7 @@ impl<'a> Matrix<'a> {
     fn row_scale(&self, r: usize) -> Option<f32> {
         match self.storage {
             Storage::F32(_) => None,
-            Storage::I8 { scales, .. } => Some(scales.get(r)),
+            Storage::I8 { scales, .. } => Some(scales.at(r)),
         }
     }
 
@@ -277,9 +297,8 @@ impl<'a> Matrix<'a> {
                     }
                 }
                 Storage::I8 { q, scales } => {
-                    let gs = gr * scales.get(row0 + k);
-                    let row = q.get(start..start + self.cols).unwrap_or(&[]);
-                    for (o, &w) in out.iter_mut().zip(row) {
+                    let gs = gr * scales.at(row0 + k);
+                    for (o, &w) in out.iter_mut().zip(&q[start..start + self.cols]) {
                         *o += f32::from(w as i8) * gs;
                     }
                 }
@@ -374,7 +393,7 @@ impl<'a> Linear<'a> {
     #[inline]
     pub fn forward_rows(&self, row0: usize, x: &[f32], y: &mut [f32]) {
         for (k, y) in y.iter_mut().enumerate() {
-            *y = self.weight.dot_row(row0 + k, x) + self.bias.get(row0 + k);
+            *y = self.weight.dot_row(row0 + k, x) + self.bias.at(row0 + k);
         }
     }
 
@@ -424,7 +443,7 @@ impl<'a> Linear<'a> {
                 Some(s) => acc * s,
                 None => *acc,
             };
-            y[k0 + b] = v + self.bias.get(k);
+            y[k0 + b] = v + self.bias.at(k);
         }
     }
 
@@ -547,7 +566,7 @@ pub(crate) mod tests {
         let scales = F32s::new(&s, rows, "s").unwrap();
         for r in 0..rows {
             for c in 0..cols {
-                let step = scales.get(r);
+                let step = scales.at(r);
                 assert!((mf.at(r, c) - mq.at(r, c)).abs() <= 0.5 * step * 1.0001, "[{r}][{c}]");
             }
         }

@@ -18,10 +18,19 @@
 //! The vector-Jacobian product needs only the ReLU sign masks of the
 //! forward pass (one bit per hidden value); every other operation is linear
 //! and is transposed in the backward pass.
+//!
+//! The loops index exact slices and never fall back to zeros, and they
+//! cannot go out of range because every size was proven before them:
+//! `validate::operator` proves the shape (twiddles `2P`, `pad < n` so
+//! [`mirror`] stays below `n`, the matrices' rows and columns), the
+//! callers check the fields they pass (`n^2` values: `fno::check_len`, the
+//! denoiser's buffer check) and that sensors lie on this grid, and
+//! [`Operator::split`] cuts the workspace into parts of exactly the sizes
+//! the loops walk (checked once against its length), the projection masks
+//! and predictions for exactly the request's sensors.
 
 use crate::Error;
 use crate::kernels::{F32s, Linear, Matrix, REG_BLOCK, for_blocks};
-use crate::sensors::MAX_SENSORS;
 
 /// The sizes of an operator network on one grid.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -86,7 +95,7 @@ impl OperatorShape {
     /// `sensors` sensors: the forward pass's, then `layers * ceil(P^2 width
     /// / 32)` words of ReLU bits, `sensors * ceil(proj_width / 32)` words of
     /// projection bits and `sensors` predictions. Sized from the request's
-    /// count, not from [`MAX_SENSORS`]: a caller that sizes for the cap
+    /// count, not from [`crate::MAX_SENSORS`]: a caller that sizes for the cap
     /// (the firmware's static buffer) passes the cap.
     pub const fn vjp_workspace_len(&self, sensors: usize) -> usize {
         self.forward_workspace_len()
@@ -195,25 +204,22 @@ impl<'w> BitWriter<'w> {
         self.cur |= u32::from(b) << (self.bit % 32);
         self.bit += 1;
         if self.bit.is_multiple_of(32) {
-            if let Some(w) = self.words.get_mut(self.bit / 32 - 1) {
-                *w = f32::from_bits(self.cur);
-            }
+            self.words[self.bit / 32 - 1] = f32::from_bits(self.cur);
             self.cur = 0;
         }
     }
 
     fn finish(self) {
-        if !self.bit.is_multiple_of(32)
-            && let Some(w) = self.words.get_mut(self.bit / 32)
-        {
-            *w = f32::from_bits(self.cur);
+        if !self.bit.is_multiple_of(32) {
+            self.words[self.bit / 32] = f32::from_bits(self.cur);
         }
     }
 }
 
+/// Bit `i` of a mask written by [`BitWriter`] (`i` below the bits pushed).
 #[inline]
 fn bit(words: &[f32], i: usize) -> bool {
-    words.get(i / 32).is_some_and(|w| (w.to_bits() >> (i % 32)) & 1 == 1)
+    (words[i / 32].to_bits() >> (i % 32)) & 1 == 1
 }
 
 /// Index along one axis of the unpadded grid that padded index `q` mirrors
@@ -271,7 +277,7 @@ impl<'a> Operator<'a> {
 
     /// Splits `ws`, checking its length once: forward memory for
     /// `vjp = None`, the vector-Jacobian product's for `Some(sensors)`
-    /// (`sensors <= MAX_SENSORS`).
+    /// (`sensors <= crate::MAX_SENSORS`).
     pub(crate) fn split<'w>(&self, ws: &'w mut [f32], vjp: Option<usize>) -> Result<Ws<'w>, Error> {
         let s = self.shape;
         let needed = match vjp {
@@ -301,12 +307,12 @@ impl<'a> Operator<'a> {
 
     #[inline]
     fn cos(&self, j: usize) -> f32 {
-        self.twiddle.get(j)
+        self.twiddle.at(j)
     }
 
     #[inline]
     fn sin(&self, j: usize) -> f32 {
-        self.twiddle.get(self.shape.padded() + j)
+        self.twiddle.at(self.shape.padded() + j)
     }
 
     /// Column pass of the truncated DFT of one padded row `row` (`P` nodes
@@ -404,7 +410,7 @@ impl<'a> Operator<'a> {
             let i = mirror(y, s.pad, n);
             for (x, node) in row.chunks_exact_mut(w).enumerate() {
                 let j = mirror(x, s.pad, n);
-                let v = field.get(i * n + j).copied().unwrap_or(0.0);
+                let v = field[i * n + j];
                 let features = [map(v), j as f32 / last, i as f32 / last];
                 self.lift.forward(&features, node);
             }
@@ -452,7 +458,9 @@ impl<'a> Operator<'a> {
         // 3. Inverse DFT row by row, plus skip, FiLM and ReLU, in place.
         let inv = 1.0 / (p * p) as f32;
         let mask_words = words(s.hidden_len());
-        let mut bits = BitWriter::new(masks.get_mut(l * mask_words..(l + 1) * mask_words).unwrap_or(&mut []));
+        // Only a vector-Jacobian product records, and its split holds the
+        // masks of every layer.
+        let mut bits = BitWriter::new(if record { &mut masks[l * mask_words..(l + 1) * mask_words] } else { &mut [] });
         for (y, row) in h.chunks_exact_mut(p * w).enumerate() {
             xr.fill(0.0);
             xi.fill(0.0);
@@ -476,7 +484,7 @@ impl<'a> Operator<'a> {
                 for (o, v) in node.iter_mut().enumerate() {
                     let mut pre = t1[o] + t2[o];
                     if !film.is_empty() {
-                        pre = pre * film.get(o) + film.get(w + o);
+                        pre = pre * film.at(o) + film.at(w + o);
                     }
                     let on = pre > 0.0;
                     *v = if on { pre } else { 0.0 };
@@ -498,7 +506,7 @@ impl<'a> Operator<'a> {
         let Ws { h, zr, zi, xr, xi, t1, t2, wq, masks, .. } = ws;
         self.skip.weight().unpack_rows(l * w, wq);
         let mask_words = words(s.hidden_len());
-        let mask = masks.get(l * mask_words..(l + 1) * mask_words).unwrap_or(&[]);
+        let mask = &masks[l * mask_words..(l + 1) * mask_words];
         let inv = 1.0 / (p * p) as f32;
 
         // A. Mask (ReLU adjoint, kept in place: the skip adjoint needs it
@@ -582,8 +590,7 @@ impl<'a> Operator<'a> {
         let w = self.shape.width;
         for (k, o) in out.iter_mut().enumerate() {
             let at = self.interior(k);
-            let hv = ws.h.get(at..at + w).unwrap_or(&[]);
-            self.proj_hidden.forward(hv, ws.hid);
+            self.proj_hidden.forward(&ws.h[at..at + w], ws.hid);
             ws.hid.iter_mut().for_each(|v| *v = if *v > 0.0 { *v } else { 0.0 });
             let mut u = [0.0f32];
             self.proj_out.forward(ws.hid, &mut u);
@@ -592,25 +599,24 @@ impl<'a> Operator<'a> {
     }
 
     /// Crop and project at the listed nodes only, recording the projection
-    /// masks; predictions go to `ws.su[k]` for the `k`-th node.
+    /// masks; predictions go to `ws.su[k]` for the `k`-th node. The split
+    /// sized `su` and the masks for exactly the request's sensors.
     pub(crate) fn project_nodes(&self, ws: &mut Ws<'_>, nodes: impl Iterator<Item = usize>) {
-        let (w, pw) = (self.shape.width, self.shape.proj_width);
-        let per = words(pw);
-        for (k, node) in nodes.enumerate().take(MAX_SENSORS) {
+        let w = self.shape.width;
+        let per = words(self.shape.proj_width);
+        let Ws { h, hid, smasks, su, .. } = ws;
+        for ((node, mask), s) in nodes.zip(smasks.chunks_exact_mut(per)).zip(su.iter_mut()) {
             let at = self.interior(node);
-            let hv = ws.h.get(at..at + w).unwrap_or(&[]);
-            self.proj_hidden.forward(hv, ws.hid);
-            let mut bits = BitWriter::new(ws.smasks.get_mut(k * per..(k + 1) * per).unwrap_or(&mut []));
-            for v in ws.hid.iter_mut() {
+            self.proj_hidden.forward(&h[at..at + w], hid);
+            let mut bits = BitWriter::new(mask);
+            for v in hid.iter_mut() {
                 bits.push(*v > 0.0);
                 *v = if *v > 0.0 { *v } else { 0.0 };
             }
             bits.finish();
             let mut u = [0.0f32];
-            self.proj_out.forward(ws.hid, &mut u);
-            if let Some(s) = ws.su.get_mut(k) {
-                *s = u[0];
-            }
+            self.proj_out.forward(hid, &mut u);
+            *s = u[0];
         }
     }
 
@@ -618,22 +624,19 @@ impl<'a> Operator<'a> {
     /// `ws.h` to the gradient w.r.t. the last layer's output for the
     /// cotangents `ws.su[k]` at the listed nodes.
     pub(crate) fn project_nodes_adjoint(&self, ws: &mut Ws<'_>, nodes: impl Iterator<Item = usize>) {
-        let (w, pw) = (self.shape.width, self.shape.proj_width);
-        let per = words(pw);
-        ws.h.fill(0.0);
-        for (k, node) in nodes.enumerate().take(MAX_SENSORS) {
-            let cot = ws.su.get(k).copied().unwrap_or(0.0);
-            self.proj_out.transposed_rows(0, &[cot], ws.hid);
-            let mask = ws.smasks.get(k * per..(k + 1) * per).unwrap_or(&[]);
-            for (c, v) in ws.hid.iter_mut().enumerate() {
+        let w = self.shape.width;
+        let per = words(self.shape.proj_width);
+        let Ws { h, hid, smasks, su, .. } = ws;
+        h.fill(0.0);
+        for ((node, mask), &cot) in nodes.zip(smasks.chunks_exact(per)).zip(su.iter()) {
+            self.proj_out.transposed_rows(0, &[cot], hid);
+            for (c, v) in hid.iter_mut().enumerate() {
                 if !bit(mask, c) {
                     *v = 0.0;
                 }
             }
             let at = self.interior(node);
-            if let Some(g) = ws.h.get_mut(at..at + w) {
-                self.proj_hidden.weight().transposed_acc(0, ws.hid, g);
-            }
+            self.proj_hidden.weight().transposed_acc(0, hid, &mut h[at..at + w]);
         }
     }
 
@@ -650,9 +653,7 @@ impl<'a> Operator<'a> {
                 let j = mirror(x, s.pad, n);
                 let mut features = [0.0f32; 3];
                 self.lift.weight().transposed_acc(0, g, &mut features);
-                if let Some(v) = grad.get_mut(i * n + j) {
-                    *v += features[0];
-                }
+                grad[i * n + j] += features[0];
             }
         }
     }
@@ -721,7 +722,7 @@ pub(crate) mod reference {
     fn linear(l: &Linear<'_>, row0: usize, rows: usize, x: &[f64], bias: bool) -> Vec<f64> {
         (0..rows)
             .map(|o| {
-                let b = if bias { f64::from(l.bias().get(row0 + o)) } else { 0.0 };
+                let b = if bias { f64::from(l.bias().at(row0 + o)) } else { 0.0 };
                 b + (0..l.inputs()).map(|c| f64::from(l.weight().at(row0 + o, c)) * x[c]).sum::<f64>()
             })
             .collect()
