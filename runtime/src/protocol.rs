@@ -6,6 +6,12 @@
 //! host also sends a `0x00` *before* each frame, so whatever garbage or
 //! truncated frame came earlier is closed off (and answered with an error)
 //! instead of swallowing the next request. Empty frames are ignored.
+//!
+//! COBS itself is the `cobs` crate (the version postcard already pulls in,
+//! without its `std` feature); this module keeps the [`Deframer`], which
+//! splits the byte stream at delimiters into a fixed buffer and drops an
+//! oversized frame up to its delimiter: the resynchronisation after
+//! garbage, a lost byte or a reset is its job, not the codec's.
 
 use serde::{Deserialize, Serialize};
 
@@ -268,62 +274,6 @@ impl FrameError {
     }
 }
 
-/// COBS-encodes `src` into `dst` (no delimiter); returns the length.
-pub fn cobs_encode(src: &[u8], dst: &mut [u8]) -> Option<usize> {
-    let mut code_at = 0;
-    let mut out = 1;
-    let mut code = 1u8;
-    *dst.get_mut(code_at)? = 0;
-    for &b in src {
-        if b == 0 {
-            *dst.get_mut(code_at)? = code;
-            code_at = out;
-            *dst.get_mut(out)? = 0;
-            out += 1;
-            code = 1;
-        } else {
-            *dst.get_mut(out)? = b;
-            out += 1;
-            code += 1;
-            if code == 0xFF {
-                *dst.get_mut(code_at)? = code;
-                code_at = out;
-                *dst.get_mut(out)? = 0;
-                out += 1;
-                code = 1;
-            }
-        }
-    }
-    *dst.get_mut(code_at)? = code;
-    Some(out)
-}
-
-/// Decodes a COBS block (no delimiter) in place; returns the decoded length.
-pub fn cobs_decode_in_place(buf: &mut [u8]) -> Option<usize> {
-    let (mut read, mut write) = (0, 0);
-    while read < buf.len() {
-        let code = buf[read] as usize;
-        if code == 0 || read + code > buf.len() {
-            return None;
-        }
-        read += 1;
-        for _ in 1..code {
-            let b = buf[read];
-            if b == 0 {
-                return None;
-            }
-            buf[write] = b;
-            write += 1;
-            read += 1;
-        }
-        if code != 0xFF && read < buf.len() {
-            buf[write] = 0;
-            write += 1;
-        }
-    }
-    Some(write)
-}
-
 /// Encodes `msg` as one wire frame into `out`: a leading delimiter, the COBS
 /// block and the trailing delimiter. `scratch` holds the unencoded frame
 /// ([`MAX_FRAME`] bytes suffice). Returns the bytes written.
@@ -333,15 +283,23 @@ pub fn encode_frame<T: Serialize>(msg: &T, scratch: &mut [u8], out: &mut [u8]) -
     let end = used + 4;
     scratch.get_mut(used..end).ok_or(FrameError::Encode)?.copy_from_slice(&crc.to_le_bytes());
     *out.first_mut().ok_or(FrameError::Encode)? = DELIMITER;
-    let len = cobs_encode(&scratch[..end], out.get_mut(1..).ok_or(FrameError::Encode)?).ok_or(FrameError::Encode)?;
+    let len = cobs::try_encode(&scratch[..end], out.get_mut(1..).ok_or(FrameError::Encode)?)
+        .map_err(|_| FrameError::Encode)?;
     *out.get_mut(1 + len).ok_or(FrameError::Encode)? = DELIMITER;
     Ok(len + 2)
 }
 
 /// Decodes one COBS block (the bytes between two delimiters) in place,
 /// checks its CRC and parses the message, borrowing from `block`.
+///
+/// A block holding a delimiter is [`FrameError::BadFraming`] (the `cobs`
+/// crate would decode up to it; [`Deframer`] never hands one over) and an
+/// empty one [`FrameError::Truncated`], as before the crate decoded.
 pub fn decode_frame<'a, T: Deserialize<'a>>(block: &'a mut [u8]) -> Result<T, FrameError> {
-    let len = cobs_decode_in_place(block).ok_or(FrameError::BadFraming)?;
+    if block.contains(&DELIMITER) {
+        return Err(FrameError::BadFraming);
+    }
+    let len = if block.is_empty() { 0 } else { cobs::decode_in_place(block).map_err(|_| FrameError::BadFraming)? };
     if len < 4 {
         return Err(FrameError::Truncated);
     }
@@ -499,20 +457,34 @@ mod tests {
     }
 
     #[test]
-    fn cobs_round_trips_edge_cases() {
-        let cases: [&[u8]; 6] = [&[], &[0], &[0, 0], &[1, 2, 3], &[0xFF; 254], &[0x11; 600]];
+    fn cobs_blocks_round_trip_and_damage_is_bad_framing() {
+        // Encoded blocks never hold a delimiter and decode to their source,
+        // across the 254-byte runs where COBS adds an overhead byte.
+        let cases: [&[u8]; 7] = [&[0], &[0, 0], &[1, 2, 3], &[0xFF; 253], &[0xFF; 254], &[0xFF; 255], &[0x11; 600]];
         for src in cases {
             let mut enc = [0u8; 1024];
-            let n = cobs_encode(src, &mut enc).unwrap();
-            assert!(!enc[..n].contains(&0), "encoding of {src:?} contains a zero");
+            let n = cobs::try_encode(src, &mut enc).unwrap();
+            assert!(!enc[..n].contains(&0), "encoding of {} bytes contains a zero", src.len());
             let mut buf = enc[..n].to_vec();
-            let m = cobs_decode_in_place(&mut buf).unwrap();
+            let m = cobs::decode_in_place(&mut buf).unwrap();
             assert_eq!(&buf[..m], src);
         }
-        let mut with_zero = [2u8, 0, 1];
-        assert_eq!(cobs_decode_in_place(&mut with_zero), None);
-        let mut overrun = [5u8, 1, 2];
-        assert_eq!(cobs_decode_in_place(&mut overrun), None);
+        // A message whose frame fills whole 254-byte runs round-trips.
+        for len in [246, 250, 500, 504] {
+            let data = std::vec![0x5Au8; len];
+            let resp = Response::Field { which: FIELD_MEAN, offset: 0, data: &data };
+            let mut w = wire(&resp);
+            let end = w.len() - 1;
+            assert_eq!(decode_frame::<Response<'_>>(&mut w[1..end]), Ok(resp), "{len} bytes");
+        }
+        // Damage: a delimiter inside, a code past the end, nothing at all.
+        for (block, want) in [
+            (&mut [2u8, 0, 1][..], FrameError::BadFraming),
+            (&mut [5u8, 1, 2][..], FrameError::BadFraming),
+            (&mut [][..], FrameError::Truncated),
+        ] {
+            assert_eq!(decode_frame::<Request<'_>>(block), Err(want));
+        }
     }
 
     #[test]
@@ -586,7 +558,7 @@ mod tests {
         let crc = crc32(&scratch[..3]).to_le_bytes();
         scratch[3..7].copy_from_slice(&crc);
         let mut enc = std::vec![0u8; 16];
-        let n = cobs_encode(&scratch[..7], &mut enc).unwrap();
+        let n = cobs::try_encode(&scratch[..7], &mut enc).unwrap();
         let mut s = std::vec![0u8];
         s.extend_from_slice(&enc[..n]);
         s.push(0);
