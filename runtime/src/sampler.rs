@@ -39,6 +39,11 @@
 //! then at most the range's largest end and `noise_sigma / unit` at most
 //! the noise cap over the unit floor (about 14 for the shipped artifacts),
 //! so nothing the sampler derives from a finite request can overflow.
+//!
+//! One file although it is past 500 lines: the workspace sizing, the
+//! request checks, the level loop and its two inner steps share the
+//! `State` split and read top to bottom as the algorithm above; the
+//! Gauss–Newton step already lives in [`crate::gauss_newton`].
 
 use crate::Error;
 use crate::artifact::Artifact;
