@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what the test suite needs on a fresh machine (Debian, rustup):
-# QEMU for the firmware tests, the Cortex-M4F target, clippy and llvm-tools.
+# QEMU for the firmware tests, the Cortex-M4F target, clippy and llvm-tools,
+# and flip-link, the firmware's linker.
 set -euo pipefail
 
 # Debian's qemu-system-arm models the MPS2 boards. Installing it may remove
@@ -15,3 +16,7 @@ fi
 
 rustup target add thumbv7em-none-eabihf
 rustup component add clippy rustfmt llvm-tools
+
+# The firmware links through flip-link (firmware/.cargo/config.toml): the
+# stack below the statics, so an overflow faults instead of corrupting them.
+command -v flip-link >/dev/null || cargo install --locked flip-link

@@ -51,7 +51,7 @@ impl<'a> Prior<'a> {
 
     /// f32 workspace of [`denoise`](Self::denoise).
     pub fn workspace_len(&self) -> usize {
-        self.net.shape().workspace_len(false)
+        self.net.shape().forward_workspace_len()
     }
 
     /// `out = D(x; sigma_level)` for a normalised field `x` (`n * n` each).
@@ -81,7 +81,7 @@ impl<'a> Prior<'a> {
         if film.len() != s.layers * 2 * s.width {
             return Err(Error::ShapeMismatch { field: "film", expected: s.layers * 2 * s.width, got: film.len() });
         }
-        let mut ws = self.net.split(ws, false)?;
+        let mut ws = self.net.split(ws, None)?;
         let (c_in, c_skip, c_out) = (level.c_in, level.c_skip, level.c_out);
         self.net.lift(x, |v| v * c_in, &mut ws);
         stage(0, ws.h);
@@ -89,7 +89,7 @@ impl<'a> Prior<'a> {
             self.net.layer(l, &mut ws, film.slice(l * 2 * s.width, 2 * s.width), false);
             stage(l + 1, ws.h);
         }
-        self.net.project_all(&mut ws, out, |k, net| x.get(k).copied().unwrap_or(0.0) * c_skip + net * c_out);
+        self.net.project_all(&mut ws, out, |k, net| x[k] * c_skip + net * c_out);
         Ok(())
     }
 }

@@ -43,9 +43,17 @@ impl<'a> Fno<'a> {
         (self.a_mean, self.a_std, self.u_mean, self.u_std)
     }
 
-    /// f32 workspace of [`forward`](Self::forward) and of the VJP.
-    pub fn workspace_len(&self) -> usize {
-        self.net.shape().workspace_len(true)
+    /// f32 workspace of [`forward`](Self::forward) (and its normalised
+    /// and traced forms).
+    pub fn forward_workspace_len(&self) -> usize {
+        self.net.shape().forward_workspace_len()
+    }
+
+    /// f32 workspace of the vector-Jacobian product (and so of
+    /// [`loss_grad`](Self::loss_grad)) for `sensors` sensors; it covers the
+    /// forward pass too.
+    pub fn workspace_len(&self, sensors: usize) -> usize {
+        self.net.shape().vjp_workspace_len(sensors)
     }
 
     fn n2(&self) -> usize {
@@ -89,7 +97,7 @@ impl<'a> Fno<'a> {
     ) -> Result<(), Error> {
         check_len("a", a.len(), self.n2())?;
         check_len("u", u.len(), self.n2())?;
-        let mut ws = self.net.split(ws, false)?;
+        let mut ws = self.net.split(ws, None)?;
         self.net.lift(a, map, &mut ws);
         stage(0, ws.h);
         for l in 0..self.net.shape().layers {
@@ -130,16 +138,14 @@ impl<'a> Fno<'a> {
         }
         check_len("x", x.len(), self.n2())?;
         check_len("grad", grad.len(), self.n2())?;
-        let mut ws = self.net.split(ws, true)?;
+        let mut ws = self.net.split(ws, Some(sensors.len()))?;
         self.net.lift(x, map, &mut ws);
         for l in 0..shape.layers {
             self.net.layer(l, &mut ws, crate::kernels::F32s::empty(), true);
         }
-        let k = sensors.len();
+        // The split sized `su` for exactly these sensors.
         self.net.project_nodes(&mut ws, sensors.nodes());
-        if let Some(su) = ws.su.get_mut(..k) {
-            cotangent(su);
-        }
+        cotangent(ws.su);
         self.net.project_nodes_adjoint(&mut ws, sensors.nodes());
         for l in (0..shape.layers).rev() {
             self.net.layer_adjoint(l, &mut ws);

@@ -71,17 +71,19 @@ pub(crate) fn sensor_bufs(mem: &mut [f32], k: usize) -> SensorBufs<'_> {
 }
 
 impl Linear<'_, '_> {
-    /// Model memory before the Jacobian rows / sensor buffers.
-    fn model_len(&self) -> usize {
+    /// Model memory before the Jacobian rows / sensor buffers, for `k`
+    /// sensors.
+    fn model_len(&self, k: usize) -> usize {
         match self {
             Linear::Physics(p) => p.mem_len(),
-            Linear::Surrogate(f) => f.workspace_len(),
+            Linear::Surrogate(f) => f.workspace_len(k),
         }
     }
 
-    /// Splits the guide memory into model memory and what follows it.
-    pub(crate) fn split<'w>(&self, mem: &'w mut [f32]) -> (&'w mut [f32], &'w mut [f32]) {
-        mem.split_at_mut(self.model_len())
+    /// Splits the guide memory into model memory for `k` sensors and what
+    /// follows it.
+    pub(crate) fn split<'w>(&self, mem: &'w mut [f32], k: usize) -> (&'w mut [f32], &'w mut [f32]) {
+        mem.split_at_mut(self.model_len(k))
     }
 
     /// Linearises at `x` and writes `F~(x)` into `pred`. `rows` is the
@@ -192,7 +194,7 @@ pub(crate) fn step(
 ) -> Result<u32, Error> {
     let Fields { a0, a, prop, z, t } = f;
     let k = sensors.len();
-    let (model, rest) = lin.split(mem);
+    let (model, rest) = lin.split(mem, k);
     let (rows, rest) = rest.split_at_mut(rows_len);
     let n2 = a0.len();
     let n = noise.n();

@@ -4,8 +4,19 @@
 //! layers ([`Linear`]). Values are built only by the artifact parser, which
 //! checks every length once; the kernels then take slices and do not fail.
 //!
-//! Every fast kernel has a plain reference in the tests below (f64,
-//! dequantised weights, straight from the formula).
+//! Why the inner loops cannot panic: [`F32s::new`] proves `len * 4` bytes,
+//! [`Matrix::f32`]/[`Matrix::i8`] prove `rows * cols` entries and `rows`
+//! scales, [`Linear::new`] one bias per row, and `validate::operator` that
+//! every matrix has the shape the network's `OperatorShape` implies. The
+//! kernels cut exact slices from those sizes (a row of a
+//! matrix is `[r * cols, (r + 1) * cols)` with `r < rows`) and walk them
+//! with `zip` and `chunks_exact`, so every index a kernel forms is one the
+//! parser proved in range. Nothing falls back to 0.0 or an empty slice: a
+//! caller that broke the contract would panic (the firmware then exits
+//! with its panic code) instead of computing with zeros.
+//!
+//! Every fast kernel has a plain reference in its tests (`kernels/tests.rs`:
+//! f64, dequantised weights, straight from the formula).
 
 use crate::Error;
 
@@ -45,13 +56,12 @@ impl<'a> F32s<'a> {
         self.bytes.len() < 4
     }
 
-    /// Value `i`, or 0 past the end.
+    /// Value `i`; `i < len()` (the parser proved the length, see the
+    /// module docs).
     #[inline]
-    pub fn get(&self, i: usize) -> f32 {
-        match self.bytes.get(4 * i..4 * i + 4) {
-            Some(&[a, b, c, d]) => f32::from_le_bytes([a, b, c, d]),
-            _ => 0.0,
-        }
+    pub fn at(&self, i: usize) -> f32 {
+        let c = &self.bytes[4 * i..4 * i + 4];
+        f32::from_le_bytes([c[0], c[1], c[2], c[3]])
     }
 
     /// The values in order.
@@ -60,12 +70,24 @@ impl<'a> F32s<'a> {
         self.bytes.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
     }
 
-    /// Values `start..start + len` (clipped to the array).
+    /// Values `start..start + len`, inside the array.
     #[inline]
     pub fn slice(&self, start: usize, len: usize) -> F32s<'a> {
-        let lo = start.saturating_mul(4).min(self.bytes.len());
-        let hi = start.saturating_add(len).saturating_mul(4).min(self.bytes.len());
-        F32s { bytes: &self.bytes[lo..hi] }
+        F32s { bytes: &self.bytes[4 * start..4 * (start + len)] }
+    }
+
+    /// The first `mid` values and the rest; `mid <= len()`.
+    #[inline]
+    pub fn split_at(&self, mid: usize) -> (F32s<'a>, F32s<'a>) {
+        let (a, b) = self.bytes.split_at(4 * mid);
+        (F32s { bytes: a }, F32s { bytes: b })
+    }
+
+    /// Consecutive runs of `len` values (`len > 0`), the tail shorter than
+    /// `len` left out.
+    #[inline]
+    pub fn chunks_exact(&self, len: usize) -> impl Iterator<Item = F32s<'a>> + 'a {
+        self.bytes.chunks_exact(4 * len).map(|bytes| F32s { bytes })
     }
 }
 
@@ -134,12 +156,13 @@ impl<'a> Matrix<'a> {
         }
     }
 
-    /// Entry `[r][c]` as f32 (dequantised). For references and tests.
+    /// Entry `[r][c]` as f32 (dequantised), `r < rows`, `c < cols`. For
+    /// references and tests.
     pub fn at(&self, r: usize, c: usize) -> f32 {
         let k = r * self.cols + c;
         match self.storage {
-            Storage::F32(v) => v.get(k),
-            Storage::I8 { q, scales } => f32::from(q.get(k).map_or(0, |&b| b as i8)) * scales.get(r),
+            Storage::F32(v) => v.at(k),
+            Storage::I8 { q, scales } => f32::from(q[k] as i8) * scales.at(r),
         }
     }
 
@@ -151,8 +174,8 @@ impl<'a> Matrix<'a> {
         match self.storage {
             Storage::F32(v) => v.slice(start, self.cols).iter().zip(x).fold(0.0, |acc, (w, x)| acc + w * x),
             Storage::I8 { q, scales } => {
-                let row = q.get(start..start + self.cols).unwrap_or(&[]);
-                row.iter().zip(x).fold(0.0, |acc, (&w, x)| acc + f32::from(w as i8) * x) * scales.get(r)
+                let row = &q[start..start + self.cols];
+                row.iter().zip(x).fold(0.0, |acc, (&w, x)| acc + f32::from(w as i8) * x) * scales.at(r)
             }
         }
     }
@@ -175,15 +198,14 @@ impl<'a> Matrix<'a> {
                 (yr, yi)
             }
             Storage::I8 { q, scales } => {
-                let row = q.get(start..start + 2 * k).unwrap_or(&[]);
-                let (qr, qi) = row.split_at(k.min(row.len()));
+                let (qr, qi) = q[start..start + 2 * k].split_at(k);
                 let (mut yr, mut yi) = (0.0f32, 0.0f32);
                 for (((&wr, &wi), &zr), &zi) in qr.iter().zip(qi).zip(zr).zip(zi) {
                     let (wr, wi) = (f32::from(wr as i8), f32::from(wi as i8));
                     yr += zr * wr - zi * wi;
                     yi += zr * wi + zi * wr;
                 }
-                let s = scales.get(r);
+                let s = scales.at(r);
                 (yr * s, yi * s)
             }
         }
@@ -204,10 +226,9 @@ impl<'a> Matrix<'a> {
                 }
             }
             Storage::I8 { q, scales } => {
-                let s = scales.get(r);
+                let s = scales.at(r);
                 let (gyr, gyi) = (gyr * s, gyi * s);
-                let row = q.get(start..start + 2 * k).unwrap_or(&[]);
-                let (qr, qi) = row.split_at(k.min(row.len()));
+                let (qr, qi) = q[start..start + 2 * k].split_at(k);
                 for (((&wr, &wi), gzr), gzi) in qr.iter().zip(qi).zip(gzr.iter_mut()).zip(gzi.iter_mut()) {
                     let (wr, wi) = (f32::from(wr as i8), f32::from(wi as i8));
                     *gzr += wr * gyr + wi * gyi;
@@ -224,16 +245,15 @@ impl<'a> Matrix<'a> {
     /// which apply the scales exactly where [`Self::dot_row`] and
     /// [`Self::transposed_acc`] do, so the results are the same bits.
     pub fn unpack_rows(&self, row0: usize, out: &mut [f32]) {
-        let start = row0 * self.cols;
+        let (start, len) = (row0 * self.cols, out.len());
         match self.storage {
             Storage::F32(v) => {
-                for (k, o) in out.iter_mut().enumerate() {
-                    *o = v.get(start + k);
+                for (o, w) in out.iter_mut().zip(v.slice(start, len).iter()) {
+                    *o = w;
                 }
             }
             Storage::I8 { q, .. } => {
-                let row = q.get(start..start + out.len()).unwrap_or(&[]);
-                for (o, &b) in out.iter_mut().zip(row) {
+                for (o, &b) in out.iter_mut().zip(&q[start..start + len]) {
                     *o = f32::from(b as i8);
                 }
             }
@@ -249,8 +269,8 @@ impl<'a> Matrix<'a> {
             for (k, o) in col.iter_mut().enumerate() {
                 let i = (row0 + k) * cols + c;
                 *o = match self.storage {
-                    Storage::F32(v) => v.get(i),
-                    Storage::I8 { q, .. } => f32::from(q.get(i).map_or(0, |&b| b as i8)),
+                    Storage::F32(v) => v.at(i),
+                    Storage::I8 { q, .. } => f32::from(q[i] as i8),
                 };
             }
         }
@@ -261,7 +281,7 @@ impl<'a> Matrix<'a> {
     fn row_scale(&self, r: usize) -> Option<f32> {
         match self.storage {
             Storage::F32(_) => None,
-            Storage::I8 { scales, .. } => Some(scales.get(r)),
+            Storage::I8 { scales, .. } => Some(scales.at(r)),
         }
     }
 
@@ -277,9 +297,8 @@ impl<'a> Matrix<'a> {
                     }
                 }
                 Storage::I8 { q, scales } => {
-                    let gs = gr * scales.get(row0 + k);
-                    let row = q.get(start..start + self.cols).unwrap_or(&[]);
-                    for (o, &w) in out.iter_mut().zip(row) {
+                    let gs = gr * scales.at(row0 + k);
+                    for (o, &w) in out.iter_mut().zip(&q[start..start + self.cols]) {
                         *o += f32::from(w as i8) * gs;
                     }
                 }
@@ -374,7 +393,7 @@ impl<'a> Linear<'a> {
     #[inline]
     pub fn forward_rows(&self, row0: usize, x: &[f32], y: &mut [f32]) {
         for (k, y) in y.iter_mut().enumerate() {
-            *y = self.weight.dot_row(row0 + k, x) + self.bias.get(row0 + k);
+            *y = self.weight.dot_row(row0 + k, x) + self.bias.at(row0 + k);
         }
     }
 
@@ -424,7 +443,7 @@ impl<'a> Linear<'a> {
                 Some(s) => acc * s,
                 None => *acc,
             };
-            y[k0 + b] = v + self.bias.get(k);
+            y[k0 + b] = v + self.bias.at(k);
         }
     }
 
@@ -462,133 +481,4 @@ impl<'a> Linear<'a> {
 }
 
 #[cfg(test)]
-pub(crate) mod tests {
-    use super::*;
-    use crate::testutil::{Lcg, assert_close, f32_bytes, quantize_rows};
-
-    /// f32 round-off of dot products of a few dozen O(1) terms, relative to
-    /// the largest reference value.
-    pub(crate) const DOT_TOL: f64 = 1e-5;
-
-    fn reference_matvec(w: &Matrix, x: &[f32]) -> Vec<f64> {
-        (0..w.rows()).map(|r| (0..w.cols()).map(|c| f64::from(w.at(r, c)) * f64::from(x[c])).sum()).collect()
-    }
-
-    fn matrices(rng: &mut Lcg, rows: usize, cols: usize) -> (Vec<u8>, Vec<u8>, Vec<u8>) {
-        let w: Vec<f32> = (0..rows * cols).map(|_| rng.uniform(-1.0, 1.0)).collect();
-        let (q, s) = quantize_rows(&w, rows, cols);
-        (f32_bytes(&w), q, f32_bytes(&s))
-    }
-
-    #[test]
-    fn matvec_fast_matches_reference_f32_and_int8() {
-        let mut rng = Lcg::new(1);
-        for (rows, cols) in [(1, 1), (16, 3), (7, 33), (64, 16)] {
-            let (wf, q, s) = matrices(&mut rng, rows, cols);
-            let x: Vec<f32> = (0..cols).map(|_| rng.uniform(-2.0, 2.0)).collect();
-            for m in [Matrix::f32(&wf, rows, cols, "w").unwrap(), Matrix::i8(&q, &s, rows, cols, "w").unwrap()] {
-                let got: Vec<f32> = (0..rows).map(|r| m.dot_row(r, &x)).collect();
-                assert_close(&got, &reference_matvec(&m, &x), DOT_TOL, "matvec");
-                // Adjoint: <W x, g> = <x, W^T g>.
-                let g: Vec<f32> = (0..rows).map(|_| rng.uniform(-1.0, 1.0)).collect();
-                let mut wtg = vec![0.0; cols];
-                m.transposed_acc(0, &g, &mut wtg);
-                let want: Vec<f64> =
-                    (0..cols).map(|c| (0..rows).map(|r| f64::from(m.at(r, c)) * f64::from(g[r])).sum()).collect();
-                assert_close(&wtg, &want, DOT_TOL, "transposed");
-            }
-        }
-    }
-
-    /// The unpacked kernels are the packed ones reordered for registers:
-    /// same sums in the same order, so the same bits (the device's results
-    /// did not change when the layers switched to them).
-    #[test]
-    fn unpacked_kernels_give_the_same_bits() {
-        let mut rng = Lcg::new(4);
-        // Two stacked blocks of `rows` rows; widths with and without a tail
-        // past the 8-wide register blocks.
-        for (rows, cols) in [(16, 16), (11, 11), (3, 9), (1, 1)] {
-            let (wf, q, s) = matrices(&mut rng, 2 * rows, cols);
-            let bias: Vec<f32> = (0..2 * rows).map(|_| rng.uniform(-1.0, 1.0)).collect();
-            let bias = f32_bytes(&bias);
-            let x: Vec<f32> = (0..cols).map(|_| rng.uniform(-2.0, 2.0)).collect();
-            let g: Vec<f32> = (0..rows).map(|_| rng.uniform(-2.0, 2.0)).collect();
-            for m in [Matrix::f32(&wf, 2 * rows, cols, "w").unwrap(), Matrix::i8(&q, &s, 2 * rows, cols, "w").unwrap()]
-            {
-                let lin = Linear::new(m, &bias, "b").unwrap();
-                let (mut wq, mut wt) = (vec![0.0; rows * cols], vec![0.0; rows * cols]);
-                lin.weight().unpack_rows(rows, &mut wq);
-                lin.weight().unpack_rows_transposed(rows, rows, &mut wt);
-                let (mut a, mut b) = (vec![0.0; rows], vec![0.0; rows]);
-                lin.forward_rows(rows, &x, &mut a);
-                lin.forward_rows_unpacked(rows, &wt, &x, &mut b);
-                assert_eq!(
-                    a.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
-                    b.iter().map(|v| v.to_bits()).collect::<Vec<_>>()
-                );
-                let (mut a, mut b) = (vec![0.0; cols], vec![7.0; cols]);
-                lin.transposed_rows(rows, &g, &mut a);
-                lin.transposed_rows_unpacked(rows, &wq, &g, &mut b);
-                assert_eq!(
-                    a.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
-                    b.iter().map(|v| v.to_bits()).collect::<Vec<_>>()
-                );
-            }
-        }
-    }
-
-    #[test]
-    fn int8_is_within_half_a_step_of_f32() {
-        let mut rng = Lcg::new(2);
-        let (rows, cols) = (8, 20);
-        let (wf, q, s) = matrices(&mut rng, rows, cols);
-        let (mf, mq) = (Matrix::f32(&wf, rows, cols, "w").unwrap(), Matrix::i8(&q, &s, rows, cols, "w").unwrap());
-        let scales = F32s::new(&s, rows, "s").unwrap();
-        for r in 0..rows {
-            for c in 0..cols {
-                let step = scales.get(r);
-                assert!((mf.at(r, c) - mq.at(r, c)).abs() <= 0.5 * step * 1.0001, "[{r}][{c}]");
-            }
-        }
-    }
-
-    #[test]
-    fn complex_rows_match_reference() {
-        let mut rng = Lcg::new(3);
-        let (rows, k) = (5, 6);
-        let (wf, q, s) = matrices(&mut rng, rows, 2 * k);
-        let zr: Vec<f32> = (0..k).map(|_| rng.uniform(-1.0, 1.0)).collect();
-        let zi: Vec<f32> = (0..k).map(|_| rng.uniform(-1.0, 1.0)).collect();
-        for m in [Matrix::f32(&wf, rows, 2 * k, "w").unwrap(), Matrix::i8(&q, &s, rows, 2 * k, "w").unwrap()] {
-            for r in 0..rows {
-                let (mut wr, mut wi) = (0.0f64, 0.0f64);
-                for i in 0..k {
-                    let (a, b) = (f64::from(m.at(r, i)), f64::from(m.at(r, k + i)));
-                    wr += f64::from(zr[i]) * a - f64::from(zi[i]) * b;
-                    wi += f64::from(zr[i]) * b + f64::from(zi[i]) * a;
-                }
-                let (yr, yi) = m.dot_row_complex(r, &zr, &zi);
-                assert_close(&[yr, yi], &[wr, wi], DOT_TOL, "complex row");
-                // Adjoint: Re<y, gy> = Re<z, W^H gy> in the real pairing.
-                let (gyr, gyi) = (rng.uniform(-1.0, 1.0), rng.uniform(-1.0, 1.0));
-                let (mut gzr, mut gzi) = (vec![0.0; k], vec![0.0; k]);
-                m.dot_row_complex_adjoint(r, gyr, gyi, &mut gzr, &mut gzi);
-                let lhs = f64::from(yr) * f64::from(gyr) + f64::from(yi) * f64::from(gyi);
-                let rhs: f64 = (0..k).map(|i| f64::from(zr[i] * gzr[i]) + f64::from(zi[i] * gzi[i])).sum();
-                assert!((lhs - rhs).abs() <= 1e-5 * (1.0 + lhs.abs()), "adjoint {lhs} vs {rhs}");
-            }
-        }
-    }
-
-    #[test]
-    fn bad_lengths_and_values_are_errors() {
-        let w = f32_bytes(&[1.0, 2.0, 3.0]);
-        assert!(matches!(Matrix::f32(&w, 2, 2, "w"), Err(Error::ShapeMismatch { .. })));
-        assert!(matches!(Matrix::f32(&w, usize::MAX, 2, "w"), Err(Error::Overflow { .. })));
-        let nan = f32_bytes(&[1.0, f32::NAN]);
-        assert_eq!(Matrix::f32(&nan, 1, 2, "w"), Err(Error::NonFinite { field: "w", index: 1 }));
-        let neg = f32_bytes(&[-1.0]);
-        assert_eq!(Matrix::i8(&[1, 2], &neg, 1, 2, "w"), Err(Error::InvalidValue { field: "w" }));
-    }
-}
+pub(crate) mod tests;

@@ -3,8 +3,10 @@
 //! It parses an artifact written by `ddis-trainer` from a `&[u8]` (flash on
 //! the device) without copying ([`artifact`]), and runs the reduced-step
 //! DAPS sampler ([`sampler`]) in one caller-provided workspace whose size is
-//! known before the run ([`Artifact::workspace_len`],
-//! [`sampler::workspace_len`]). It never allocates and never panics on
+//! known before the run from the request's sensor count
+//! ([`Artifact::workspace_len_for`], [`sampler::workspace_len`];
+//! [`Artifact::workspace_len`] for the artifact's cap, what a static buffer
+//! holds). It never allocates and never panics on
 //! input: every check happens once, at the edge, and returns an [`Error`].
 //!
 //! Module map: [`wire`] (the artifact's serialised types and constants, a

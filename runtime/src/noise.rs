@@ -87,7 +87,7 @@ fn sandwich(mat: F32s<'_>, n: usize, z: &mut [f32], tmp: &mut [f32]) {
     for (i, trow) in tmp.chunks_exact_mut(n).enumerate() {
         trow.fill(0.0);
         for (a, zrow) in z.chunks_exact(n).enumerate() {
-            let lia = mat.get(i * n + a);
+            let lia = mat.at(i * n + a);
             for (t, &zv) in trow.iter_mut().zip(zrow) {
                 *t += lia * zv;
             }
@@ -95,8 +95,8 @@ fn sandwich(mat: F32s<'_>, n: usize, z: &mut [f32], tmp: &mut [f32]) {
     }
     // z[i][j] = sum_b tmp[i][b] M[j][b] (rows of the symmetric M).
     for (trow, zrow) in tmp.chunks_exact(n).zip(z.chunks_exact_mut(n)) {
-        for (j, zv) in zrow.iter_mut().enumerate() {
-            *zv = mat.slice(j * n, n).iter().zip(trow).fold(0.0, |acc, (l, t)| acc + t * l);
+        for (zv, mrow) in zrow.iter_mut().zip(mat.chunks_exact(n)) {
+            *zv = mrow.iter().zip(trow).fold(0.0, |acc, (l, t)| acc + t * l);
         }
     }
 }

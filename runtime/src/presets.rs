@@ -14,8 +14,10 @@ pub const DARCY32_FNO: OperatorShape = OperatorShape { n: 32, width: 16, modes: 
 pub const DARCY32_PRIOR: OperatorShape =
     OperatorShape { n: 32, width: 16, modes: 8, layers: 4, pad: 4, proj_width: 32 };
 
-/// f32 workspace of the reduced-step DAPS sampler for these models.
-pub const DARCY32_WORKSPACE_LEN: usize = sampler::langevin_surrogate_workspace_len(32, DARCY32_FNO, DARCY32_PRIOR);
+/// f32 workspace of the reduced-step DAPS sampler for these models at the
+/// sensor cap.
+pub const DARCY32_WORKSPACE_LEN: usize =
+    sampler::langevin_surrogate_workspace_len(32, DARCY32_FNO, DARCY32_PRIOR, crate::MAX_SENSORS);
 
 /// The device RAM budget for the workspace (256 KiB, `firmware/memory.x`).
 pub const WORKSPACE_BUDGET_BYTES: usize = 256 * 1024;

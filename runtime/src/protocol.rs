@@ -6,6 +6,12 @@
 //! host also sends a `0x00` *before* each frame, so whatever garbage or
 //! truncated frame came earlier is closed off (and answered with an error)
 //! instead of swallowing the next request. Empty frames are ignored.
+//!
+//! COBS itself is the `cobs` crate (the version postcard already pulls in,
+//! without its `std` feature); this module keeps the [`Deframer`], which
+//! splits the byte stream at delimiters into a fixed buffer and drops an
+//! oversized frame up to its delimiter: the resynchronisation after
+//! garbage, a lost byte or a reset is its job, not the codec's.
 
 use serde::{Deserialize, Serialize};
 
@@ -268,62 +274,6 @@ impl FrameError {
     }
 }
 
-/// COBS-encodes `src` into `dst` (no delimiter); returns the length.
-pub fn cobs_encode(src: &[u8], dst: &mut [u8]) -> Option<usize> {
-    let mut code_at = 0;
-    let mut out = 1;
-    let mut code = 1u8;
-    *dst.get_mut(code_at)? = 0;
-    for &b in src {
-        if b == 0 {
-            *dst.get_mut(code_at)? = code;
-            code_at = out;
-            *dst.get_mut(out)? = 0;
-            out += 1;
-            code = 1;
-        } else {
-            *dst.get_mut(out)? = b;
-            out += 1;
-            code += 1;
-            if code == 0xFF {
-                *dst.get_mut(code_at)? = code;
-                code_at = out;
-                *dst.get_mut(out)? = 0;
-                out += 1;
-                code = 1;
-            }
-        }
-    }
-    *dst.get_mut(code_at)? = code;
-    Some(out)
-}
-
-/// Decodes a COBS block (no delimiter) in place; returns the decoded length.
-pub fn cobs_decode_in_place(buf: &mut [u8]) -> Option<usize> {
-    let (mut read, mut write) = (0, 0);
-    while read < buf.len() {
-        let code = buf[read] as usize;
-        if code == 0 || read + code > buf.len() {
-            return None;
-        }
-        read += 1;
-        for _ in 1..code {
-            let b = buf[read];
-            if b == 0 {
-                return None;
-            }
-            buf[write] = b;
-            write += 1;
-            read += 1;
-        }
-        if code != 0xFF && read < buf.len() {
-            buf[write] = 0;
-            write += 1;
-        }
-    }
-    Some(write)
-}
-
 /// Encodes `msg` as one wire frame into `out`: a leading delimiter, the COBS
 /// block and the trailing delimiter. `scratch` holds the unencoded frame
 /// ([`MAX_FRAME`] bytes suffice). Returns the bytes written.
@@ -333,15 +283,23 @@ pub fn encode_frame<T: Serialize>(msg: &T, scratch: &mut [u8], out: &mut [u8]) -
     let end = used + 4;
     scratch.get_mut(used..end).ok_or(FrameError::Encode)?.copy_from_slice(&crc.to_le_bytes());
     *out.first_mut().ok_or(FrameError::Encode)? = DELIMITER;
-    let len = cobs_encode(&scratch[..end], out.get_mut(1..).ok_or(FrameError::Encode)?).ok_or(FrameError::Encode)?;
+    let len = cobs::try_encode(&scratch[..end], out.get_mut(1..).ok_or(FrameError::Encode)?)
+        .map_err(|_| FrameError::Encode)?;
     *out.get_mut(1 + len).ok_or(FrameError::Encode)? = DELIMITER;
     Ok(len + 2)
 }
 
 /// Decodes one COBS block (the bytes between two delimiters) in place,
 /// checks its CRC and parses the message, borrowing from `block`.
+///
+/// A block holding a delimiter is [`FrameError::BadFraming`] (the `cobs`
+/// crate would decode up to it; [`Deframer`] never hands one over) and an
+/// empty one [`FrameError::Truncated`], as before the crate decoded.
 pub fn decode_frame<'a, T: Deserialize<'a>>(block: &'a mut [u8]) -> Result<T, FrameError> {
-    let len = cobs_decode_in_place(block).ok_or(FrameError::BadFraming)?;
+    if block.contains(&DELIMITER) {
+        return Err(FrameError::BadFraming);
+    }
+    let len = if block.is_empty() { 0 } else { cobs::decode_in_place(block).map_err(|_| FrameError::BadFraming)? };
     if len < 4 {
         return Err(FrameError::Truncated);
     }
@@ -473,160 +431,4 @@ pub fn pack_sensors(rows: &[(f32, f32, f32)], out: &mut [u8]) -> Option<usize> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn wire<T: Serialize>(msg: &T) -> std::vec::Vec<u8> {
-        let (mut scratch, mut out) = ([0u8; MAX_FRAME], [0u8; MAX_WIRE + 2]);
-        let len = encode_frame(msg, &mut scratch, &mut out).unwrap();
-        out[..len].to_vec()
-    }
-
-    /// Feeds `bytes` and returns, per completed block, the decoded request
-    /// or the error code.
-    fn feed(d: &mut Deframer, bytes: &[u8]) -> std::vec::Vec<Result<std::string::String, ErrorCode>> {
-        let mut got = std::vec::Vec::new();
-        for &b in bytes {
-            match d.push(b) {
-                Event::Pending => {}
-                Event::Oversized(_) => got.push(Err(ErrorCode::Oversized)),
-                Event::Frame(len) => got.push(
-                    decode_frame::<Request<'_>>(d.block(len)).map(|r| std::format!("{r:?}")).map_err(|e| e.code()),
-                ),
-            }
-        }
-        got
-    }
-
-    #[test]
-    fn cobs_round_trips_edge_cases() {
-        let cases: [&[u8]; 6] = [&[], &[0], &[0, 0], &[1, 2, 3], &[0xFF; 254], &[0x11; 600]];
-        for src in cases {
-            let mut enc = [0u8; 1024];
-            let n = cobs_encode(src, &mut enc).unwrap();
-            assert!(!enc[..n].contains(&0), "encoding of {src:?} contains a zero");
-            let mut buf = enc[..n].to_vec();
-            let m = cobs_decode_in_place(&mut buf).unwrap();
-            assert_eq!(&buf[..m], src);
-        }
-        let mut with_zero = [2u8, 0, 1];
-        assert_eq!(cobs_decode_in_place(&mut with_zero), None);
-        let mut overrun = [5u8, 1, 2];
-        assert_eq!(cobs_decode_in_place(&mut overrun), None);
-    }
-
-    #[test]
-    fn requests_and_responses_round_trip() {
-        let mut packed = [0u8; 36];
-        let rows = [(0.0, 0.5, 1.0), (1.0, 1.0, -2.5), (0.25, 0.75, f32::NAN)];
-        let used = pack_sensors(&rows, &mut packed).unwrap();
-        let req = Request::Reconstruct(ReconstructRequest {
-            seed: u64::MAX,
-            samples: 3,
-            want_std: true,
-            noise_sigma: 0.01,
-            sensors: &packed[..used],
-        });
-        let mut w = wire(&req);
-        let end = w.len() - 1;
-        let back: Request<'_> = decode_frame(&mut w[1..end]).unwrap();
-        assert_eq!(back, req);
-        let Request::Reconstruct(r) = back else { panic!("not a reconstruct") };
-        let got: std::vec::Vec<_> = sensor_records(r.sensors).unwrap().collect();
-        assert_eq!(got[0], rows[0]);
-        assert!(got[2].2.is_nan());
-
-        let data = [7u8; CHUNK_VALUES * 4];
-        let resp = Response::Field { which: FIELD_STD, offset: 768, data: &data };
-        let mut w = wire(&resp);
-        assert!(w.len() <= MAX_WIRE + 2);
-        let end = w.len() - 1;
-        assert_eq!(decode_frame::<Response<'_>>(&mut w[1..end]).unwrap(), resp);
-    }
-
-    #[test]
-    fn hostile_streams_get_errors_and_resync() {
-        let ping = wire(&Request::Ping { nonce: 9 });
-        let pong = std::format!("{:?}", Request::Ping { nonce: 9 });
-        let mut d = Deframer::new();
-
-        // Garbage before a frame: closed off by the frame's leading delimiter.
-        let mut s = b"\x13\x37garbage".to_vec();
-        s.extend_from_slice(&ping);
-        let got = feed(&mut d, &s);
-        assert_eq!(got.len(), 2);
-        assert!(got[0].is_err());
-        assert_eq!(got[1], Ok(pong.clone()));
-
-        // A bit flip.
-        let mut bad = ping.clone();
-        bad[2] ^= 0x40;
-        assert!(feed(&mut d, &bad)[0].is_err());
-
-        // Truncated: the first half of a frame, then a whole one.
-        let mut s = ping[..ping.len() / 2].to_vec();
-        s.extend_from_slice(&ping);
-        let got = feed(&mut d, &s);
-        assert_eq!(got.len(), 2);
-        assert!(got[0].is_err());
-        assert_eq!(got[1], Ok(pong.clone()));
-
-        // Too short for a CRC.
-        assert_eq!(feed(&mut d, &[0, 2, 5, 0]), [Err(ErrorCode::Truncated)]);
-
-        // Oversized: dropped to its delimiter, then the next frame is served.
-        let mut s = std::vec![0u8];
-        s.extend(std::iter::repeat_n(0x55u8, MAX_WIRE + 100));
-        s.extend_from_slice(&ping);
-        assert_eq!(feed(&mut d, &s), [Err(ErrorCode::Oversized), Ok(pong.clone())]);
-
-        // A valid CRC over bytes that are no message.
-        let mut scratch = [0u8; 16];
-        scratch[..3].copy_from_slice(&[0x7F, 1, 2]);
-        let crc = crc32(&scratch[..3]).to_le_bytes();
-        scratch[3..7].copy_from_slice(&crc);
-        let mut enc = std::vec![0u8; 16];
-        let n = cobs_encode(&scratch[..7], &mut enc).unwrap();
-        let mut s = std::vec![0u8];
-        s.extend_from_slice(&enc[..n]);
-        s.push(0);
-        assert_eq!(feed(&mut d, &s), [Err(ErrorCode::Malformed)]);
-        assert_eq!(feed(&mut d, &ping), [Ok(pong)]);
-    }
-
-    #[test]
-    fn sensor_bytes_must_be_whole_records() {
-        assert!(sensor_records(&[0; 13]).is_none());
-        assert_eq!(sensor_records(&[]).unwrap().count(), 0);
-        assert_eq!(ErrorCode::from_runtime(&Error::SensorValueNotFinite { index: 4 }), (ErrorCode::SensorNotFinite, 4));
-        assert_eq!(ErrorCode::from_runtime(&Error::SensorOffGrid { index: 2 }), (ErrorCode::SensorOffGrid, 2));
-        let far = Error::ReadingOutOfRange { index: 3, value: 5.0, min: -0.02, max: 0.04 };
-        assert_eq!(ErrorCode::from_runtime(&far), (ErrorCode::ReadingOutOfRange, 3));
-        let many = Error::TooManySamples { requested: 17, max: usize::from(MAX_SAMPLES) };
-        assert_eq!(ErrorCode::from_runtime(&many), (ErrorCode::TooManySamples, 16));
-        assert_eq!(
-            ErrorCode::from_runtime(&Error::NoiseTooLarge { value: 1.0, max: 0.05 }),
-            (ErrorCode::InvalidParameter, 1)
-        );
-    }
-
-    #[test]
-    fn version_3_adds_cancel_and_its_codes_without_moving_the_old_ones() {
-        // postcard tags variants by index: the v2 requests keep theirs.
-        let mut scratch = [0u8; 64];
-        assert_eq!(postcard::to_slice(&Request::Info, &mut scratch).unwrap(), &[1]);
-        assert_eq!(postcard::to_slice(&Request::Cancel, &mut scratch).unwrap(), &[3]);
-        let mut w = wire(&Request::Cancel);
-        let end = w.len() - 1;
-        assert_eq!(decode_frame::<Request<'_>>(&mut w[1..end]), Ok(Request::Cancel));
-        assert_eq!(ErrorCode::from_runtime(&Error::Cancelled { levels: 7 }), (ErrorCode::Cancelled, 7));
-        let codes = [(ErrorCode::TooManySamples, 16), (ErrorCode::Busy, 17), (ErrorCode::Cancelled, 18)];
-        for (code, v) in codes.into_iter().chain([(ErrorCode::NotRunning, 19)]) {
-            assert_eq!(code as u8, v);
-            let resp = Response::Error { code, detail: 3 };
-            let mut w = wire(&resp);
-            let end = w.len() - 1;
-            assert_eq!(decode_frame::<Response<'_>>(&mut w[1..end]), Ok(resp));
-        }
-    }
-}
+mod tests;

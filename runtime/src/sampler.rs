@@ -28,7 +28,8 @@
 //! ([`workspace_len`]): five `n x n` fields (`x`, which doubles as the
 //! gradient, `a0`, `a`, the noise and its scratch), then the guide's or the
 //! denoiser's work memory, whichever is larger (they never run at the same
-//! time).
+//! time). The guide's part grows with the request's sensor count, so the
+//! need is computed from that count, not from the cap.
 //!
 //! Before any arithmetic on the readings, every entry point checks the
 //! noise level against the artifact's training range of u
@@ -38,6 +39,11 @@
 //! then at most the range's largest end and `noise_sigma / unit` at most
 //! the noise cap over the unit floor (about 14 for the shipped artifacts),
 //! so nothing the sampler derives from a finite request can overflow.
+//!
+//! One file although it is past 500 lines: the workspace sizing, the
+//! request checks, the level loop and its two inner steps share the
+//! `State` split and read top to bottom as the algorithm above; the
+//! Gauss–Newton step already lives in [`crate::gauss_newton`].
 
 use crate::Error;
 use crate::artifact::Artifact;
@@ -65,35 +71,45 @@ pub enum Forward<'b, 'a> {
 }
 
 /// f32 workspace of the Langevin sampler with the surrogate for a grid of
-/// `n` and the two networks' shapes: [`STATE_FIELDS`] fields plus the larger
-/// of the surrogate's VJP memory and the denoiser's forward memory.
-/// Saturates on absurd shapes.
-pub const fn langevin_surrogate_workspace_len(n: usize, fno: OperatorShape, prior: OperatorShape) -> usize {
-    let (a, b) = (fno.workspace_len(true), prior.workspace_len(false));
+/// `n`, the two networks' shapes and `sensors` sensors: [`STATE_FIELDS`]
+/// fields plus the larger of the surrogate's VJP memory and the denoiser's
+/// forward memory. Saturates on absurd shapes.
+pub const fn langevin_surrogate_workspace_len(
+    n: usize,
+    fno: OperatorShape,
+    prior: OperatorShape,
+    sensors: usize,
+) -> usize {
+    let (a, b) = (fno.vjp_workspace_len(sensors), prior.forward_workspace_len());
     let net = if a > b { a } else { b };
     n.saturating_mul(n).saturating_mul(STATE_FIELDS).saturating_add(net)
 }
 
-/// f32 values of the guide's memory: the forward model's, then (surrogate
-/// with Gauss–Newton) `K n^2` Jacobian rows, then the sensor-space buffers
-/// for `K = max_sensors` (exact physics, or Gauss–Newton).
-fn guide_len(n: usize, fwd: Forward<'_, '_>, step: Step, max_sensors: usize) -> usize {
-    let k = max_sensors.min(MAX_SENSORS);
+/// f32 values of the guide's memory for `k` sensors: the forward model's
+/// (the surrogate's VJP memory for `k` sensors), then (surrogate with
+/// Gauss–Newton) `k n^2` Jacobian rows, then the sensor-space buffers for
+/// `k` (exact physics, or Gauss–Newton).
+fn guide_len(n: usize, fwd: Forward<'_, '_>, step: Step, k: usize) -> usize {
+    let k = k.min(MAX_SENSORS);
     match (fwd, step) {
-        (Forward::Surrogate(f), Step::Langevin) => f.workspace_len(),
+        (Forward::Surrogate(f), Step::Langevin) => f.workspace_len(k),
         (Forward::Surrogate(f), Step::GaussNewton) => {
-            f.workspace_len().saturating_add(k.saturating_mul(n).saturating_mul(n)).saturating_add(step_mem_len(n, k))
+            f.workspace_len(k).saturating_add(k.saturating_mul(n).saturating_mul(n)).saturating_add(step_mem_len(n, k))
         }
         (Forward::Physics(p), Step::GaussNewton) => p.mem_len().saturating_add(step_mem_len(n, k)),
         (Forward::Physics(p), Step::Langevin) => p.mem_len().saturating_add(sensor_mem_len(k)),
     }
 }
 
-/// f32 workspace of the sampler: [`STATE_FIELDS`] fields plus the larger of
-/// the guide's memory and the denoiser's forward memory.
-pub fn workspace_len(n: usize, fwd: Forward<'_, '_>, prior: OperatorShape, schedule: &Schedule<'_>) -> usize {
-    let guide = guide_len(n, fwd, schedule.step(), schedule.max_sensors());
-    let net = guide.max(prior.workspace_len(false));
+/// f32 workspace of the sampler for a request with `sensors` sensors
+/// (capped at [`MAX_SENSORS`]): [`STATE_FIELDS`] fields plus the larger of
+/// the guide's memory and the denoiser's forward memory. The need grows
+/// with the count (the surrogate's projection masks and predictions, the
+/// Jacobian rows and the `K x K` system), so a caller with few sensors may
+/// bring less than the artifact's cap needs ([`Artifact::workspace_len`]).
+pub fn workspace_len(n: usize, fwd: Forward<'_, '_>, prior: OperatorShape, step: Step, sensors: usize) -> usize {
+    let guide = guide_len(n, fwd, step, sensors);
+    let net = guide.max(prior.forward_workspace_len());
     n.saturating_mul(n).saturating_mul(STATE_FIELDS).saturating_add(net)
 }
 
@@ -232,7 +248,7 @@ pub fn check_inputs(art: &Artifact<'_>, sensors: &Sensors, noise_sigma: f32) -> 
 fn prepare<'w>(art: &Artifact<'_>, sensors: &Sensors, noise_sigma: f32, ws: &'w mut [f32]) -> Result<State<'w>, Error> {
     check_inputs(art, sensors, noise_sigma)?;
     let n = art.n();
-    let needed = art.workspace_len().ok_or(Error::MissingPart { part: "sampler sections" })?;
+    let needed = art.workspace_len_for(sensors.len()).ok_or(Error::MissingPart { part: "sampler sections" })?;
     if ws.len() < needed {
         return Err(Error::WorkspaceTooSmall { needed, got: ws.len() });
     }
@@ -510,14 +526,24 @@ impl<'a> Artifact<'a> {
         }
     }
 
-    /// f32 values of workspace the reduced-step DAPS sampler needs
-    /// ([`workspace_len()`]); `None` when a section it needs
-    /// is missing.
+    /// f32 values of workspace the reduced-step DAPS sampler needs for the
+    /// most sensors a request may bring ([`Artifact::max_sensors`]): what a
+    /// static buffer that serves every request holds. `None` when a section
+    /// it needs is missing.
     pub fn workspace_len(&self) -> Option<usize> {
+        self.workspace_len_for(self.max_sensors())
+    }
+
+    /// f32 values of workspace for a request with `sensors` sensors
+    /// ([`workspace_len()`]); at most [`workspace_len`](Self::workspace_len)
+    /// for any count the artifact accepts. `None` when a section the
+    /// sampler needs is missing.
+    pub fn workspace_len_for(&self, sensors: usize) -> Option<usize> {
         let prior = self.prior()?;
         self.noise()?;
         let schedule = self.schedule()?;
-        Some(workspace_len(self.n(), self.forward_model()?, prior.net().shape(), schedule))
+        let shape = prior.net().shape();
+        Some(workspace_len(self.n(), self.forward_model()?, shape, schedule.step(), sensors))
     }
 
     /// [`workspace_len`](Self::workspace_len) in bytes.

@@ -165,17 +165,18 @@ impl<'a> Schedule<'a> {
         if i >= self.levels {
             return Err(Error::LevelOutOfRange { level: i, levels: self.levels });
         }
+        // i < levels and the table holds levels * row values (parse).
         let r = self.table.slice(i * self.row, self.row);
         Ok(Level {
-            sigma: r.get(LEVEL_SIGMA),
-            c_in: r.get(LEVEL_C_IN),
-            c_skip: r.get(LEVEL_C_SKIP),
-            c_out: r.get(LEVEL_C_OUT),
-            lr: r.get(LEVEL_LR),
-            noise_std: r.get(LEVEL_NOISE_STD),
-            inv_sigma2: r.get(LEVEL_INV_SIGMA2),
-            sigma_next: r.get(LEVEL_SIGMA_NEXT),
-            r: r.get(LEVEL_R),
+            sigma: r.at(LEVEL_SIGMA),
+            c_in: r.at(LEVEL_C_IN),
+            c_skip: r.at(LEVEL_C_SKIP),
+            c_out: r.at(LEVEL_C_OUT),
+            lr: r.at(LEVEL_LR),
+            noise_std: r.at(LEVEL_NOISE_STD),
+            inv_sigma2: r.at(LEVEL_INV_SIGMA2),
+            sigma_next: r.at(LEVEL_SIGMA_NEXT),
+            r: r.at(LEVEL_R),
             film: r.slice(LEVEL_SCALARS, self.row - LEVEL_SCALARS),
         })
     }

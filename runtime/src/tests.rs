@@ -14,7 +14,7 @@ use crate::sampler;
 use crate::testutil::{
     FNO_NORM, Fixture, Lcg, PRIOR_NORM, TINY_FNO, TINY_PRIOR, assert_close, encode_body, f32_bytes, max_rel_err, mutate,
 };
-use crate::{Error, Grid, Sensors};
+use crate::{Error, Grid, MAX_SENSORS, Sensors};
 
 /// f32 round-off of the whole network (DFT sums over a padded grid of
 /// ~100 nodes, a few layers) against the f64 reference, relative to the
@@ -65,8 +65,8 @@ fn operator_layer_by_layer_and_end_to_end_match_reference() {
             let n = fs.n;
             let a = random_field(&mut rng, n * n, -2.0, 2.0);
             let r = reference::forward(op, &to_f64(&a), &vec![0.0; n * n], &[]);
-            let mut ws = vec![0.0f32; op.shape().workspace_len(false)];
-            let mut w = op.split(&mut ws, false).unwrap();
+            let mut ws = vec![0.0f32; op.shape().forward_workspace_len()];
+            let mut w = op.split(&mut ws, None).unwrap();
             op.lift(&a, |v| v, &mut w);
             let what = format!("{fs:?} int8 {int8}");
             assert_close(w.h, &r.states[0], NET_TOL, &format!("{what}: lift"));
@@ -80,7 +80,7 @@ fn operator_layer_by_layer_and_end_to_end_match_reference() {
 
             // The public forward (normalised and physical) gives the same.
             let fno = art.surrogate().unwrap();
-            let mut ws = vec![0.0f32; fno.workspace_len()];
+            let mut ws = vec![0.0f32; fno.forward_workspace_len()];
             let mut u2 = vec![0.0f32; n * n];
             fno.forward_normalized(&a, &mut u2, &mut ws).unwrap();
             assert_eq!(u, u2, "{what}: forward_normalized");
@@ -138,7 +138,7 @@ fn vjp_satisfies_the_adjoint_identity() {
             let v = random_field(&mut rng, n * n, -1.0, 1.0);
             let sensors = sensors_for(n, &mut rng, 5, |_| 0.0);
             let w: Vec<f32> = random_field(&mut rng, sensors.len(), -1.0, 1.0);
-            let mut ws = vec![0.0f32; fno.workspace_len()];
+            let mut ws = vec![0.0f32; fno.workspace_len(sensors.len())];
             let mut grad = vec![0.0f32; n * n];
             let mut seen = Vec::new();
             fno.vjp_normalized(
@@ -195,7 +195,7 @@ fn loss_gradient_matches_central_differences() {
                 .sum()
         };
         let x = random_field(&mut rng, n * n, -1.5, 1.5);
-        let mut ws = vec![0.0f32; fno.workspace_len()];
+        let mut ws = vec![0.0f32; fno.workspace_len(sensors.len())];
         let mut grad = vec![0.0f32; n * n];
         let l = fno.loss_grad(&x, PRIOR_NORM, &sensors, scale, &mut grad, &mut ws).unwrap();
         let x64 = to_f64(&x);
@@ -262,7 +262,10 @@ fn artifact_round_trips() {
     let sched = art.schedule().unwrap();
     assert_eq!((sched.levels(), sched.langevin()), (3, 2));
     assert_eq!(sched.level(3), Err(Error::LevelOutOfRange { level: 3, levels: 3 }));
-    assert_eq!(art.workspace_len(), Some(sampler::langevin_surrogate_workspace_len(8, TINY_FNO, TINY_PRIOR)));
+    assert_eq!(
+        art.workspace_len(),
+        Some(sampler::langevin_surrogate_workspace_len(8, TINY_FNO, TINY_PRIOR, MAX_SENSORS))
+    );
 }
 
 #[test]
@@ -451,7 +454,7 @@ fn fuzz_parse_never_panics() {
             ran += 1;
             let n = art.n();
             let fno = art.surrogate().unwrap();
-            let mut ws = vec![0.0; fno.workspace_len()];
+            let mut ws = vec![0.0; fno.forward_workspace_len()];
             let mut u = vec![0.0; n * n];
             fno.forward(&vec![1.0; n * n], &mut u, &mut ws).unwrap();
             let (prior, sched) = (art.prior().unwrap(), art.schedule().unwrap());
@@ -495,6 +498,33 @@ fn same_seed_same_bits_and_call_counts() {
     assert!(a.iter().all(|&v| f32::from_bits(v).is_finite()));
     assert_eq!(stats.denoiser_calls, 3);
     assert_eq!(stats.guide_calls, 6);
+}
+
+#[test]
+fn the_workspace_is_sized_from_the_sensor_count() {
+    let (bytes, sensors) = sampler_setup(25);
+    let art = Artifact::parse(&bytes).unwrap();
+    let n2 = art.n() * art.n();
+    let cap = art.workspace_len().unwrap();
+    let need = art.workspace_len_for(sensors.len()).unwrap();
+    // 7 sensors need less than the cap's 256: projection masks and
+    // predictions for 249 sensors fewer.
+    let words = TINY_FNO.proj_width.div_ceil(32);
+    assert_eq!(cap - need, (MAX_SENSORS - sensors.len()) * (words + 1));
+    assert_eq!(art.workspace_len_for(MAX_SENSORS), Some(cap));
+    assert!(art.workspace_len_for(1).unwrap() < need);
+    // Exactly that much runs, bit for bit as in the cap-sized workspace.
+    let run = |ws: &mut [f32]| {
+        let mut out = vec![0.0f32; n2];
+        sampler::reconstruct(&art, &sensors, 0.0, 3, &mut out, ws).unwrap();
+        out.iter().map(|v| v.to_bits()).collect::<Vec<_>>()
+    };
+    assert_eq!(run(&mut vec![f32::NAN; need]), run(&mut vec![0.0; cap]));
+    let mut out = vec![0.0f32; n2];
+    assert_eq!(
+        sampler::reconstruct(&art, &sensors, 0.0, 3, &mut out, &mut vec![0.0; need - 1]),
+        Err(Error::WorkspaceTooSmall { needed: need, got: need - 1 })
+    );
 }
 
 #[test]
@@ -567,8 +597,8 @@ fn bad_requests_are_errors() {
     let (bytes, sensors) = sampler_setup(23);
     let art = Artifact::parse(&bytes).unwrap();
     let n2 = art.n() * art.n();
-    let need = art.workspace_len().unwrap();
-    let mut ws = vec![0.0f32; need];
+    let need = art.workspace_len_for(sensors.len()).unwrap();
+    let mut ws = vec![0.0f32; art.workspace_len().unwrap()];
     let mut out = vec![0.0f32; n2];
     let short = &mut vec![0.0f32; need - 1];
     assert_eq!(
@@ -630,7 +660,7 @@ fn bad_requests_are_errors() {
     }
     // Kernels check their buffers too.
     let fno = art.surrogate().unwrap();
-    let mut small = vec![0.0f32; fno.net().shape().workspace_len(false) - 1];
+    let mut small = vec![0.0f32; fno.net().shape().forward_workspace_len() - 1];
     assert!(matches!(fno.forward(&out, &mut m, &mut small), Err(Error::WorkspaceTooSmall { .. })));
     assert!(matches!(fno.forward(&out[1..], &mut m, &mut ws), Err(Error::BufferLength { .. })));
     let mut g = vec![0.0f32; n2];

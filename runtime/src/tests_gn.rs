@@ -287,8 +287,15 @@ fn physics_artifacts_sample_deterministically_within_their_limits() {
         let many: Vec<usize> = (0..41).map(|k| k + 9).collect();
         let err = sampler::posterior(&art, &sensors(&many), 0.0, 3, 1, &mut m1, &mut s1, &mut ws);
         assert_eq!(err, Err(Error::TooManySensors { capacity: 40 }));
-        // A workspace one value short is refused before any work.
-        let short = ws.len() - 1;
+        // The request's 5 sensors need less than the cap's 40, exactly
+        // that much runs to the same bits, and one value less is refused
+        // before any work.
+        let need = art.workspace_len_for(s.len()).unwrap();
+        assert!(need < ws.len(), "{need} for 5 sensors, {} for 40", ws.len());
+        let (mut m3, mut s3) = (vec![0.0; N * N], vec![0.0; N * N]);
+        sampler::posterior(&art, &s, 0.0, 3, 2, &mut m3, &mut s3, &mut ws[..need]).unwrap();
+        assert_eq!((&m3, &s3), (&m1, &s1), "a workspace sized for the count: same bits");
+        let short = need - 1;
         let err = sampler::posterior(&art, &s, 0.0, 3, 1, &mut m1, &mut s1, &mut ws[..short]);
         assert!(matches!(err, Err(Error::WorkspaceTooSmall { .. })));
     }

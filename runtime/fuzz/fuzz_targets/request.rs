@@ -16,7 +16,7 @@ fuzz_target!(|data: &[u8]| {
     let mut frame = data.to_vec();
     frame.extend_from_slice(&crc32(data).to_le_bytes());
     let mut block = vec![0u8; MAX_WIRE];
-    let len = protocol::cobs_encode(&frame, &mut block).expect("fits MAX_WIRE");
+    let len = cobs::try_encode(&frame, &mut block).expect("fits MAX_WIRE");
     block.truncate(len);
     let Ok(req) = protocol::decode_frame::<Request<'_>>(&mut block) else { return };
     let (mut scratch, mut wire) = ([0u8; MAX_FRAME], [0u8; MAX_WIRE + 2]);
