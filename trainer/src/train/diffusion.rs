@@ -233,6 +233,9 @@ pub fn train_diffusion<B: AutodiffBackend>(opts: &DiffusionOptions, device: &B::
 
     B::seed(device, opts.train.seed);
     let model = model_cfg.init::<B>(device)?;
+    let cpu = Default::default();
+    super::backend::Cpu::seed(&cpu, opts.train.seed);
+    let model = super::with_cpu_weights(model, model_cfg.init::<super::backend::Cpu>(&cpu)?, device)?;
     let params = model.denoiser.param_count();
     if opts.session.progress {
         eprintln!("{:?} denoiser ({params} parameters) on {} samples at {n}x{n}", opts.kind, pool.len());

@@ -635,6 +635,29 @@ pub fn write_curves(dir: &Path, history: &[LossRow], val_name: &str) -> Result<(
     Ok(())
 }
 
+/// `model` with the weights of `cpu`, a module of the same config drawn on
+/// the CPU. Runs draw their initial weights on the CPU from the seed and
+/// move them to the run's backend, so a GPU run starts where the CPU run
+/// does (burn's CUDA generator draws other numbers from the same seed) and
+/// the two can be compared from step 0. On the CPU this changes nothing:
+/// burn draws parameters lazily, at first use; the training code counted
+/// them right after building the model, which drew them in visiting order,
+/// the order the CPU copy is drawn in here from the same seed of
+/// burn-ndarray's one global generator. The weights `model` was built with
+/// are never drawn, so the weights and the generator's state afterwards are
+/// the old ones bit for bit (`tests/weights.rs`). The weights travel in full
+/// precision.
+pub fn with_cpu_weights<B: Backend, M: Module<B>, C: Module<backend::Cpu>>(
+    model: M,
+    cpu: C,
+    device: &B::Device,
+) -> Result<M> {
+    let rec = burn::record::BinBytesRecorder::<FullPrecisionSettings>::default();
+    let bytes = Recorder::<backend::Cpu>::record(&rec, cpu.into_record(), ()).context("recording the CPU weights")?;
+    let record = Recorder::<B>::load(&rec, bytes, device).context("moving the CPU weights to the backend")?;
+    Ok(model.load_record(record))
+}
+
 /// Saves the final model weights as `RUN/model.bin`.
 pub fn save_model<B: burn::tensor::backend::Backend, M: burn::module::Module<B>>(run: &RunDir, model: M) -> Result<()> {
     Rec::new().record(model.into_record(), run.path().join("model")).context("saving the model")?;
