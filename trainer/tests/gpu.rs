@@ -1,5 +1,5 @@
 //! The GPU against the CPU, one quantity at a time, from the same weights
-//! (drawn on the CPU and moved, as `ddis train` does): the forward pass and
+//! (drawn on the CPU and moved, as `ddis train` does on a GPU): the forward pass and
 //! the loss of the surrogate and the denoiser, their weight gradients, one
 //! guidance gradient through the surrogate, and one Adam step from the same
 //! gradient. Each is checked on burn-cuda with and without kernel fusion.

@@ -44,6 +44,12 @@ pub type CpuAutodiff = burn::backend::Autodiff<burn::backend::NdArray<f32>>;
 /// The CPU backend without gradients.
 pub type Cpu = burn::backend::NdArray<f32>;
 
+/// Whether `B` is burn-ndarray (with or without gradients).
+pub fn is_cpu<B: burn::tensor::backend::Backend>() -> bool {
+    use std::any::TypeId;
+    TypeId::of::<B>() == TypeId::of::<Cpu>() || TypeId::of::<B>() == TypeId::of::<CpuAutodiff>()
+}
+
 /// The CUDA backend without gradients: burn-cuda with kernel fusion.
 #[cfg(feature = "cuda")]
 pub type Cuda = burn::backend::Cuda<f32, i32>;

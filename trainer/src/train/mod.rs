@@ -636,17 +636,13 @@ pub fn write_curves(dir: &Path, history: &[LossRow], val_name: &str) -> Result<(
 }
 
 /// `model` with the weights of `cpu`, a module of the same config drawn on
-/// the CPU. Runs draw their initial weights on the CPU from the seed and
-/// move them to the run's backend, so a GPU run starts where the CPU run
-/// does (burn's CUDA generator draws other numbers from the same seed) and
-/// the two can be compared from step 0. On the CPU this changes nothing:
-/// burn draws parameters lazily, at first use; the training code counted
-/// them right after building the model, which drew them in visiting order,
-/// the order the CPU copy is drawn in here from the same seed of
-/// burn-ndarray's one global generator. The weights `model` was built with
-/// are never drawn, so the weights and the generator's state afterwards are
-/// the old ones bit for bit (`tests/weights.rs`). The weights travel in full
-/// precision.
+/// the CPU (in full precision). A run on another backend than the CPU draws
+/// its initial weights on the CPU from its seed and moves them, so they do
+/// not depend on that backend's generator. CPU runs keep drawing theirs as
+/// before, untouched: burn draws parameters lazily, at first use, so the
+/// order (hence the values) depends on the code that first touches them,
+/// and a CPU run's weights stay bit for bit what they were. A GPU run's
+/// weights are therefore CPU-drawn, but not necessarily the CPU run's.
 pub fn with_cpu_weights<B: Backend, M: Module<B>, C: Module<backend::Cpu>>(
     model: M,
     cpu: C,
