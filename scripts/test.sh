@@ -23,9 +23,9 @@ cargo build -p ddis-runtime --target thumbv7em-none-eabihf --release
 cargo clippy -p ddis-runtime --target thumbv7em-none-eabihf -- -D warnings
 cargo clippy -p ddis-runtime --all-targets -- -D warnings
 
-step "trainer: clippy and the cuda feature type-check"
+step "trainer: clippy, and clippy of the cuda feature (the GPU tests included)"
 cargo clippy -p ddis-trainer -p ddis-e2e --all-targets -- -D warnings
-cargo check -p ddis-trainer --features cuda
+cargo clippy -p ddis-trainer --features cuda --all-targets -- -D warnings
 
 step "firmware: clippy -D warnings; the defmt/RTT build for a real board links"
 (cd firmware && cargo clippy --release -- -D warnings \

@@ -268,7 +268,7 @@ pub struct ReconstructArgs {
     #[arg(long, default_value = "darcy")]
     pub pde: PdeKind,
     /// Run the device runtime on this artifact (`ddis export`) instead of the burn host sampler.
-    #[arg(long, conflicts_with_all = ["prior", "operator", "joint", "sampler", "physics"])]
+    #[arg(long, conflicts_with_all = ["prior", "operator", "joint", "sampler", "physics", "backend", "gpu"])]
     pub artifact: Option<PathBuf>,
     /// Surrogate run (`ddis train operator`) for `--physics surrogate` [default: the shipped 100 %-pairs surrogate for the prior's problem]
     #[arg(long)]
@@ -302,6 +302,8 @@ pub struct ReconstructArgs {
     pub physics: Physics,
     #[command(flatten)]
     pub sampler_args: SamplerArgs,
+    #[command(flatten)]
+    pub backend: BackendArgs,
 }
 
 /// Arguments of `ddis eval`.
@@ -363,6 +365,25 @@ pub struct EvalArgs {
     pub artifact: Option<PathBuf>,
     #[command(flatten)]
     pub sampler_args: SamplerArgs,
+    /// Where the burn methods run (`device` and `exact` run on the CPU regardless).
+    #[command(flatten)]
+    pub backend: BackendArgs,
+}
+
+/// Where a command runs its models: `--backend` and `--gpu`, shared by
+/// every command that runs one (`train`, `reconstruct`, `eval`,
+/// `eval-operator`).
+#[derive(Clone, Copy, Debug, Args)]
+pub struct BackendArgs {
+    /// Compute backend: cpu (burn-ndarray), or cuda (burn-cuda; needs a build
+    /// with `--features cuda`, the NVIDIA driver and NVRTC).
+    #[arg(long, value_enum, default_value_t = BackendKind::Cpu)]
+    pub backend: BackendKind,
+    /// The CUDA device to run on, by its index (0 = the first GPU, as
+    /// nvidia-smi counts them unless CUDA_VISIBLE_DEVICES renumbers them)
+    /// [default: 0]; needs --backend cuda.
+    #[arg(long, value_name = "INDEX")]
+    pub gpu: Option<usize>,
 }
 
 /// `ddis train ...`
@@ -455,9 +476,8 @@ pub struct CommonTrainArgs {
     /// same --steps the result is bit for bit an uninterrupted run's.
     #[arg(long)]
     pub resume: bool,
-    /// Compute backend.
-    #[arg(long, value_enum, default_value_t = BackendKind::Ndarray)]
-    pub backend: BackendKind,
+    #[command(flatten)]
+    pub backend: BackendArgs,
     /// Stop after this many steps as if killed (tests of --resume).
     #[arg(long, hide = true)]
     pub halt_after: Option<usize>,
@@ -545,6 +565,13 @@ pub struct EvalOperatorArgs {
     /// Dataset directory (any resolution the model supports).
     #[arg(long)]
     pub data: PathBuf,
+    /// Score only the run's test split (its split.json; --data must be the
+    /// run's dataset): the figure `ddis train operator` reported, now on
+    /// this backend.
+    #[arg(long)]
+    pub test_split: bool,
+    #[command(flatten)]
+    pub backend: BackendArgs,
 }
 
 /// `ddis data ...`

@@ -8,6 +8,7 @@
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};
+use burn::backend::Autodiff;
 
 use crate::cli::{
     Cli, Command, CommonTrainArgs, DataCommand, DemoArgs, DeviceArgs, EvalArgs, EvalOperatorArgs, ExportArgs, GenArgs,
@@ -17,26 +18,9 @@ use crate::data::{self, GenOptions};
 use crate::eval::{EvalOptions, Method, MethodSpec, Physics, ReconstructOptions, run_eval, run_reconstruct};
 use crate::grf::GrfConfig;
 use crate::pde::PdeKind;
-use crate::train::backend::{BackendKind, Cpu, CpuAutodiff};
+use crate::train::backend::{Cpu, on_backend};
 use crate::train::diffusion::{DiffusionKind, DiffusionOptions, train_diffusion};
 use crate::train::operator::{OperatorOptions, OperatorSummary, train_operator};
-
-/// Calls the training function `$f::<B>($opts, &device)` on the backend
-/// chosen by `--backend` (a generic function cannot be passed as a value).
-macro_rules! on_backend {
-    ($kind:expr, $f:ident, $opts:expr) => {
-        match $kind {
-            BackendKind::Ndarray => $f::<CpuAutodiff>($opts, &Default::default())?,
-            #[cfg(feature = "cuda")]
-            BackendKind::Cuda => {
-                let device = crate::train::backend::cuda_device()?;
-                $f::<crate::train::backend::CudaAutodiff>($opts, &device)?
-            }
-            #[cfg(not(feature = "cuda"))]
-            BackendKind::Cuda => return crate::train::backend::cuda_unavailable(),
-        }
-    };
-}
 
 pub(crate) fn read_artifact(path: &std::path::Path) -> Result<Vec<u8>> {
     std::fs::read(path).map_err(|e| {
@@ -173,7 +157,7 @@ pub(crate) fn train_diffusion_cmd(
         stat_samples,
         session: c.session(progress),
     };
-    let s = on_backend!(c.backend, train_diffusion, &opts);
+    let s = on_backend!(c.backend.backend, c.backend.gpu, |B, device| train_diffusion::<Autodiff<B>>(&opts, &device)?);
     let phase = match (s.high_phase_fraction_samples, s.high_phase_fraction_data) {
         (Some(a), Some(b)) => format!(", high phase on {:.1} % of nodes (data {:.1} %)", 100.0 * a, 100.0 * b),
         _ => String::new(),
@@ -385,7 +369,9 @@ pub(crate) fn reconstruct_cmd(args: ReconstructArgs, progress: bool) -> Result<(
         force: args.force,
         progress,
     };
-    let post = run_reconstruct::<CpuAutodiff>(&opts, &Default::default())?;
+    let post = on_backend!(args.backend.backend, args.backend.gpu, |B, device| run_reconstruct::<Autodiff<B>>(
+        &opts, &device
+    )?);
     eprintln!(
         "{} posterior samples in {:.2} s ({} denoiser calls, {} guide calls, {} clamped) -> {}",
         post.samples,
@@ -445,7 +431,7 @@ pub(crate) fn eval_cmd(args: EvalArgs, progress: bool) -> Result<()> {
         ),
         progress,
     };
-    run_eval::<CpuAutodiff>(&opts, &Default::default())?;
+    on_backend!(args.backend.backend, args.backend.gpu, |B, device| run_eval::<Autodiff<B>>(&opts, &device)?);
     println!("wrote {}", args.out.join("results.md").display());
     Ok(())
 }
@@ -555,7 +541,8 @@ pub(crate) fn train_operator_cmd(args: &TrainOperatorArgs, progress: bool) -> Re
         train: c.train_config(),
         session: c.session(progress),
     };
-    let s: OperatorSummary = on_backend!(c.backend, train_operator, &opts);
+    let s: OperatorSummary =
+        on_backend!(c.backend.backend, c.backend.gpu, |B, device| train_operator::<Autodiff<B>>(&opts, &device)?);
     println!(
         "operator: {} parameters, {} pairs, test relative L2 {:.4} +- {:.4}, {:.0} s training -> {}",
         s.params,
@@ -578,9 +565,29 @@ pub(crate) fn eval_operator(args: &EvalOperatorArgs) -> Result<()> {
         ("the surrogate", &args.operator, &cfg.data_meta),
         ("the dataset", &args.data, &meta),
     )?;
-    let (mean, stderr, count) =
-        crate::train::operator::eval_operator::<Cpu>(&args.operator, &args.data, &Default::default())?;
-    println!("relative L2 {mean:.4} +- {stderr:.4} over {count} samples of {}", args.data.display());
+    let split = if args.test_split { Some(crate::train::run::RunDir::read_split(&args.operator)?) } else { None };
+    let samples = match &split {
+        Some(split) => {
+            anyhow::ensure!(
+                meta.count == cfg.data_meta.count && meta.res == cfg.data_meta.res,
+                "--test-split: {} is not the run's dataset ({} samples at {}x{}; the run's has {} at {}x{})",
+                args.data.display(),
+                meta.count,
+                meta.res,
+                meta.res,
+                cfg.data_meta.count,
+                cfg.data_meta.res,
+                cfg.data_meta.res
+            );
+            Some(split.test.as_slice())
+        }
+        None => None,
+    };
+    let (mean, stderr, count) = on_backend!(args.backend.backend, args.backend.gpu, |B, device| {
+        crate::train::operator::eval_operator::<B>(&args.operator, &args.data, samples, &device)?
+    });
+    let which = if args.test_split { "test samples" } else { "samples" };
+    println!("relative L2 {mean:.4} +- {stderr:.4} over {count} {which} of {}", args.data.display());
     Ok(())
 }
 

@@ -196,6 +196,30 @@ fn eval_and_reconstruct_end_to_end() {
     let e = ddis(&["eval-operator", "--operator", s(&poisson_op), "--data", s(&data)]);
     let msg = String::from_utf8_lossy(&e.stderr);
     assert!(!e.status.success() && msg.contains("different problems"), "{msg}");
+    // --test-split recomputes the figure training reported, to the digit.
+    let o = ok(ddis(&["eval-operator", "--operator", s(&op), "--data", s(&data), "--test-split"]));
+    let summary: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(op.join("summary.json")).unwrap()).unwrap();
+    let printed = String::from_utf8_lossy(&o.stdout).to_string();
+    let want = format!("relative L2 {:.4} +- ", summary["test_rel_l2"].as_f64().unwrap());
+    assert!(printed.starts_with(&want) && printed.contains(" test samples of "), "{printed} (want {want}...)");
+    // --gpu needs --backend cuda; --backend cuda needs the `cuda` feature
+    // (a one-line error saying how to build it), and --artifact runs on the CPU.
+    let e = ddis(&["eval-operator", "--operator", s(&op), "--data", s(&data), "--gpu", "1"]);
+    let msg = String::from_utf8_lossy(&e.stderr);
+    assert!(!e.status.success() && msg.contains("--backend cuda"), "{msg}");
+    #[cfg(not(feature = "cuda"))]
+    for cmd in [
+        &["eval-operator", "--operator", s(&op), "--data", s(&data)][..],
+        &[&base[..], &["--prior", s(&prior), "--operator", s(&op)]].concat(),
+    ] {
+        let e = ddis(&[cmd, &["--backend", "cuda"]].concat());
+        let msg = String::from_utf8_lossy(&e.stderr);
+        assert!(!e.status.success() && msg.contains("--features cuda"), "{msg}");
+        assert_eq!(msg.trim_end().lines().count(), 1, "{msg}");
+    }
+    let e = ddis(&["reconstruct", "--artifact", "x.ddis", "--obs", s(&obs), "--out", s(&rec), "--backend", "cuda"]);
+    assert_eq!(e.status.code(), Some(2), "{}", String::from_utf8_lossy(&e.stderr));
     // A reading on the boundary and one far outside the training range are
     // warned about (the run goes on); a folder ddis did not write is kept.
     std::fs::write(&obs, format!("{csv}0,0.5,0.0\n0.4,0.6,7.5\n")).unwrap();

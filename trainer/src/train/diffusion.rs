@@ -233,6 +233,14 @@ pub fn train_diffusion<B: AutodiffBackend>(opts: &DiffusionOptions, device: &B::
 
     B::seed(device, opts.train.seed);
     let model = model_cfg.init::<B>(device)?;
+    // On another backend the weights are drawn on the CPU (see `with_cpu_weights`).
+    let model = if super::backend::is_cpu::<B>() {
+        model
+    } else {
+        let cpu = Default::default();
+        super::backend::Cpu::seed(&cpu, opts.train.seed);
+        super::with_cpu_weights(model, model_cfg.init::<super::backend::Cpu>(&cpu)?, device)?
+    };
     let params = model.denoiser.param_count();
     if opts.session.progress {
         eprintln!("{:?} denoiser ({params} parameters) on {} samples at {n}x{n}", opts.kind, pool.len());

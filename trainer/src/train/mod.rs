@@ -635,6 +635,25 @@ pub fn write_curves(dir: &Path, history: &[LossRow], val_name: &str) -> Result<(
     Ok(())
 }
 
+/// `model` with the weights of `cpu`, a module of the same config drawn on
+/// the CPU (in full precision). A run on another backend than the CPU draws
+/// its initial weights on the CPU from its seed and moves them, so they do
+/// not depend on that backend's generator. CPU runs keep drawing theirs as
+/// before, untouched: burn draws parameters lazily, at first use, so the
+/// order (hence the values) depends on the code that first touches them,
+/// and a CPU run's weights stay bit for bit what they were. A GPU run's
+/// weights are therefore CPU-drawn, but not necessarily the CPU run's.
+pub fn with_cpu_weights<B: Backend, M: Module<B>, C: Module<backend::Cpu>>(
+    model: M,
+    cpu: C,
+    device: &B::Device,
+) -> Result<M> {
+    let rec = burn::record::BinBytesRecorder::<FullPrecisionSettings>::default();
+    let bytes = Recorder::<backend::Cpu>::record(&rec, cpu.into_record(), ()).context("recording the CPU weights")?;
+    let record = Recorder::<B>::load(&rec, bytes, device).context("moving the CPU weights to the backend")?;
+    Ok(model.load_record(record))
+}
+
 /// Saves the final model weights as `RUN/model.bin`.
 pub fn save_model<B: burn::tensor::backend::Backend, M: burn::module::Module<B>>(run: &RunDir, model: M) -> Result<()> {
     Rec::new().record(model.into_record(), run.path().join("model")).context("saving the model")?;

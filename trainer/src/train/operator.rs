@@ -152,6 +152,14 @@ pub fn train_operator<B: AutodiffBackend>(opts: &OperatorOptions, device: &B::De
 
     B::seed(device, opts.train.seed);
     let model = model_cfg.init::<B>(device);
+    // On another backend the weights are drawn on the CPU (see `with_cpu_weights`).
+    let model = if super::backend::is_cpu::<B>() {
+        model
+    } else {
+        let cpu = Default::default();
+        super::backend::Cpu::seed(&cpu, opts.train.seed);
+        super::with_cpu_weights(model, model_cfg.init::<super::backend::Cpu>(&cpu), device)?
+    };
     let params = model.param_count();
     if opts.session.progress {
         eprintln!(
@@ -192,15 +200,31 @@ pub fn load_operator_run<B: Backend>(run: &Path, device: &B::Device) -> Result<(
     Ok((model, cfg))
 }
 
-/// Relative L2 of a trained surrogate on every sample of a dataset (for
-/// resolution transfer: the same weights on another grid).
-pub fn eval_operator<B: Backend>(run: &Path, data_dir: &Path, device: &B::Device) -> Result<(f64, f64, usize)> {
+/// Relative L2 (mean, standard error, count) of a trained surrogate on the
+/// samples `idx` of a dataset, or on every sample (for resolution
+/// transfer: the same weights on another grid).
+pub fn eval_operator<B: Backend>(
+    run: &Path,
+    data_dir: &Path,
+    idx: Option<&[usize]>,
+    device: &B::Device,
+) -> Result<(f64, f64, usize)> {
     let model = load_operator::<B>(run, device)?;
     let data = Dataset::load(data_dir)?;
     let cfg: OperatorRunConfig = serde_json::from_value(RunDir::read_config(run)?)?;
     cfg.model.check_resolution(data.res()).map_err(anyhow::Error::msg)?;
-    let idx: Vec<usize> = (0..data.len()).collect();
-    let errors = rel_l2_errors(&model, &data, &idx, device);
+    let all: Vec<usize>;
+    let idx = match idx {
+        Some(idx) => {
+            anyhow::ensure!(idx.iter().all(|&k| k < data.len()), "a sample index is past the {} samples", data.len());
+            idx
+        }
+        None => {
+            all = (0..data.len()).collect();
+            &all
+        }
+    };
+    let errors = rel_l2_errors(&model, &data, idx, device);
     let (m, s) = crate::metrics::mean_and_stderr(&errors);
-    Ok((m, s, data.len()))
+    Ok((m, s, idx.len()))
 }
