@@ -161,7 +161,7 @@ fn compare(
     let rfno = art.surrogate().unwrap();
     let rfno8 = art8.surrogate().unwrap();
     let nz = &fno.normalization;
-    let mut ws = vec![0.0f32; rfno.workspace_len()];
+    let mut ws = vec![0.0f32; rfno.forward_workspace_len()];
     for case in 0..cases {
         let a = two_phase(prior, n, &mut rng);
         let a_norm: Vec<f32> = a.iter().map(|&v| ((f64::from(v) - nz.a_mean) / nz.a_std) as f32).collect();
