@@ -203,7 +203,7 @@ pub fn cuda_device(index: usize) -> Result<CudaDevice> {
     std::panic::set_hook(hook);
     let panics = panics.lock().map(|v| v.clone()).unwrap_or_default();
     match result {
-        Ok(v) if v == 4.0 => Ok(device),
+        Ok(4.0) => Ok(device),
         Ok(v) => anyhow::bail!(
             "--backend cuda: GPU {index} started but summed four ones to {v}: the device or its driver is broken"
         ),
