@@ -105,7 +105,7 @@ fn denoiser_stages(model: &EdmModel<B>, x: &[f32], n: usize, sigma: f64) -> (Vec
     let c_noise = s.log().div_scalar(4.0);
     let emb = den.embedding(c_noise);
     let width = den.skip[0].weight.dims()[1];
-    let p = model.config.denoiser.pad_len(n);
+    let p = model.config.denoiser.fno().expect("an fno prior").pad_len(n);
     let xin = (xt.clone() * c_in).permute([0, 2, 3, 1]);
     let xin = Tensor::cat(vec![xin, coordinate_channels::<B>(1, n, &device)], 3);
     let mut h = den.lift.forward(reflect_pad(xin, p));
