@@ -328,6 +328,24 @@ fn unet_joint_run_evaluates_through_the_cli() {
         "--paired-fraction",
         "1.0",
     ]));
+    // `eval` loads a prior with every method; a 3-step FNO one will do.
+    ok(ddis(&[
+        "--quiet",
+        "--threads",
+        "1",
+        "train",
+        "prior",
+        "--data",
+        s(&data),
+        "--out",
+        s(&runs.join("prior")),
+        "--steps",
+        "3",
+        "--batch",
+        "4",
+        "--stat-samples",
+        "2",
+    ]));
     let config = std::fs::read_to_string(runs.join("joint").join("config.json")).unwrap();
     assert!(config.contains(r#""arch": "unet""#), "{config}");
     let out = tmp.path().join("report");
