@@ -72,7 +72,7 @@ fn operator_step(cfg: &FnoConfig, n: usize, batch: usize, steps: usize) -> Vec<f
 fn prior_step(cfg: &DenoiserConfig, n: usize, batch: usize, steps: usize) -> Vec<f64> {
     let device = Default::default();
     B::seed(&device, 0);
-    let edm = EdmConfig::new(cfg.clone());
+    let edm = EdmConfig::new(cfg.clone().into());
     let noise = edm.smooth_noise(n).expect("noise");
     let mut model = Some(edm.init::<B>(&device).expect("model"));
     let mut optim = AdamConfig::new().init();

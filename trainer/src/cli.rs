@@ -14,6 +14,7 @@ use crate::export::Quant;
 use crate::grf::GrfConfig;
 use crate::model::denoiser::{DenoiserConfig, EdmConfig};
 use crate::model::fno::FnoConfig;
+use crate::model::unet::UnetConfig;
 use crate::pde::{DarcyConfig, PdeConfig, PdeKind};
 use crate::sample::{DapsConfig, DpsConfig};
 use crate::train::TrainConfig;
@@ -394,7 +395,7 @@ pub enum TrainCommand {
     /// The function-space diffusion prior over a (EDM, smooth noise), on every training sample.
     Prior(TrainPriorArgs),
     /// The joint (a, u) diffusion baseline, on the paired subset only.
-    Joint(TrainOperatorArgs),
+    Joint(TrainJointArgs),
 }
 
 /// Arguments of `ddis train prior`.
@@ -402,9 +403,36 @@ pub enum TrainCommand {
 pub struct TrainPriorArgs {
     #[command(flatten)]
     pub common: CommonTrainArgs,
+    /// The denoiser network.
+    #[arg(long, value_enum, default_value_t = Arch::Fno)]
+    pub arch: Arch,
     /// Unconditional samples drawn after training to compare with the data.
     #[arg(long, default_value_t = 64)]
     pub stat_samples: usize,
+}
+
+/// Arguments of `ddis train joint`.
+#[derive(Debug, Args)]
+pub struct TrainJointArgs {
+    #[command(flatten)]
+    pub common: CommonTrainArgs,
+    /// Fraction of the dataset's pairs to train on (0 < F <= 1; 0.01 of 10 000 = 100 pairs).
+    #[arg(long, default_value_t = 1.0)]
+    pub paired_fraction: f64,
+    /// The denoiser network.
+    #[arg(long, value_enum, default_value_t = Arch::Fno)]
+    pub arch: Arch,
+}
+
+/// The diffusion models' denoiser network (recorded in the run's
+/// config.json, so every command that loads the run builds the same one).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Arch {
+    /// FNO-type operator denoiser with FiLM noise conditioning (what the device runs).
+    Fno,
+    /// Small U-shaped convolutional denoiser (GroupNorm, SiLU, residual blocks,
+    /// skip concatenation; host only; --size device: widths 16/32/32, host: 32/64/64).
+    Unet,
 }
 
 /// Model size presets.
@@ -519,11 +547,13 @@ impl CommonTrainArgs {
     }
 
     /// The diffusion model's settings for `channels` data channels: the
-    /// `--size` preset under `--model-config`.
-    pub(crate) fn edm_config(&self, channels: usize) -> Result<EdmConfig> {
-        let preset = EdmConfig::new(match self.size {
-            Size::Device => DenoiserConfig::device(channels),
-            Size::Host => DenoiserConfig::host(channels),
+    /// `--arch` and `--size` preset under `--model-config`.
+    pub(crate) fn edm_config(&self, arch: Arch, channels: usize) -> Result<EdmConfig> {
+        let preset = EdmConfig::new(match (arch, self.size) {
+            (Arch::Fno, Size::Device) => DenoiserConfig::device(channels).into(),
+            (Arch::Fno, Size::Host) => DenoiserConfig::host(channels).into(),
+            (Arch::Unet, Size::Device) => UnetConfig::device(channels).into(),
+            (Arch::Unet, Size::Host) => UnetConfig::host(channels).into(),
         });
         self.model_config(preset, |mut c| {
             c.normalization = crate::model::denoiser::ChannelNorm::identity();

@@ -11,8 +11,8 @@ use anyhow::{Context, Result};
 use burn::backend::Autodiff;
 
 use crate::cli::{
-    Cli, Command, CommonTrainArgs, DataCommand, DemoArgs, DeviceArgs, EvalArgs, EvalOperatorArgs, ExportArgs, GenArgs,
-    ImportArgs, InspectArgs, ReconstructArgs, SamplerKind, SolveArgs, TrainCommand, TrainOperatorArgs,
+    Arch, Cli, Command, CommonTrainArgs, DataCommand, DemoArgs, DeviceArgs, EvalArgs, EvalOperatorArgs, ExportArgs,
+    GenArgs, ImportArgs, InspectArgs, ReconstructArgs, SamplerKind, SolveArgs, TrainCommand, TrainOperatorArgs,
 };
 use crate::data::{self, GenOptions};
 use crate::eval::{EvalOptions, Method, MethodSpec, Physics, ReconstructOptions, run_eval, run_reconstruct};
@@ -142,6 +142,7 @@ pub(crate) fn demo(args: &DemoArgs, progress: bool) -> Result<()> {
 pub(crate) fn train_diffusion_cmd(
     kind: DiffusionKind,
     c: &CommonTrainArgs,
+    arch: Arch,
     paired_fraction: f64,
     stat_samples: usize,
     progress: bool,
@@ -152,7 +153,7 @@ pub(crate) fn train_diffusion_cmd(
         out: c.out.clone(),
         paired_fraction,
         split_seed: c.split_seed,
-        model: c.edm_config(kind.channels())?,
+        model: c.edm_config(arch, kind.channels())?,
         train: c.train_config(),
         stat_samples,
         session: c.session(progress),
@@ -185,6 +186,7 @@ pub(crate) fn export_cmd(args: &ExportArgs) -> Result<()> {
         None => shipped_run(args.pde, 32, "prior")?,
     };
     let (prior, cfg) = crate::train::diffusion::load_diffusion::<Cpu>(&prior_dir, &device)?;
+    let prior = prior.into_fno().with_context(|| format!("cannot export {}", prior_dir.display()))?;
     let problem = cfg.data_meta.pde.kind;
     let operator_dir = match (&args.operator, args.physics) {
         (Some(o), _) => Some(o.clone()),
@@ -616,10 +618,10 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Data(DataCommand::Solve(args)) => data_solve(&args, progress),
         Command::Train(TrainCommand::Operator(args)) => train_operator_cmd(&args, progress),
         Command::Train(TrainCommand::Prior(args)) => {
-            train_diffusion_cmd(DiffusionKind::Prior, &args.common, 1.0, args.stat_samples, progress)
+            train_diffusion_cmd(DiffusionKind::Prior, &args.common, args.arch, 1.0, args.stat_samples, progress)
         }
         Command::Train(TrainCommand::Joint(args)) => {
-            train_diffusion_cmd(DiffusionKind::Joint, &args.common, args.paired_fraction, 64, progress)
+            train_diffusion_cmd(DiffusionKind::Joint, &args.common, args.arch, args.paired_fraction, 64, progress)
         }
         Command::EvalOperator(args) => eval_operator(&args),
         Command::Reconstruct(args) if args.artifact.is_some() => reconstruct_artifact_cmd(&args),

@@ -20,6 +20,24 @@ pub enum Error {
         /// Smallest allowed value.
         min: usize,
     },
+    /// A model of one denoiser architecture where another is needed.
+    #[error("the denoiser is {got}, but this needs {expected}")]
+    ArchMismatch {
+        /// The architecture the code path needs (`fno` or `unet`).
+        expected: &'static str,
+        /// The config's architecture.
+        got: &'static str,
+    },
+    /// A multi-level network needs `n` divisible by `2^(levels - 1)`.
+    #[error("grid of {n}x{n} nodes: a {levels}-level U-Net needs n a multiple of {factor}")]
+    GridNotDivisible {
+        /// Requested nodes per side.
+        n: usize,
+        /// The factor `n` must be a multiple of.
+        factor: usize,
+        /// Levels of the network.
+        levels: usize,
+    },
     /// A field or buffer has the wrong number of values.
     #[error("`{field}` has {got} values, expected {expected}")]
     ShapeMismatch {

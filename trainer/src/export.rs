@@ -435,7 +435,7 @@ pub fn build_artifact_with<B: Backend>(
             proj_hidden: &den.proj_hidden,
             proj_out: &den.proj_out,
             modes: den.modes,
-            pad: cfg.denoiser.pad_len(n),
+            pad: crate::model::spectral::pad_len(den.pad_fraction, n),
         },
         n,
         quant,

@@ -163,7 +163,7 @@ fn surrogate_forward_and_loss<B: Backend>(name: &str, device: &B::Device) -> boo
 
 fn denoiser_forward_and_loss<B: Backend>(name: &str, device: &B::Device) -> bool {
     let cpu = Default::default();
-    let cfg = EdmConfig::new(DenoiserConfig::device(1));
+    let cfg = EdmConfig::new(DenoiserConfig::device(1).into());
     Cpu::seed(&cpu, SEED);
     let on_cpu = cfg.init::<Cpu>(&cpu).unwrap();
     let on_gpu = with_cpu_weights(cfg.init::<B>(device).unwrap(), on_cpu.clone(), device).unwrap();
@@ -216,7 +216,7 @@ fn weight_gradients_and_adam_step<B: Backend>(name: &str, device: &B::Device) ->
     ok &=
         compare("one Adam step (lr 1e-3, same gradient)", name, &step(&after_g, &before_g), &step(&after_c, &before_c));
 
-    let cfg = EdmConfig::new(DenoiserConfig::device(1));
+    let cfg = EdmConfig::new(DenoiserConfig::device(1).into());
     Cpu::seed(&cpu, SEED);
     let base = cfg.init::<Cpu>(&cpu).unwrap();
     let ec = with_cpu_weights(cfg.init::<CpuAd>(&cpu).unwrap(), base.clone(), &cpu).unwrap();

@@ -105,7 +105,7 @@ fn denoiser_stages(model: &EdmModel<B>, x: &[f32], n: usize, sigma: f64) -> (Vec
     let c_noise = s.log().div_scalar(4.0);
     let emb = den.embedding(c_noise);
     let width = den.skip[0].weight.dims()[1];
-    let p = model.config.denoiser.pad_len(n);
+    let p = model.config.denoiser.fno().expect("an fno prior").pad_len(n);
     let xin = (xt.clone() * c_in).permute([0, 2, 3, 1]);
     let xin = Tensor::cat(vec![xin, coordinate_channels::<B>(1, n, &device)], 3);
     let mut h = den.lift.forward(reflect_pad(xin, p));
@@ -229,8 +229,9 @@ fn tiny_models(seed: u64) -> (EdmModel<B>, Fno<B>) {
     let fno = FnoConfig::new(6, 3, 2, 0.25, 10)
         .with_normalization(Normalization::new(7.5, 4.5, 0.005, 0.004))
         .init::<B>(&device);
-    let cfg = EdmConfig::new(DenoiserConfig::new(1, 5, 3, 2, 0.125, 7).with_embed_frequencies(4).with_embed_width(8))
-        .with_normalization(ChannelNorm::new(vec![7.4], vec![4.4]));
+    let cfg =
+        EdmConfig::new(DenoiserConfig::new(1, 5, 3, 2, 0.125, 7).with_embed_frequencies(4).with_embed_width(8).into())
+            .with_normalization(ChannelNorm::new(vec![7.4], vec![4.4]));
     let mut prior = cfg.init::<B>(&device).unwrap();
     // The FiLM layers start at zero; give them weights so the tables matter.
     let (e, w) = (8, 5);
@@ -258,7 +259,8 @@ fn device_preset_shapes_match_burn() {
         let _guard = SEEDED_INIT.lock().unwrap_or_else(|e| e.into_inner());
         B::seed(&device, 5);
         let fno = FnoConfig::device().with_normalization(Normalization::new(7.5, 4.5, 0.005, 0.004)).init::<B>(&device);
-        let cfg = EdmConfig::new(DenoiserConfig::device(1)).with_normalization(ChannelNorm::new(vec![7.5], vec![4.5]));
+        let cfg =
+            EdmConfig::new(DenoiserConfig::device(1).into()).with_normalization(ChannelNorm::new(vec![7.5], vec![4.5]));
         let mut prior = cfg.init::<B>(&device).unwrap();
         prior.denoiser.film = (0..4).map(|_| LinearConfig::new(32, 32).init(&device)).collect();
         (prior, fno)
@@ -321,6 +323,7 @@ fn trained_device_models_match_burn() {
     let device = Default::default();
     let fno = ddis_trainer::train::operator::load_operator::<B>(&op_dir, &device).unwrap();
     let (prior, _) = ddis_trainer::train::diffusion::load_diffusion::<B>(&prior_dir, &device).unwrap();
+    let prior = prior.into_fno().unwrap();
     let daps = DapsConfig::reduced();
     let n = 32;
     let f32_art = build_artifact(&prior, &fno, &daps, "darcy", n, Quant::F32).unwrap();
@@ -368,6 +371,7 @@ fn int8_reconstruction_error_vs_f32() {
     let device = Default::default();
     let fno = ddis_trainer::train::operator::load_operator::<B>(&op_dir, &device).unwrap();
     let (prior, _) = ddis_trainer::train::diffusion::load_diffusion::<B>(&prior_dir, &device).unwrap();
+    let prior = prior.into_fno().unwrap();
     let daps = DapsConfig::reduced();
     let n = data.res();
     let arts = [

@@ -320,3 +320,83 @@ fn eval_and_reconstruct_end_to_end() {
     let e = err(eval(&tmp.path().join("r7"), &["--paired", "0.5"]));
     assert!(e.contains("paired fraction 0.5"), "{e}");
 }
+
+#[test]
+fn unet_joint_run_evaluates_through_the_cli() {
+    // `--arch unet` is recorded in the run's config, and `ddis eval` builds
+    // the U-Net from it (DPS differentiates through it).
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    ok(ddis(&["--quiet", "data", "gen", "--res", "16", "--count", "40", "--seed", "3", "--out", s(&data)]));
+    let runs = tmp.path().join("runs");
+    let model = tmp.path().join("tiny.json");
+    std::fs::write(&model, r#"{"denoiser": {"width": 4, "mults": [1, 2], "groups": 2, "embed_width": 8}}"#).unwrap();
+    ok(ddis(&[
+        "--quiet",
+        "--threads",
+        "1",
+        "train",
+        "joint",
+        "--arch",
+        "unet",
+        "--data",
+        s(&data),
+        "--out",
+        s(&runs.join("joint")),
+        "--model-config",
+        s(&model),
+        "--steps",
+        "3",
+        "--batch",
+        "4",
+        "--paired-fraction",
+        "1.0",
+    ]));
+    // `eval` loads a prior with every method; a 3-step FNO one will do.
+    ok(ddis(&[
+        "--quiet",
+        "--threads",
+        "1",
+        "train",
+        "prior",
+        "--data",
+        s(&data),
+        "--out",
+        s(&runs.join("prior")),
+        "--steps",
+        "3",
+        "--batch",
+        "4",
+        "--stat-samples",
+        "2",
+    ]));
+    let config = std::fs::read_to_string(runs.join("joint").join("config.json")).unwrap();
+    assert!(config.contains(r#""arch": "unet""#), "{config}");
+    let out = tmp.path().join("report");
+    ok(ddis(&[
+        "--quiet",
+        "--threads",
+        "1",
+        "eval",
+        "--pde",
+        "darcy",
+        "--res",
+        "16",
+        "--cases",
+        "2",
+        "--sensors",
+        "8",
+        "--samples",
+        "1",
+        "--methods",
+        "joint-dps+steps=3+heun=1",
+        "--runs",
+        s(&runs),
+        "--panels",
+        "0",
+        "--out",
+        s(&out),
+    ]));
+    let md = std::fs::read_to_string(out.join("results.md")).unwrap();
+    assert!(md.contains("joint-dps"), "results.md lacks the method:\n{md}");
+}

@@ -186,10 +186,31 @@ fn shipped_host_weights_give_the_reference_outputs_on_the_fast_path() {
 
     let (prior, _) =
         ddis_trainer::train::diffusion::load_diffusion::<Cpu>(&host.join("darcy32-prior"), &device).unwrap();
+    let prior = prior.into_fno().unwrap();
     let x = Tensor::<Cpu, 4>::random([3, 1, 32, 32], Distribution::Normal(0.0, 1.0), &device);
     let c_noise = Tensor::<Cpu, 1>::from_floats([-1.0, 0.0, 0.5], &device);
     let fast = prior.denoiser.forward(x.clone(), c_noise.clone());
     let reference = prior.denoiser.forward_reference(x, c_noise);
     let (diff, scale) = max_diff_and_scale(to_vec(fast), to_vec(reference));
     assert!(diff <= FAST_VS_REFERENCE_REL * scale, "prior: fast and reference differ by {diff} (scale {scale})");
+}
+
+#[test]
+fn shipped_fno_prior_record_is_unchanged_by_the_generic_edm_model() {
+    // `EdmModel` became generic over its network (`--arch unet`); the FNO
+    // default must still read the shipped weights and write them back byte
+    // for byte, so old runs, checkpoints and resumes are untouched.
+    use burn::module::Module;
+    use ddis_trainer::train::backend::Cpu;
+    let run = models_dir().join("host").join("darcy32-prior");
+    let device = Default::default();
+    let (prior, _) = ddis_trainer::train::diffusion::load_diffusion::<Cpu>(&run, &device).unwrap();
+    let prior = prior.into_fno().unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let rec = burn::record::BinFileRecorder::<burn::record::FullPrecisionSettings>::new();
+    burn::record::Recorder::<Cpu>::record(&rec, prior.into_record(), tmp.path().join("model")).unwrap();
+    let (old, new) =
+        (std::fs::read(run.join("model.bin")).unwrap(), std::fs::read(tmp.path().join("model.bin")).unwrap());
+    assert_eq!(old.len(), new.len(), "record length");
+    assert!(old == new, "the re-saved record differs from the shipped one");
 }

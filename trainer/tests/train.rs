@@ -9,6 +9,7 @@ use std::process::{Command, Output};
 
 use burn::tensor::{Tensor, TensorData};
 use ddis_trainer::data::Dataset;
+use ddis_trainer::model::denoiser::DiffusionModel;
 use ddis_trainer::train::backend::Cpu;
 use ddis_trainer::train::diffusion::load_diffusion;
 use ddis_trainer::train::operator::load_operator;
@@ -184,4 +185,49 @@ fn resumed_joint_run_with_ema_clipping_and_d8_matches_uninterrupted_run() {
     assert_eq!(csv(&whole), csv(&killed));
     // (summary.json's sample statistics are left out: they differ in the
     // eighth digit even between two uninterrupted runs of the same weights.)
+}
+
+/// A U-Net joint denoiser small enough for a few steps in about a second.
+const TINY_UNET: &str = r#"{"denoiser": {"width": 4, "mults": [1, 2], "groups": 2, "embed_width": 8}}"#;
+
+#[test]
+fn resumed_unet_joint_run_matches_uninterrupted_run_and_records_its_arch() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    ok(ddis(&["--quiet", "data", "gen", "--res", "12", "--count", "40", "--out", data.to_str().unwrap()]));
+    let model = tmp.path().join("tiny.json");
+    std::fs::write(&model, TINY_UNET).unwrap();
+
+    let whole = tmp.path().join("whole");
+    ok(train_joint(&data, &model, &whole, &["--arch", "unet"]));
+    let killed = tmp.path().join("killed");
+    assert!(!train_joint(&data, &model, &killed, &["--arch", "unet", "--halt-after", "4"]).status.success());
+    // Resuming with the other network is refused, naming the setting.
+    let o = train_joint(&data, &model, &killed, &["--resume"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success() && err.contains("unknown key `denoiser."), "{err}");
+    ok(train_joint(&data, &model, &killed, &["--arch", "unet", "--resume"]));
+
+    let config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(whole.join("config.json")).unwrap()).unwrap();
+    assert_eq!(config["model"]["denoiser"]["arch"], "unet");
+    assert_eq!(config["model"]["denoiser"]["mults"], serde_json::json!([1, 2]));
+
+    let device = Default::default();
+    let x: Vec<f32> = (0..2 * 2 * 144).map(|k| ((k as f32) * 0.37).sin()).collect();
+    let x = Tensor::<Cpu, 4>::from_data(TensorData::new(x, [2, 2, 12, 12]), &device);
+    let run = |dir: &Path| -> Vec<u32> {
+        let (m, _) = load_diffusion::<Cpu>(dir, &device).unwrap();
+        assert!(matches!(m, DiffusionModel::Unet(_)), "the run's config names the network");
+        let d: Vec<f32> = m.denoise_at(x.clone(), 0.7).into_data().to_vec().unwrap();
+        d.iter().map(|v| v.to_bits()).collect()
+    };
+    let (a, b) = (run(&whole), run(&killed));
+    let differing = a.iter().zip(&b).filter(|(x, y)| x != y).count();
+    assert_eq!(differing, 0, "resumed average differs from the uninterrupted one at {differing} of {} values", a.len());
+    let csv = |dir: &Path| -> Vec<String> {
+        let text = std::fs::read_to_string(dir.join("loss.csv")).unwrap();
+        text.lines().map(|l| l.rsplit_once(',').unwrap().0.to_string()).collect()
+    };
+    assert_eq!(csv(&whole), csv(&killed));
 }

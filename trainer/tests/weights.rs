@@ -35,7 +35,7 @@ fn cpu_drawn_weights_move_exactly() {
     CpuAutodiff::seed(&dev, 6);
     let moved = with_cpu_weights(fno.init::<CpuAutodiff>(&dev), drawn, &dev).unwrap();
     assert!(param_bits(&moved) == want, "surrogate weights changed in the move");
-    let edm = EdmConfig::new(DenoiserConfig::device(1));
+    let edm = EdmConfig::new(DenoiserConfig::device(1).into());
     Cpu::seed(&dev, 9);
     let drawn = edm.init::<Cpu>(&dev).unwrap();
     let want = param_bits(&drawn);

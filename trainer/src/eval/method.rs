@@ -12,7 +12,7 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
 use crate::data::progress_bar;
-use crate::model::denoiser::EdmModel;
+use crate::model::denoiser::DiffusionModel;
 use crate::model::edm::HeunConfig;
 use crate::model::fno::Fno;
 use crate::observe::Observations;
@@ -171,11 +171,11 @@ impl MethodSpec {
 /// The trained runs a reconstruction may use.
 pub struct Models<AB: AutodiffBackend> {
     /// The prior over `a` and its run config.
-    pub prior: Option<(EdmModel<AB>, DiffusionRunConfig)>,
+    pub prior: Option<(DiffusionModel<AB>, DiffusionRunConfig)>,
     /// The FNO surrogate.
     pub operator: Option<Fno<AB>>,
     /// The joint `(a, u)` model and its run config.
-    pub joint: Option<(EdmModel<AB>, DiffusionRunConfig)>,
+    pub joint: Option<(DiffusionModel<AB>, DiffusionRunConfig)>,
 }
 
 /// Posterior samples of many cases, physical units.
@@ -274,7 +274,7 @@ pub fn reconstruct_cases<AB: AutodiffBackend>(
     };
     let edm = cfg.model.clone();
     edm.denoiser.check_resolution(n)?;
-    let channels = edm.denoiser.channels;
+    let channels = edm.denoiser.channels();
     let noise = Noise::Smooth(edm.smooth_noise(n)?);
     let a_norm = edm.normalization.channel(0);
     let bar = progress_bar(cases.len() as u64, progress, spec.method.name());

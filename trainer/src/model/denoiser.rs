@@ -41,6 +41,7 @@ use super::edm::{self, HeunConfig};
 use super::fno::{coordinate_channels, coordinate_channels_cf, crop, pointwise_cf, reflect_pad, reflect_pad_axes};
 use super::noise::SmoothNoise;
 use super::spectral::{SpectralBases, SpectralBlocks, SpectralConv2d, SpectralConvConfig, check_grid, pad_len};
+use super::unet::{Unet, UnetConfig};
 use crate::error::Error;
 
 /// Bytes of one activation value on the device (f32; docs/format.md).
@@ -302,6 +303,157 @@ impl<B: Backend> Denoiser<B> {
     }
 }
 
+/// The raw network of an EDM model: the FNO-type [`Denoiser`] (the default,
+/// and what the device runs) or the U-shaped [`Unet`] (host only).
+///
+/// In JSON an FNO config is the plain [`DenoiserConfig`] object, exactly as
+/// before the U-Net existed, so old runs' `config.json` files read and
+/// compare unchanged; a U-Net config is its [`UnetConfig`] object with
+/// `"arch": "unet"` added.
+#[derive(Clone, Debug, PartialEq)]
+pub enum NetworkConfig {
+    /// The FNO-type operator denoiser.
+    Fno(DenoiserConfig),
+    /// The U-shaped convolutional denoiser.
+    Unet(UnetConfig),
+}
+
+impl From<DenoiserConfig> for NetworkConfig {
+    fn from(c: DenoiserConfig) -> Self {
+        Self::Fno(c)
+    }
+}
+
+impl From<UnetConfig> for NetworkConfig {
+    fn from(c: UnetConfig) -> Self {
+        Self::Unet(c)
+    }
+}
+
+impl NetworkConfig {
+    /// `"fno"` or `"unet"` (the `--arch` value).
+    pub fn arch(&self) -> &'static str {
+        match self {
+            Self::Fno(_) => "fno",
+            Self::Unet(_) => "unet",
+        }
+    }
+
+    /// Data channels `C`.
+    pub fn channels(&self) -> usize {
+        match self {
+            Self::Fno(c) => c.channels,
+            Self::Unet(c) => c.channels,
+        }
+    }
+
+    /// The FNO config, if this is one.
+    pub fn fno(&self) -> Option<&DenoiserConfig> {
+        match self {
+            Self::Fno(c) => Some(c),
+            Self::Unet(_) => None,
+        }
+    }
+
+    /// Checks the sizes of either network.
+    pub fn validate(&self) -> Result<(), Error> {
+        match self {
+            Self::Fno(c) => c.validate(),
+            Self::Unet(c) => c.validate(),
+        }
+    }
+
+    /// Whether an `n x n` grid can be run.
+    pub fn check_resolution(&self, n: usize) -> Result<(), Error> {
+        match self {
+            Self::Fno(c) => c.check_resolution(n),
+            Self::Unet(c) => c.check_resolution(n),
+        }
+    }
+
+    /// Parameter count of the network, in closed form.
+    pub fn param_count(&self) -> usize {
+        match self {
+            Self::Fno(c) => c.param_count(),
+            Self::Unet(c) => c.param_count(),
+        }
+    }
+}
+
+impl serde::Serialize for NetworkConfig {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Self::Fno(c) => c.serialize(s),
+            Self::Unet(c) => {
+                #[derive(serde::Serialize)]
+                struct Tagged<'a> {
+                    arch: &'static str,
+                    #[serde(flatten)]
+                    config: &'a UnetConfig,
+                }
+                Tagged { arch: "unet", config: c }.serialize(s)
+            }
+        }
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for NetworkConfig {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use serde::de::Error as _;
+        let mut value = serde_json::Value::deserialize(d)?;
+        let arch = value.as_object_mut().and_then(|o| o.remove("arch"));
+        match arch.as_ref().map(|a| a.as_str()) {
+            None | Some(Some("fno")) => serde_json::from_value(value).map(Self::Fno).map_err(D::Error::custom),
+            Some(Some("unet")) => serde_json::from_value(value).map(Self::Unet).map_err(D::Error::custom),
+            _ => Err(D::Error::custom(format!(
+                "unknown denoiser arch {}, expected \"fno\" or \"unet\"",
+                arch.unwrap_or_default()
+            ))),
+        }
+    }
+}
+
+/// What [`EdmModel`] needs of its raw network `N(x_in; c_noise)`: one
+/// forward on `[batch, C, n, n]` with `c_noise: [batch]`, and a constructor
+/// from the matching [`NetworkConfig`] variant.
+pub trait Network<B: Backend>: Module<B> + burn::module::ModuleDisplay {
+    /// The `--arch` name of this network.
+    const ARCH: &'static str;
+
+    /// `N(x_in; c_noise)`, `[batch, C, n, n]` in and out.
+    fn forward_net(&self, x_in: Tensor<B, 4>, c_noise: Tensor<B, 1>) -> Tensor<B, 4>;
+
+    /// A fresh network from `cfg`, or `None` if `cfg` is another architecture.
+    fn build(cfg: &NetworkConfig, device: &B::Device) -> Option<Self>;
+}
+
+impl<B: Backend> Network<B> for Denoiser<B> {
+    const ARCH: &'static str = "fno";
+
+    fn forward_net(&self, x_in: Tensor<B, 4>, c_noise: Tensor<B, 1>) -> Tensor<B, 4> {
+        self.forward(x_in, c_noise)
+    }
+
+    fn build(cfg: &NetworkConfig, device: &B::Device) -> Option<Self> {
+        cfg.fno().map(|c| c.init(device))
+    }
+}
+
+impl<B: Backend> Network<B> for Unet<B> {
+    const ARCH: &'static str = "unet";
+
+    fn forward_net(&self, x_in: Tensor<B, 4>, c_noise: Tensor<B, 1>) -> Tensor<B, 4> {
+        self.forward(x_in, c_noise)
+    }
+
+    fn build(cfg: &NetworkConfig, device: &B::Device) -> Option<Self> {
+        match cfg {
+            NetworkConfig::Unet(c) => Some(c.init(device)),
+            NetworkConfig::Fno(_) => None,
+        }
+    }
+}
+
 /// Per-channel normalisation `(x - mean) / std`, stored in the model config
 /// so that it is written next to every artifact (the runtime needs it).
 ///
@@ -423,8 +575,8 @@ impl ChannelNorm {
 /// constants, the training noise and the data normalisation.
 #[derive(Config, Debug, PartialEq)]
 pub struct EdmConfig {
-    /// The raw network.
-    pub denoiser: DenoiserConfig,
+    /// The raw network (the FNO-type denoiser, or a U-Net).
+    pub denoiser: NetworkConfig,
     /// Standard deviation of the (normalised) data. Data are standardised
     /// per channel, so 1; a two-phase field standardised this way has
     /// exactly unit variance too.
@@ -461,14 +613,31 @@ impl EdmConfig {
         if !self.p_mean.is_finite() {
             return Err(Error::InvalidConfig { name: "edm.p_mean", value: self.p_mean, reason: "must be finite" });
         }
-        self.normalization.validate(self.denoiser.channels)
+        self.normalization.validate(self.denoiser.channels())
     }
 
-    /// A freshly initialised model (see [`DenoiserConfig::init`]), after
-    /// [`validate`](Self::validate).
+    /// A freshly initialised FNO-type model (see [`DenoiserConfig::init`]),
+    /// after [`validate`](Self::validate); an error for a U-Net config.
     pub fn init<B: Backend>(&self, device: &B::Device) -> Result<EdmModel<B>, Error> {
+        self.init_network(device)
+    }
+
+    /// A freshly initialised model with network `N`, after
+    /// [`validate`](Self::validate); an error if `N` is not the config's
+    /// architecture.
+    pub fn init_network<B: Backend, N: Network<B>>(&self, device: &B::Device) -> Result<EdmModel<B, N>, Error> {
         self.validate()?;
-        Ok(EdmModel { denoiser: self.denoiser.init(device), config: self.clone() })
+        let denoiser = N::build(&self.denoiser, device)
+            .ok_or(Error::ArchMismatch { expected: N::ARCH, got: self.denoiser.arch() })?;
+        Ok(EdmModel { denoiser, config: Settings::new(self.clone()) })
+    }
+
+    /// A freshly initialised model of the config's architecture.
+    pub fn init_any<B: Backend>(&self, device: &B::Device) -> Result<DiffusionModel<B>, Error> {
+        Ok(match self.denoiser {
+            NetworkConfig::Fno(_) => DiffusionModel::Fno(self.init_network(device)?),
+            NetworkConfig::Unet(_) => DiffusionModel::Unet(self.init_network(device)?),
+        })
     }
 
     /// The smooth training noise for an `n x n` grid.
@@ -480,18 +649,98 @@ impl EdmConfig {
 /// The EDM denoiser `D(x; s) = c_skip x + c_out N(c_in x; c_noise)` on
 /// normalised fields `[batch, C, n, n]`.
 ///
-/// The config (EDM constants, normalisation) is a plain field, not part of
-/// the weight record: save it with `Config::save` next to the record and
-/// rebuild with `config.init(device)?.load_record(record)`.
+/// The config (EDM constants, normalisation) is not part of the weight
+/// record: save it with `Config::save` next to the record and rebuild with
+/// `config.init(device)?.load_record(record)`.
+///
+/// `N` is the raw network ([`Network`]); the default, the FNO-type
+/// [`Denoiser`], keeps the weight record of the runs made before the U-Net
+/// existed byte for byte (the config field records as the same empty value
+/// as the plain `EdmConfig` field it replaced).
 #[derive(Module, Debug)]
-pub struct EdmModel<B: Backend> {
+pub struct EdmModel<B: Backend, N: Module<B> = Denoiser<B>> {
     /// The raw network `N`.
-    pub denoiser: Denoiser<B>,
+    pub denoiser: N,
     /// The config this model was built from.
-    pub config: EdmConfig,
+    pub config: Settings<B>,
 }
 
-impl<B: Backend> EdmModel<B> {
+/// The config inside an [`EdmModel`]: not recorded (its record is burn's
+/// `EmptyRecord`, as a plain non-module field's is), but typed by the
+/// backend so that `EdmModel` can be generic over its network and still
+/// name `B` in a field.
+#[derive(Clone, Debug)]
+pub struct Settings<B: Backend> {
+    /// The config.
+    pub value: EdmConfig,
+    _backend: std::marker::PhantomData<B>,
+}
+
+impl<B: Backend> Settings<B> {
+    fn new(value: EdmConfig) -> Self {
+        Self { value, _backend: std::marker::PhantomData }
+    }
+}
+
+impl<B: Backend> std::ops::Deref for Settings<B> {
+    type Target = EdmConfig;
+
+    fn deref(&self) -> &EdmConfig {
+        &self.value
+    }
+}
+
+impl<B: Backend> Module<B> for Settings<B> {
+    type Record = burn::module::EmptyRecord;
+
+    fn visit<V: burn::module::ModuleVisitor<B>>(&self, _visitor: &mut V) {}
+
+    fn map<M: burn::module::ModuleMapper<B>>(self, _mapper: &mut M) -> Self {
+        self
+    }
+
+    fn load_record(self, _record: Self::Record) -> Self {
+        self
+    }
+
+    fn into_record(self) -> Self::Record {
+        burn::module::EmptyRecord::new()
+    }
+
+    fn to_device(self, _: &B::Device) -> Self {
+        self
+    }
+
+    fn fork(self, _: &B::Device) -> Self {
+        self
+    }
+
+    fn collect_devices(&self, devices: Vec<B::Device>) -> Vec<B::Device> {
+        devices
+    }
+}
+
+impl<B: Backend> burn::module::ModuleDisplayDefault for Settings<B> {
+    fn content(&self, content: burn::module::Content) -> Option<burn::module::Content> {
+        content.add_single(&"EdmConfig".to_string()).optional()
+    }
+}
+
+impl<B: Backend> burn::module::ModuleDisplay for Settings<B> {}
+
+impl<B: burn::tensor::backend::AutodiffBackend> burn::module::AutodiffModule<B> for Settings<B> {
+    type InnerModule = Settings<B::InnerBackend>;
+
+    fn valid(&self) -> Self::InnerModule {
+        Settings::new(self.value.clone())
+    }
+
+    fn from_inner(module: Self::InnerModule) -> Self {
+        Settings::new(module.value)
+    }
+}
+
+impl<B: Backend, N: Network<B>> EdmModel<B, N> {
     /// The config this model was built from.
     pub fn config(&self) -> &EdmConfig {
         &self.config
@@ -508,7 +757,7 @@ impl<B: Backend> EdmModel<B> {
         let c_in = s2_sd2.sqrt().recip();
         let c_out = s * c_in.clone() * sd;
         let c_noise = sigma.log().div_scalar(4.0);
-        let net = self.denoiser.forward(x.clone() * c_in, c_noise);
+        let net = self.denoiser.forward_net(x.clone() * c_in, c_noise);
         x * c_skip + net * c_out
     }
 
@@ -550,7 +799,7 @@ impl<B: Backend> EdmModel<B> {
         let sigmas: Vec<f32> =
             (0..batch).map(|_| edm::training_sigma(rng.sample(StandardNormal), cfg.p_mean, cfg.p_std) as f32).collect();
         let sigmas = Tensor::from_data(TensorData::new(sigmas, [batch]), device);
-        let fields = noise.sample_tensor(rng, batch, self.denoiser.channels, device);
+        let fields = noise.sample_tensor(rng, batch, cfg.denoiser.channels(), device);
         (sigmas, fields)
     }
 
@@ -559,6 +808,69 @@ impl<B: Backend> EdmModel<B> {
     /// unit variance (smooth noise for the function-space prior).
     pub fn sample(&self, noise: Tensor<B, 4>, heun: &HeunConfig) -> Tensor<B, 4> {
         edm::heun_sample(|x, s| self.denoise_at(x, s), noise, &heun.sigmas())
+    }
+
+    /// Number of trainable scalars of the network.
+    pub fn param_count(&self) -> usize {
+        Module::<B>::num_params(&self.denoiser)
+    }
+}
+
+/// A trained EDM model of either architecture, for the code that loads a
+/// run and does not care which network it holds (sampling, evaluation).
+/// Training and saving work on the concrete [`EdmModel`], whose record is
+/// what `model.bin` holds; this enum's own record is never written. The
+/// variants differ in size (the FNO-type one carries cached spectral
+/// bases); a model is loaded once per run, so boxing buys nothing.
+#[derive(Module, Debug)]
+#[allow(clippy::large_enum_variant)]
+pub enum DiffusionModel<B: Backend> {
+    /// The FNO-type denoiser.
+    Fno(EdmModel<B>),
+    /// The U-Net.
+    Unet(EdmModel<B, Unet<B>>),
+}
+
+impl<B: Backend> DiffusionModel<B> {
+    /// The config this model was built from.
+    pub fn config(&self) -> &EdmConfig {
+        match self {
+            Self::Fno(m) => m.config(),
+            Self::Unet(m) => m.config(),
+        }
+    }
+
+    /// `D(x; sigma)` with one noise level for the whole batch.
+    pub fn denoise_at(&self, x: Tensor<B, 4>, sigma: f64) -> Tensor<B, 4> {
+        match self {
+            Self::Fno(m) => m.denoise_at(x, sigma),
+            Self::Unet(m) => m.denoise_at(x, sigma),
+        }
+    }
+
+    /// Unconditional samples (see [`EdmModel::sample`]).
+    pub fn sample(&self, noise: Tensor<B, 4>, heun: &HeunConfig) -> Tensor<B, 4> {
+        match self {
+            Self::Fno(m) => m.sample(noise, heun),
+            Self::Unet(m) => m.sample(noise, heun),
+        }
+    }
+
+    /// Number of trainable scalars of the network.
+    pub fn param_count(&self) -> usize {
+        match self {
+            Self::Fno(m) => m.param_count(),
+            Self::Unet(m) => m.param_count(),
+        }
+    }
+
+    /// The FNO-type model, or an error naming the U-Net (the device export
+    /// and the device parity checks run the FNO denoiser only).
+    pub fn into_fno(self) -> Result<EdmModel<B>, Error> {
+        match self {
+            Self::Fno(m) => Ok(m),
+            Self::Unet(_) => Err(Error::ArchMismatch { expected: "fno", got: "unet" }),
+        }
     }
 }
 
@@ -604,7 +916,7 @@ mod tests {
     fn output_shapes_at_two_resolutions() {
         let device = Default::default();
         for channels in [1, 2] {
-            let cfg = EdmConfig::new(DenoiserConfig::new(channels, 6, 4, 2, 0.125, 8));
+            let cfg = EdmConfig::new(DenoiserConfig::new(channels, 6, 4, 2, 0.125, 8).into());
             let _guard = crate::model::SEEDED_INIT.lock().unwrap_or_else(|e| e.into_inner());
             let model = cfg.init::<B>(&device).unwrap();
             for n in [16, 24] {
@@ -622,7 +934,7 @@ mod tests {
         // c_skip -> 1 and c_out -> 0: D(x; s) -> x whatever the network says.
         let device = Default::default();
         let _guard = crate::model::SEEDED_INIT.lock().unwrap_or_else(|e| e.into_inner());
-        let model = EdmConfig::new(DenoiserConfig::new(1, 6, 4, 1, 0.125, 8)).init::<B>(&device).unwrap();
+        let model = EdmConfig::new(DenoiserConfig::new(1, 6, 4, 1, 0.125, 8).into()).init::<B>(&device).unwrap();
         let x = Tensor::<B, 4>::from_data(
             TensorData::new((0..64).map(|k| (k as f32 * 0.37).sin()).collect::<Vec<_>>(), [1, 1, 8, 8]),
             &device,
@@ -673,7 +985,7 @@ mod tests {
         let data_noise = SmoothNoise::new(n, 0.15).unwrap();
         // Big enough to learn the pointwise, sigma-dependent part within 50
         // steps (width 12 / projection 16 learns too slowly to show it).
-        let cfg = EdmConfig::new(DenoiserConfig::new(1, 16, 4, 2, 0.125, 32));
+        let cfg = EdmConfig::new(DenoiserConfig::new(1, 16, 4, 2, 0.125, 32).into());
         let _guard = crate::model::SEEDED_INIT.lock().unwrap_or_else(|e| e.into_inner());
         AB::seed(&device, 11);
         let mut model = cfg.init::<AB>(&device).unwrap();
@@ -705,7 +1017,7 @@ mod tests {
 
     #[test]
     fn config_round_trips_through_json() {
-        let cfg = EdmConfig::new(DenoiserConfig::device(2))
+        let cfg = EdmConfig::new(DenoiserConfig::device(2).into())
             .with_sigma_data(0.8)
             .with_normalization(ChannelNorm::new(vec![7.5, 0.01], vec![4.5, 0.003]));
         cfg.validate().unwrap();
@@ -721,7 +1033,7 @@ mod tests {
     fn training_noise_is_seeded_and_ordered() {
         let device = Default::default();
         let _guard = crate::model::SEEDED_INIT.lock().unwrap_or_else(|e| e.into_inner());
-        let model = EdmConfig::new(DenoiserConfig::new(1, 4, 2, 1, 0.0, 4)).init::<B>(&device).unwrap();
+        let model = EdmConfig::new(DenoiserConfig::new(1, 4, 2, 1, 0.0, 4).into()).init::<B>(&device).unwrap();
         let noise = SmoothNoise::new(8, 0.05).unwrap();
         let (s1, n1) = model.draw_training_noise(&noise, 4, &mut step_rng(1, 5), &device);
         let (s2, n2) = model.draw_training_noise(&noise, 4, &mut step_rng(1, 5), &device);

@@ -18,6 +18,10 @@ pub mod noise;
 /// The prior's operator denoiser and the EDM-wrapped model.
 pub mod denoiser;
 
+/// A small U-shaped convolutional denoiser, the host-only alternative to the
+/// operator denoiser (`--arch unet`).
+pub mod unet;
+
 use std::any::{Any, TypeId};
 use std::cell::RefCell;
 use std::collections::HashMap;

@@ -26,7 +26,7 @@ use burn::tensor::backend::Backend;
 use burn::tensor::{Int, Tensor};
 use rand::Rng;
 
-use crate::model::denoiser::EdmModel;
+use crate::model::denoiser::{DiffusionModel, EdmModel, Network};
 use crate::model::noise::SmoothNoise;
 
 pub use daps::{DapsConfig, daps_sample};
@@ -39,7 +39,13 @@ pub trait Denoise<B: Backend> {
     fn denoise(&self, x: Tensor<B, 4>, sigma: f64) -> Tensor<B, 4>;
 }
 
-impl<B: Backend> Denoise<B> for EdmModel<B> {
+impl<B: Backend, N: Network<B>> Denoise<B> for EdmModel<B, N> {
+    fn denoise(&self, x: Tensor<B, 4>, sigma: f64) -> Tensor<B, 4> {
+        self.denoise_at(x, sigma)
+    }
+}
+
+impl<B: Backend> Denoise<B> for DiffusionModel<B> {
     fn denoise(&self, x: Tensor<B, 4>, sigma: f64) -> Tensor<B, 4> {
         self.denoise_at(x, sigma)
     }

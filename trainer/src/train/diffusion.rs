@@ -17,9 +17,10 @@ use serde::{Deserialize, Serialize};
 use super::{Batch, RunConfig, RunDir, Session, Split, Symmetry, Task, TrainConfig, augment};
 use crate::data::Dataset;
 use crate::metrics;
-use crate::model::denoiser::{ChannelNorm, EdmConfig, EdmModel};
+use crate::model::denoiser::{ChannelNorm, Denoiser, DiffusionModel, EdmConfig, EdmModel, Network, NetworkConfig};
 use crate::model::edm::HeunConfig;
 use crate::model::noise::{SmoothNoise, host_batch_to_tensor};
+use crate::model::unet::Unet;
 use crate::pde::PdeKind;
 
 /// Validation samples scored at each checkpoint (fixed noise, so the figure
@@ -64,7 +65,7 @@ fn stacked(data: &Dataset, idx: &[usize], channels: usize) -> Vec<f32> {
     out
 }
 
-struct DiffusionTask<B: AutodiffBackend> {
+struct DiffusionTask<B: AutodiffBackend, N> {
     n: usize,
     channels: usize,
     noise: SmoothNoise,
@@ -77,9 +78,10 @@ struct DiffusionTask<B: AutodiffBackend> {
     /// The same values on the device, `[count, C, n, n]`, uploaded once:
     /// un-augmented batches are a `select` on it, no host work per step.
     resident: Tensor<B::InnerBackend, 4>,
+    network: std::marker::PhantomData<N>,
 }
 
-impl<B: AutodiffBackend> DiffusionTask<B> {
+impl<B: AutodiffBackend, N> DiffusionTask<B, N> {
     fn new(
         data: &Dataset,
         norm: &ChannelNorm,
@@ -94,7 +96,7 @@ impl<B: AutodiffBackend> DiffusionTask<B> {
         norm.normalize_slice(&mut host, channels, n * n);
         let resident = host_batch_to_tensor(host.clone(), [data.len(), channels, n], device)
             .expect("lengths match by construction");
-        Self { n, channels, noise, val, device: device.clone(), host, resident }
+        Self { n, channels, noise, val, device: device.clone(), host, resident, network: std::marker::PhantomData }
     }
 
     /// The normalised samples `idx`, each under its symmetry (none when
@@ -115,9 +117,9 @@ impl<B: AutodiffBackend> DiffusionTask<B> {
         host_batch_to_tensor(x, [idx.len(), c, n], &self.device).expect("lengths match by construction")
     }
 
-    fn loss_on<BB: Backend>(
+    fn loss_on<BB: Backend, NN: Network<BB>>(
         &self,
-        model: &EdmModel<BB>,
+        model: &EdmModel<BB, NN>,
         x: Tensor<BB, 4>,
         rng: &mut ChaCha8Rng,
         device: &BB::Device,
@@ -127,15 +129,20 @@ impl<B: AutodiffBackend> DiffusionTask<B> {
     }
 }
 
-impl<B: AutodiffBackend> Task<B> for DiffusionTask<B> {
-    type Model = EdmModel<B>;
+impl<B, N> Task<B> for DiffusionTask<B, N>
+where
+    B: AutodiffBackend,
+    N: Network<B> + burn::module::AutodiffModule<B>,
+    N::InnerModule: Network<B::InnerBackend>,
+{
+    type Model = EdmModel<B, N>;
 
-    fn loss(&self, model: &EdmModel<B>, batch: &Batch, rng: &mut ChaCha8Rng) -> Tensor<B, 1> {
+    fn loss(&self, model: &EdmModel<B, N>, batch: &Batch, rng: &mut ChaCha8Rng) -> Tensor<B, 1> {
         let x = Tensor::from_inner(self.clean_batch(&batch.indices, &batch.symmetries));
         self.loss_on(model, x, rng, &self.device)
     }
 
-    fn validate(&self, model: &EdmModel<B::InnerBackend>) -> f64 {
+    fn validate(&self, model: &EdmModel<B::InnerBackend, N::InnerModule>) -> f64 {
         let mut rng = ChaCha8Rng::seed_from_u64(VAL_SEED);
         let idx = &self.val[..self.val.len().min(VAL_SAMPLES)];
         let x = self.clean_batch(idx, &[]);
@@ -198,9 +205,21 @@ pub struct DiffusionSummary {
     pub spectrum_data: Vec<f64>,
 }
 
-/// Trains (or resumes) a prior or joint model, then compares unconditional
-/// samples with the test data.
+/// Trains (or resumes) a prior or joint model with the network its config
+/// names (`--arch`), then compares unconditional samples with the test data.
 pub fn train_diffusion<B: AutodiffBackend>(opts: &DiffusionOptions, device: &B::Device) -> Result<DiffusionSummary> {
+    match opts.model.denoiser {
+        NetworkConfig::Fno(_) => train_network::<B, Denoiser<B>>(opts, device),
+        NetworkConfig::Unet(_) => train_network::<B, Unet<B>>(opts, device),
+    }
+}
+
+fn train_network<B, N>(opts: &DiffusionOptions, device: &B::Device) -> Result<DiffusionSummary>
+where
+    B: AutodiffBackend,
+    N: Network<B> + burn::module::AutodiffModule<B>,
+    N::InnerModule: Network<B::InnerBackend>,
+{
     let data = Arc::new(Dataset::load(&opts.data)?);
     let n = data.res();
     let split = Split::new(data.len(), opts.split_seed, opts.paired_fraction)?;
@@ -211,41 +230,50 @@ pub fn train_diffusion<B: AutodiffBackend>(opts: &DiffusionOptions, device: &B::
     };
     let mut model_cfg = opts.model.clone();
     anyhow::ensure!(
-        model_cfg.denoiser.channels == channels,
+        model_cfg.denoiser.channels() == channels,
         "`denoiser.channels` = {}, but a {} model has {channels} data channel(s)",
-        model_cfg.denoiser.channels,
+        model_cfg.denoiser.channels(),
         format!("{:?}", opts.kind).to_lowercase()
     );
     opts.train.augment.check(&data.meta)?;
     model_cfg.normalization = ChannelNorm::fit(&stacked(&data, &pool, channels), channels, n)?;
     model_cfg.validate()?;
-    model_cfg.denoiser.check_resolution(n).map_err(|e| {
-        anyhow::anyhow!(
+    model_cfg.denoiser.check_resolution(n).map_err(|e| match &model_cfg.denoiser {
+        NetworkConfig::Fno(d) => anyhow::anyhow!(
             "`denoiser.modes` = {} does not fit the {n}x{n} grid of {} with `denoiser.pad_fraction` = {}: {e}",
-            model_cfg.denoiser.modes,
+            d.modes,
             opts.data.display(),
-            model_cfg.denoiser.pad_fraction
-        )
+            d.pad_fraction
+        ),
+        NetworkConfig::Unet(u) => anyhow::anyhow!(
+            "the U-Net's {} levels (`denoiser.mults`) do not fit the {n}x{n} grid of {}: {e}",
+            u.mults.len(),
+            opts.data.display()
+        ),
     })?;
     let mut run_cfg =
         DiffusionRunConfig::new(opts.kind, &opts.data, &data, &split, model_cfg.clone(), opts.train.clone());
     let run = RunDir::create(&opts.out, &mut run_cfg, &split, opts.session.resume)?;
 
     B::seed(device, opts.train.seed);
-    let model = model_cfg.init::<B>(device)?;
+    let model = model_cfg.init_network::<B, N>(device)?;
     // On another backend the weights are drawn on the CPU (see `with_cpu_weights`).
     let model = if super::backend::is_cpu::<B>() {
         model
     } else {
         let cpu = Default::default();
         super::backend::Cpu::seed(&cpu, opts.train.seed);
-        super::with_cpu_weights(model, model_cfg.init::<super::backend::Cpu>(&cpu)?, device)?
+        match model_cfg.init_any::<super::backend::Cpu>(&cpu)? {
+            DiffusionModel::Fno(m) => super::with_cpu_weights(model, m, device)?,
+            DiffusionModel::Unet(m) => super::with_cpu_weights(model, m, device)?,
+        }
     };
-    let params = model.denoiser.param_count();
+    let params = model.param_count();
     if opts.session.progress {
-        eprintln!("{:?} denoiser ({params} parameters) on {} samples at {n}x{n}", opts.kind, pool.len());
+        let arch = model_cfg.denoiser.arch();
+        eprintln!("{:?} denoiser ({arch}, {params} parameters) on {} samples at {n}x{n}", opts.kind, pool.len());
     }
-    let task = DiffusionTask::<B>::new(
+    let task = DiffusionTask::<B, N>::new(
         &data,
         &model_cfg.normalization,
         channels,
@@ -280,8 +308,8 @@ pub fn train_diffusion<B: AutodiffBackend>(opts: &DiffusionOptions, device: &B::
 /// Draws `count` unconditional samples (EDM Heun, 18 levels, from
 /// `sigma_max = 80`) and compares channel `a` with the test data. Also
 /// returns the samples, physical units, `[count, C, n*n]`.
-pub fn sample_statistics<B: Backend>(
-    model: &EdmModel<B>,
+pub fn sample_statistics<B: Backend, N: Network<B>>(
+    model: &EdmModel<B, N>,
     data: &Dataset,
     test: &[usize],
     count: usize,
@@ -291,7 +319,7 @@ pub fn sample_statistics<B: Backend>(
     let n = data.res();
     let per = n * n;
     let cfg = model.config();
-    let channels = cfg.denoiser.channels;
+    let channels = cfg.denoiser.channels();
     let noise = cfg.smooth_noise(n)?;
     let heun = HeunConfig::new();
     let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x5354_4154);
@@ -327,7 +355,7 @@ pub fn sample_statistics<B: Backend>(
         fields.iter().map(|f| metrics::two_phase_fraction(f, mid)).sum::<f64>() / fields.len().max(1) as f64
     };
     let summary = DiffusionSummary {
-        params: model.denoiser.param_count(),
+        params: model.param_count(),
         samples: 0,
         train_seconds: 0.0,
         stat_samples: count,
@@ -341,10 +369,14 @@ pub fn sample_statistics<B: Backend>(
     Ok((summary, samples))
 }
 
-/// Loads a trained prior or joint model from its run directory.
-pub fn load_diffusion<B: Backend>(run: &Path, device: &B::Device) -> Result<(EdmModel<B>, DiffusionRunConfig)> {
+/// Loads a trained prior or joint model, of the architecture its config
+/// records, from its run directory.
+pub fn load_diffusion<B: Backend>(run: &Path, device: &B::Device) -> Result<(DiffusionModel<B>, DiffusionRunConfig)> {
     let cfg: DiffusionRunConfig = serde_json::from_value(RunDir::read_config(run)?)
         .with_context(|| format!("{} is not a prior or joint run", run.display()))?;
-    let model = super::load_model(run, cfg.model.init::<B>(device)?, device)?;
+    let model = match cfg.model.init_any::<B>(device)? {
+        DiffusionModel::Fno(m) => DiffusionModel::Fno(super::load_model(run, m, device)?),
+        DiffusionModel::Unet(m) => DiffusionModel::Unet(super::load_model(run, m, device)?),
+    };
     Ok((model, cfg))
 }

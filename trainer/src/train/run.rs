@@ -364,9 +364,9 @@ mod tests {
         let fno = model_config(&FnoConfig::device(), &file(r#"{"width": 8, "pad_fraction": 0.5}"#)).unwrap();
         let want = FnoConfig { width: 8, pad_fraction: 0.5, ..FnoConfig::device() };
         assert_eq!((fno.width, fno.modes, fno.layers, fno.pad_fraction), (want.width, want.modes, want.layers, 0.5));
-        let edm = EdmConfig::new(DenoiserConfig::host(1));
+        let edm = EdmConfig::new(DenoiserConfig::host(1).into());
         let got = model_config(&edm, &file(r#"{"denoiser": {"layers": 2}, "p_mean": -1}"#)).unwrap();
-        assert_eq!(got.denoiser, DenoiserConfig { layers: 2, ..DenoiserConfig::host(1) });
+        assert_eq!(got.denoiser, DenoiserConfig { layers: 2, ..DenoiserConfig::host(1) }.into());
         assert_eq!(got.p_mean, -1.0);
         for (text, needle) in [
             (r#"{"widht": 8}"#, "unknown key `widht`"),
