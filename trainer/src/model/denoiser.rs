@@ -289,11 +289,7 @@ impl<B: Backend> Denoiser<B> {
 
     /// The noise embedding `[batch, embed_width]` of `c_noise` `[batch]`.
     pub fn embedding(&self, c_noise: Tensor<B, 1>) -> Tensor<B, 2> {
-        let [batch] = c_noise.dims();
-        let freqs: Vec<f32> = (0..self.embed_frequencies).map(|k| (1u64 << k.min(63)) as f32).collect();
-        let freqs = Tensor::<B, 2>::from_data(TensorData::new(freqs, [1, self.embed_frequencies]), &c_noise.device());
-        let phase = c_noise.reshape([batch, 1]) * freqs;
-        let features = Tensor::cat(vec![phase.clone().sin(), phase.cos()], 1);
+        let features = noise_features(c_noise, self.embed_frequencies);
         relu(self.embed_out.forward(relu(self.embed_in.forward(features))))
     }
 
@@ -301,6 +297,16 @@ impl<B: Backend> Denoiser<B> {
     pub fn param_count(&self) -> usize {
         self.num_params()
     }
+}
+
+/// The Fourier features of the noise level that both networks embed:
+/// `[sin(2^k c), cos(2^k c)]` for `k < frequencies`, `[batch, 2 frequencies]`.
+pub(crate) fn noise_features<B: Backend>(c_noise: Tensor<B, 1>, frequencies: usize) -> Tensor<B, 2> {
+    let [batch] = c_noise.dims();
+    let freqs: Vec<f32> = (0..frequencies).map(|k| (1u64 << k.min(63)) as f32).collect();
+    let freqs = Tensor::<B, 2>::from_data(TensorData::new(freqs, [1, frequencies]), &c_noise.device());
+    let phase = c_noise.reshape([batch, 1]) * freqs;
+    Tensor::cat(vec![phase.clone().sin(), phase.cos()], 1)
 }
 
 /// The raw network of an EDM model: the FNO-type [`Denoiser`] (the default,

@@ -32,7 +32,7 @@ use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::{GroupNorm, GroupNormConfig, Linear, LinearConfig, PaddingConfig2d};
 use burn::tensor::activation::silu;
 use burn::tensor::backend::Backend;
-use burn::tensor::{Tensor, TensorData};
+use burn::tensor::Tensor;
 
 use crate::error::Error;
 
@@ -321,11 +321,7 @@ impl<B: Backend> Unet<B> {
 
     /// The noise embedding `[batch, embed_width]` of `c_noise` `[batch]`.
     pub fn embedding(&self, c_noise: Tensor<B, 1>) -> Tensor<B, 2> {
-        let [batch] = c_noise.dims();
-        let freqs: Vec<f32> = (0..self.embed_frequencies).map(|k| (1u64 << k.min(63)) as f32).collect();
-        let freqs = Tensor::<B, 2>::from_data(TensorData::new(freqs, [1, self.embed_frequencies]), &c_noise.device());
-        let phase = c_noise.reshape([batch, 1]) * freqs;
-        let features = Tensor::cat(vec![phase.clone().sin(), phase.cos()], 1);
+        let features = super::denoiser::noise_features(c_noise, self.embed_frequencies);
         silu(self.embed_out.forward(silu(self.embed_in.forward(features))))
     }
 
@@ -337,8 +333,8 @@ impl<B: Backend> Unet<B> {
 
 /// `conv` (3x3 with zero padding 1, or 1x1) as one matrix product per
 /// sample over the stacked shifted copies of the input (im2col by `narrow`
-/// and `cat`). burn-ndarray's own `conv2d` is about 100x slower than this
-/// on one thread at these sizes, mostly in the backward pass; the weights
+/// and `cat`). With burn-ndarray's own `conv2d` a training step of the
+/// joint U-Net took about 8x as long on one thread (docs/results.md); the weights
 /// and record are the `Conv2d` module's.
 fn conv<B: Backend>(conv: &Conv2d<B>, x: Tensor<B, 4>) -> Tensor<B, 4> {
     let [b, c, h, w] = x.dims();
