@@ -30,7 +30,7 @@ const PANIC_ELF: &str = "firmware/target/ddis-firmware-defmt-panic";
 const QEMU_TIMEOUT: Duration = Duration::from_secs(60);
 
 fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().expect("the repository root")
 }
 
 /// Runs `elf` under QEMU to its semihosting exit: its exit code and the
