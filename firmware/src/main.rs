@@ -15,7 +15,9 @@
 //! run with its own exit code (semihosting extended exit), never a hang.
 //! With the `defmt` feature (a real board: semihosting would fault without
 //! a debugger) the same lines go out as defmt frames over RTT, and a panic
-//! or HardFault logs its code and resets the chip.
+//! or HardFault logs its code and resets the chip. With `defmt-semihosting`
+//! (QEMU) the defmt frames go out over semihosting instead and the run
+//! exits like the default build; the test suite decodes them.
 #![no_std]
 #![no_main]
 
@@ -29,8 +31,12 @@ use core::sync::atomic::{AtomicU32, Ordering};
 
 use cortex_m::peripheral::syst::SystClkSource;
 use cortex_m_rt::{ExceptionFrame, entry, exception};
-#[cfg(feature = "defmt")]
+// Exactly one defmt global logger: RTT on a board, unless
+// `defmt-semihosting` (which implies `defmt`) replaces it.
+#[cfg(all(feature = "defmt", not(feature = "defmt-semihosting")))]
 use defmt_rtt as _;
+#[cfg(feature = "defmt-semihosting")]
+use defmt_semihosting as _;
 
 use ddis_runtime::protocol::{
     self, CHUNK_VALUES, DeviceInfo, ErrorCode, Event, FIELD_MEAN, FIELD_STD, MAX_FRAME, MAX_WIRE, Request, Response,
@@ -389,10 +395,37 @@ fn panic(_info: &core::panic::PanicInfo) -> ! {
     exit_with(EXIT_PANIC)
 }
 
+/// Ends the run with `code`: under QEMU (the default build and
+/// `defmt-semihosting`) through semihosting, on a board (`defmt`) by a
+/// reset. A defmt build logs a non-zero code first.
+fn exit_with(code: u32) -> ! {
+    #[cfg(feature = "defmt")]
+    log_fatal(code);
+    #[cfg(any(not(feature = "defmt"), feature = "defmt-semihosting"))]
+    semihosting_exit(code);
+    #[cfg(all(feature = "defmt", not(feature = "defmt-semihosting")))]
+    board_reset(code)
+}
+
+/// Logs a non-zero exit code, once: a fault inside a log call (the logger
+/// still taken) or inside this one exits without logging again instead of
+/// recursing.
+#[cfg(feature = "defmt")]
+fn log_fatal(code: u32) {
+    static EXITING: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
+    if code == 0 || EXITING.swap(true, Ordering::AcqRel) {
+        return;
+    }
+    #[cfg(feature = "defmt-semihosting")]
+    defmt::error!("fatal: exit code {} (2 panic, 3 HardFault, 4 bad artifact)", code);
+    #[cfg(not(feature = "defmt-semihosting"))]
+    defmt::error!("fatal: exit code {} (2 panic, 3 HardFault, 4 bad artifact); resetting", code);
+}
+
 /// Ends the QEMU run with `code` (semihosting SYS_EXIT_EXTENDED), so a fault
 /// is never a silent hang.
-#[cfg(not(feature = "defmt"))]
-fn exit_with(code: u32) -> ! {
+#[cfg(any(not(feature = "defmt"), feature = "defmt-semihosting"))]
+fn semihosting_exit(code: u32) -> ! {
     // SYS_EXIT_EXTENDED (0x20) with ADP_Stopped_ApplicationExit (0x20026)
     // and the exit code as subcode; plain SYS_EXIT can only say 0 or 1.
     const SYS_EXIT_EXTENDED: usize = 0x20;
@@ -406,17 +439,16 @@ fn exit_with(code: u32) -> ! {
     }
 }
 
-/// On a board there is nothing to exit to: log the code (0 only ends a
-/// `boot-only` check) and reset the chip, so a fault restarts the node
-/// instead of hanging it.
-#[cfg(feature = "defmt")]
-fn exit_with(code: u32) -> ! {
+/// On a board there is nothing to exit to: 0 only ends a `boot-only` check
+/// (logged, then idle); any other code (logged by [`log_fatal`]) resets the
+/// chip, so a fault restarts the node instead of hanging it.
+#[cfg(all(feature = "defmt", not(feature = "defmt-semihosting")))]
+fn board_reset(code: u32) -> ! {
     if code == 0 {
         defmt::info!("exit 0");
         loop {
             cortex_m::asm::wfi();
         }
     }
-    defmt::error!("fatal: exit code {} (2 panic, 3 HardFault, 4 bad artifact); resetting", code);
     cortex_m::peripheral::SCB::sys_reset()
 }
