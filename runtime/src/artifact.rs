@@ -60,6 +60,35 @@ pub fn reseal(bytes: &mut [u8]) {
     }
 }
 
+/// Checks the framing of `bytes` (length, magic, version, CRC) and decodes
+/// the body without validating it: for tools that edit an artifact's
+/// fields and [`encode`] it again. [`Artifact::parse`] is this plus the
+/// validation.
+pub fn decode(bytes: &[u8]) -> Result<Body<'_>, Error> {
+    let min = HEADER_LEN + TRAILER_LEN;
+    if bytes.len() < min {
+        return Err(Error::Truncated { len: bytes.len(), min });
+    }
+    if bytes[..4] != MAGIC {
+        return Err(Error::BadMagic);
+    }
+    let version = u16::from_le_bytes([bytes[4], bytes[5]]);
+    if version != FORMAT_VERSION {
+        return Err(Error::UnsupportedVersion { found: version, supported: FORMAT_VERSION });
+    }
+    let end = bytes.len() - TRAILER_LEN;
+    let stored = u32::from_le_bytes([bytes[end], bytes[end + 1], bytes[end + 2], bytes[end + 3]]);
+    let computed = crc32(&bytes[..end]);
+    if stored != computed {
+        return Err(Error::CrcMismatch { stored, computed });
+    }
+    let (body, rest) = postcard::take_from_bytes::<Body<'_>>(&bytes[HEADER_LEN..end]).map_err(|_| Error::Malformed)?;
+    if !rest.is_empty() {
+        return Err(Error::TrailingBytes { count: rest.len() });
+    }
+    Ok(body)
+}
+
 /// A parsed and fully validated artifact, borrowing its bytes.
 #[derive(Clone, Copy, Debug)]
 pub struct Artifact<'a> {
@@ -80,29 +109,11 @@ impl<'a> Artifact<'a> {
     /// Parses and validates `bytes` (see the module docs for the order of
     /// the checks). Never panics; every problem is an [`Error`].
     pub fn parse(bytes: &'a [u8]) -> Result<Self, Error> {
-        let min = HEADER_LEN + TRAILER_LEN;
-        if bytes.len() < min {
-            return Err(Error::Truncated { len: bytes.len(), min });
-        }
-        if bytes[..4] != MAGIC {
-            return Err(Error::BadMagic);
-        }
-        let version = u16::from_le_bytes([bytes[4], bytes[5]]);
-        if version != FORMAT_VERSION {
-            return Err(Error::UnsupportedVersion { found: version, supported: FORMAT_VERSION });
-        }
+        let body = decode(bytes)?;
+        // `decode` checked the length, so the trailer is there.
         let end = bytes.len() - TRAILER_LEN;
-        let stored = u32::from_le_bytes([bytes[end], bytes[end + 1], bytes[end + 2], bytes[end + 3]]);
-        let computed = crc32(&bytes[..end]);
-        if stored != computed {
-            return Err(Error::CrcMismatch { stored, computed });
-        }
-        let (body, rest) =
-            postcard::take_from_bytes::<Body<'a>>(&bytes[HEADER_LEN..end]).map_err(|_| Error::Malformed)?;
-        if !rest.is_empty() {
-            return Err(Error::TrailingBytes { count: rest.len() });
-        }
-        Self::from_body(&body, bytes.len(), stored)
+        let crc = u32::from_le_bytes([bytes[end], bytes[end + 1], bytes[end + 2], bytes[end + 3]]);
+        Self::from_body(&body, bytes.len(), crc)
     }
 
     /// Validates a decoded body.

@@ -24,7 +24,8 @@
 //! `u` over its training pairs; exact physics records it too) so that a
 //! case with unusually small readings does not get a much stiffer
 //! likelihood than a typical one; `tau` is floored at
-//! `noise_sigma / unit`. All state lives in the caller's workspace
+//! `noise_width * noise_sigma / unit` (the artifact's share of the
+//! readings' noise). All state lives in the caller's workspace
 //! ([`workspace_len`]): five `n x n` fields (`x`, which doubles as the
 //! gradient, `a0`, `a`, the noise and its scratch), then the guide's or the
 //! denoiser's work memory, whichever is larger (they never run at the same
@@ -348,7 +349,7 @@ fn chain(
     let sched = p.schedule;
     let rms = sensors.rms();
     let scale = if p.u_floor > rms { p.u_floor } else { rms };
-    let floor = noise_sigma / scale;
+    let floor = sched.noise_width() * noise_sigma / scale;
     let tau = if floor > sched.tau() { floor } else { sched.tau() };
     let inv_tau2 = 1.0 / (tau * tau);
     let n2 = st.x.len();

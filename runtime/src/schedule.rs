@@ -1,7 +1,8 @@
 //! The reduced-step DAPS schedule as shipped: one row per annealing level
 //! with every constant the host folded in f64 (noise level, EDM
 //! coefficients, Langevin step and noise, the next level, the prior's FiLM
-//! tables), plus `tau`, the Langevin count and the clamp.
+//! tables), plus `tau`, the noise's share of the width, the Langevin count
+//! and the clamp.
 
 use crate::Error;
 use crate::kernels::F32s;
@@ -9,7 +10,7 @@ use crate::operator::OperatorShape;
 use crate::sensors::MAX_SENSORS;
 use crate::wire::{LEVEL_C_IN, LEVEL_C_OUT, LEVEL_C_SKIP, LEVEL_INV_SIGMA2, LEVEL_LR, LEVEL_NOISE_STD};
 use crate::wire::{LEVEL_R, LEVEL_SCALARS, LEVEL_SIGMA, LEVEL_SIGMA_NEXT, ScheduleParams, checked_product, positive};
-use crate::wire::{STEP_GAUSS_NEWTON, STEP_LANGEVIN};
+use crate::wire::{MAX_NOISE_WIDTH, STEP_GAUSS_NEWTON, STEP_LANGEVIN};
 
 /// Most annealing levels accepted.
 pub const MAX_LEVELS: usize = 4096;
@@ -35,6 +36,7 @@ pub struct Schedule<'a> {
     langevin: usize,
     max_sensors: usize,
     tau: f32,
+    noise_width: f32,
     clamp: f32,
     row: usize,
     table: F32s<'a>,
@@ -102,11 +104,15 @@ impl<'a> Schedule<'a> {
             });
         }
         let tau = positive(p.tau, "schedule.tau")?;
+        if !(p.noise_width >= 0.0 && p.noise_width <= MAX_NOISE_WIDTH) {
+            return Err(Error::InvalidValue { field: "schedule.noise_width" });
+        }
+        let noise_width = p.noise_width;
         let clamp = positive(p.clamp, "schedule.clamp")?;
         let film = checked_product(&[prior.layers, 2, prior.width], "schedule.table")?;
         let row = LEVEL_SCALARS.checked_add(film).ok_or(Error::Overflow { field: "schedule.table" })?;
         let table = F32s::new(p.table.0, checked_product(&[levels, row], "schedule.table")?, "schedule.table")?;
-        let out = Self { levels, step, langevin, max_sensors, tau, clamp, row, table };
+        let out = Self { levels, step, langevin, max_sensors, tau, noise_width, clamp, row, table };
         for i in 0..levels {
             let l = out.level(i)?;
             let ok = l.sigma > 0.0
@@ -148,6 +154,12 @@ impl<'a> Schedule<'a> {
     /// Likelihood width in residual units (before the noise floor).
     pub fn tau(&self) -> f32 {
         self.tau
+    }
+
+    /// The share of the readings' noise that widens the likelihood: the
+    /// width used is `max(tau, noise_width * noise_sigma / unit)`.
+    pub fn noise_width(&self) -> f32 {
+        self.noise_width
     }
 
     /// Clamp on the normalised field.

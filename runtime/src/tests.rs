@@ -396,6 +396,11 @@ fn absurd_shapes_with_a_valid_crc_are_errors() {
     check!(b => b.schedule.as_mut().unwrap().levels = u32::MAX, "levels huge", &dim);
     check!(b => b.schedule.as_mut().unwrap().levels = 2, "levels differ from the table", &shape);
     check!(b => b.schedule.as_mut().unwrap().tau = 0.0, "tau 0", &|e| matches!(e, Error::InvalidValue { .. }));
+    for w in [f32::NAN, -0.5, f32::INFINITY, 16.5] {
+        check!(b => b.schedule.as_mut().unwrap().noise_width = w, "noise width out of [0, 16]", &|e| {
+            matches!(e, Error::InvalidValue { field: "schedule.noise_width" })
+        });
+    }
     check!(b => b.schedule.as_mut().unwrap().langevin = u32::MAX, "Langevin huge", &dim);
     check!(
         b => {
@@ -498,6 +503,35 @@ fn same_seed_same_bits_and_call_counts() {
     assert!(a.iter().all(|&v| f32::from_bits(v).is_finite()));
     assert_eq!(stats.denoiser_calls, 3);
     assert_eq!(stats.guide_calls, 6);
+}
+
+/// The artifact's `noise_width` is the share of the readings' noise that
+/// widens the likelihood: the width is `max(tau, noise_width * noise /
+/// unit)`, so a width that keeps the floor below `tau` gives the noiseless
+/// run's bits, and only the product `noise_width * noise` matters.
+#[test]
+fn noise_width_sets_the_noise_share_of_the_likelihood_width() {
+    let fx = Fixture::tiny(23, true);
+    let mut rng = Lcg::new(23);
+    let sensors = sensors_for(8, &mut rng, 7, |k| 0.2 + 0.01 * (k % 5) as f32);
+    let tau = fx.body().schedule.unwrap().tau;
+    // At width 1 this noise floors the width at 2 tau.
+    let noise = 2.0 * tau * sensors.rms();
+    let run = |width: f32, noise: f32| {
+        let mut body = fx.body();
+        body.schedule.as_mut().unwrap().noise_width = width;
+        let bytes = encode_body(&body);
+        let art = Artifact::parse(&bytes).unwrap();
+        let mut ws = vec![0.0f32; art.workspace_len().unwrap()];
+        let mut out = vec![0.0f32; art.n() * art.n()];
+        sampler::reconstruct(&art, &sensors, noise, 5, &mut out, &mut ws).unwrap();
+        out.iter().map(|v| v.to_bits()).collect::<Vec<_>>()
+    };
+    let noiseless = run(1.0, 0.0);
+    assert_eq!(run(0.0, noise), noiseless, "width 0 ignores the noise");
+    assert_eq!(run(0.4, noise), noiseless, "a floor below tau leaves tau");
+    assert_ne!(run(1.0, noise), noiseless, "width 1 widens the likelihood to the noise");
+    assert_eq!(run(0.5, 2.0 * noise), run(1.0, noise), "only noise_width * noise counts");
 }
 
 #[test]

@@ -291,6 +291,7 @@ impl Fixture {
                 langevin: self.langevin as u32,
                 max_sensors: MAX_SENSORS as u32,
                 tau: 0.05,
+                noise_width: 1.0,
                 clamp: 10.0,
                 table: Bytes(&self.table),
             }),

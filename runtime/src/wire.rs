@@ -16,7 +16,7 @@ pub const MAGIC: [u8; 4] = *b"DDIS";
 /// The format version this runtime writes and reads. Any change to the
 /// layout of [`Body`] (a field added, removed, reordered or retyped) bumps
 /// it; readers accept exactly their own version.
-pub const FORMAT_VERSION: u16 = 4;
+pub const FORMAT_VERSION: u16 = 5;
 
 /// Bytes before the postcard body: magic and version.
 pub const HEADER_LEN: usize = 6;
@@ -26,6 +26,9 @@ pub const TRAILER_LEN: usize = 4;
 
 /// Largest grid side accepted.
 pub const MAX_N: usize = 1024;
+
+/// Largest [`ScheduleParams::noise_width`] accepted.
+pub const MAX_NOISE_WIDTH: f32 = 16.0;
 
 /// Longest [`Body::problem`] name accepted, in bytes.
 pub const MAX_PROBLEM_LEN: usize = 32;
@@ -322,8 +325,13 @@ pub struct ScheduleParams<'a> {
     /// [`crate::MAX_SENSORS`]; the surrogate's Langevin path ignores it).
     pub max_sensors: u32,
     /// Likelihood width in residual units (floored at run time by the
-    /// readings' noise).
+    /// readings' noise, see `noise_width`).
     pub tau: f32,
+    /// How much of the readings' noise widens the likelihood: the width
+    /// used is `max(tau, noise_width * noise_sigma / unit)`, so 1 is the
+    /// noise's own width and 0 ignores the noise (0 to
+    /// [`MAX_NOISE_WIDTH`]). Added in format version 5.
+    pub noise_width: f32,
     /// Safety clamp on the normalised field.
     pub clamp: f32,
     /// `levels` rows, row-major f32.

@@ -10,7 +10,7 @@ use anyhow::Result;
 use clap::{Args, Parser, Subcommand};
 
 use crate::eval::Physics;
-use crate::export::Quant;
+use crate::export::{DeviceStep, Quant};
 use crate::grf::GrfConfig;
 use crate::model::denoiser::{DenoiserConfig, EdmConfig};
 use crate::model::fno::FnoConfig;
@@ -138,6 +138,12 @@ pub struct ExportArgs {
     /// `c_out(sigma)` (the denoiser's own error scale).
     #[arg(long, default_value_t = 1.0)]
     pub r_scale: f64,
+    /// The share of the readings' noise in the device's likelihood width:
+    /// `max(tau, noise_width * noise / RMS)`; 1 is the noise's own width,
+    /// 0 ignores the noise (0.1: tuned on Darcy validation cases at 1 % and
+    /// 5 % noise, docs/results.md).
+    #[arg(long, default_value_t = DeviceStep::DEFAULT_NOISE_WIDTH)]
+    pub noise_width: f64,
     /// Output artifact (e.g. models/darcy32.ddis).
     #[arg(long)]
     pub out: PathBuf,

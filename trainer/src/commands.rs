@@ -237,7 +237,12 @@ pub(crate) fn export_cmd(args: &ExportArgs) -> Result<()> {
             crate::export::ForwardModel::Solver { pde: cfg.data_meta.pde, u_floor }
         }
     };
-    let step = crate::export::DeviceStep { step: args.step, max_sensors: args.max_sensors, r_scale: args.r_scale };
+    let step = crate::export::DeviceStep {
+        step: args.step,
+        max_sensors: args.max_sensors,
+        r_scale: args.r_scale,
+        noise_width: args.noise_width,
+    };
     let n = args.res.unwrap_or(cfg.data_meta.res);
     let about = crate::export::About {
         problem: problem.name(),
@@ -363,7 +368,7 @@ pub(crate) fn reconstruct_cmd(args: ReconstructArgs, progress: bool) -> Result<(
         joint: args.joint,
         obs: args.obs,
         noise: args.noise,
-        method: MethodSpec { method, daps, dps },
+        method: MethodSpec { method, daps, dps, device_noise_width: None },
         physics: args.physics,
         samples: args.samples,
         seed: args.seed,

@@ -298,12 +298,36 @@ pub struct DeviceStep {
     pub max_sensors: usize,
     /// Gauss–Newton prior spread `r_i = r_scale * c_out(s_i)`.
     pub r_scale: f64,
+    /// The share of the readings' noise in the likelihood width:
+    /// `max(tau, noise_width * noise / unit)` (1: the noise's own width).
+    pub noise_width: f64,
+}
+
+impl DeviceStep {
+    /// The default `noise_width`, the host sampler's too
+    /// ([`DapsConfig::noise_width`]): tuned on Darcy validation cases.
+    pub const DEFAULT_NOISE_WIDTH: f64 = 0.1;
 }
 
 impl Default for DeviceStep {
     fn default() -> Self {
-        Self { step: StepKind::Langevin, max_sensors: 100, r_scale: 1.0 }
+        Self { step: StepKind::Langevin, max_sensors: 100, r_scale: 1.0, noise_width: Self::DEFAULT_NOISE_WIDTH }
     }
+}
+
+/// `bytes` (an artifact) with its schedule's `noise_width` replaced by
+/// `width`, re-encoded and re-validated: what `ddis eval`'s
+/// `device+noise_width=W` runs, so that a width can be tuned without
+/// exporting one artifact per value.
+pub fn with_noise_width(bytes: &[u8], width: f64) -> Result<Vec<u8>> {
+    let mut body = artifact::decode(bytes).map_err(|e| anyhow!("the artifact: {e}"))?;
+    let schedule = body.schedule.as_mut().context("the artifact has no sampler schedule")?;
+    schedule.noise_width = width as f32;
+    let mut out = vec![0u8; artifact::encoded_len(&body)?];
+    let len = artifact::encode(&body, &mut out)?;
+    out.truncate(len);
+    Artifact::parse(&out).map_err(|e| anyhow!("noise_width={width}: {e}"))?;
+    Ok(out)
 }
 
 /// Builds the device artifact for an `n x n` grid with the surrogate and
@@ -393,6 +417,12 @@ pub fn build_artifact_with<B: Backend>(
         step.max_sensors
     );
     ensure!(step.r_scale.is_finite() && step.r_scale > 0.0, "r_scale must be finite and > 0");
+    ensure!(
+        (0.0..=f64::from(ddis_runtime::artifact::MAX_NOISE_WIDTH)).contains(&step.noise_width),
+        "noise_width must be in 0..={}, not {}",
+        ddis_runtime::artifact::MAX_NOISE_WIDTH,
+        step.noise_width
+    );
     ensure!(
         daps.ode_steps == 1,
         "the device sampler takes one ODE step (Tweedie); the schedule has {}",
@@ -494,6 +524,7 @@ pub fn build_artifact_with<B: Backend>(
             langevin: daps.langevin as u32,
             max_sensors: step.max_sensors as u32,
             tau: daps.tau as f32,
+            noise_width: step.noise_width as f32,
             clamp: daps.clamp as f32,
             table: Bytes(&table),
         }),
@@ -654,10 +685,11 @@ pub fn inspect(bytes: &[u8]) -> Result<String> {
         };
         let _ = writeln!(
             out,
-            "schedule: {} levels x {} {inner} (one ODE step), tau {}, clamp {}, at most {} sensors, {} bytes",
+            "schedule: {} levels x {} {inner} (one ODE step), tau {} (noise width {}), clamp {}, at most {} sensors, {} bytes",
             s.levels(),
             s.langevin(),
             s.tau(),
+            s.noise_width(),
             s.clamp(),
             s.max_sensors(),
             s.bytes()
@@ -755,13 +787,30 @@ mod tests {
 
     #[test]
     fn the_device_budget_warns_only_past_its_limits() {
-        // The shipped image's sizes fit (311 566 B, 210 144 B of workspace, 32 x 32).
-        assert!(budget_check(311_566, Some(210_144), 32).is_empty());
+        // The shipped image's sizes fit (311 570 B, 210 144 B of workspace, 32 x 32).
+        assert!(budget_check(311_570, Some(210_144), 32).is_empty());
         let flash = budget_check(DEVICE_FLASH_BYTES - FIRMWARE_CODE_BYTES + 1, None, 32);
         assert_eq!(flash.len(), 1);
         assert!(flash[0].contains("flash"), "{flash:?}");
         let ram = budget_check(1000, Some(DEVICE_RAM_BYTES), 32);
         assert_eq!(ram.len(), 1);
         assert!(ram[0].contains("RAM") && ram[0].contains("--max-sensors"), "{ram:?}");
+    }
+
+    /// `eval`'s `device+noise_width=W` edits one field: the shipped
+    /// artifact round-trips to its own bytes, and a width past the format's
+    /// range is refused.
+    #[test]
+    fn with_noise_width_edits_that_field_only() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../models/darcy32.ddis");
+        let shipped = std::fs::read(path).expect("the shipped artifact");
+        let wide = with_noise_width(&shipped, 0.5).unwrap();
+        let art = Artifact::parse(&wide).unwrap();
+        assert_eq!(art.schedule().unwrap().noise_width(), 0.5);
+        let width = Artifact::parse(&shipped).unwrap().schedule().unwrap().noise_width();
+        assert_eq!(width, DeviceStep::DEFAULT_NOISE_WIDTH as f32, "shipped with the default");
+        assert_eq!(with_noise_width(&wide, f64::from(width)).unwrap(), shipped, "back to the shipped bytes");
+        let err = with_noise_width(&shipped, 20.0).unwrap_err().to_string();
+        assert!(err.contains("noise_width"), "{err}");
     }
 }

@@ -278,7 +278,9 @@ fn eval_and_reconstruct_end_to_end() {
     let o = ok(ddis(&["inspect", s(&art)]));
     let text = String::from_utf8_lossy(&o.stdout);
     assert!(text.contains("crc32"), "{text}");
-    // The artifact records the training data's law and range (v4).
+    // The artifact records the training data's law and range (v4) and the
+    // noise's share of the likelihood width (v5, default 0.1).
+    assert!(text.contains("(noise width 0.1)"), "{text}");
     assert!(text.contains("phases: a = 3 below the GRF level 0, 12 above"), "{text}");
     assert!(text.contains("training data: GRF alpha 2, tau 3; u in [0.0000e0, "), "{text}");
     let dev = tmp.path().join("dev");

@@ -100,13 +100,17 @@ pub struct MethodSpec {
     pub daps: DapsConfig,
     /// DPS settings (DPS methods).
     pub dps: DpsConfig,
+    /// `device` only: the artifact's `noise_width` replaced by this value
+    /// for the run (the `noise_width` key; the artifact file is untouched).
+    pub device_noise_width: Option<f64>,
 }
 
 impl MethodSpec {
     /// Parses `METHOD[+key=value...]`, keys `schedule` (AxOxL), `tau`, `lr`,
     /// `lr_min_ratio`, `lr_cap`, `sigma_max`, `precondition`, `noise_step`,
     /// `noise_width` (DAPS; `noise_step=0` keeps the noiseless step under
-    /// noisy readings; `noise_width` scales the noise's likelihood width),
+    /// noisy readings; `noise_width` scales the noise's likelihood width,
+    /// and for `device` replaces the artifact's own),
     /// `steps`, `zeta`, `heun`
     /// (DPS; `heun=1` takes Heun steps, `0` Euler; `steps` also sets the
     /// `prior` ablation's Heun steps), on top of the given defaults.
@@ -114,6 +118,7 @@ impl MethodSpec {
         let mut parts = spec.trim().split('+');
         let method = Method::parse(parts.next().unwrap_or_default())?;
         let (mut daps, mut dps) = (daps.clone(), dps.clone());
+        let mut device_noise_width = None;
         for kv in parts {
             let (k, v) = kv.split_once('=').with_context(|| format!("`{kv}` in `{spec}`: expected key=value"))?;
             let num = || -> Result<f64> { v.parse().with_context(|| format!("`{kv}` in `{spec}`: not a number")) };
@@ -132,7 +137,12 @@ impl MethodSpec {
                 "heun" => dps.heun = num()? != 0.0,
                 "precondition" => daps.precondition = num()? != 0.0,
                 "noise_step" => daps.noise_scaled_step = num()? != 0.0,
-                "noise_width" => daps.noise_width = num()?,
+                "noise_width" => {
+                    daps.noise_width = num()?;
+                    if method == Method::Device {
+                        device_noise_width = Some(daps.noise_width);
+                    }
+                }
                 _ => bail!(
                     "unknown setting `{k}` in `{spec}` (valid: schedule, tau, lr, lr_min_ratio, lr_cap, sigma_max, precondition, noise_step, noise_width, steps, zeta, heun)"
                 ),
@@ -140,7 +150,7 @@ impl MethodSpec {
         }
         daps.validate()?;
         dps.validate()?;
-        Ok(Self { method, daps, dps })
+        Ok(Self { method, daps, dps, device_noise_width })
     }
 
     /// A short description of the settings that matter for this method.
@@ -161,7 +171,10 @@ impl MethodSpec {
                 let kind = if self.dps.heun { " Heun" } else { "" };
                 format!("DPS {}{kind} steps zeta={}", self.dps.steps, self.dps.zeta)
             }
-            Method::Device => "runtime on the artifact (its forward model and schedule)".to_string(),
+            Method::Device => match self.device_noise_width {
+                None => "runtime on the artifact (its forward model and schedule)".to_string(),
+                Some(w) => format!("runtime on the artifact (its forward model and schedule), noise_width={w}"),
+            },
             Method::Exact => "exact Gaussian posterior, Matheron draws".to_string(),
             Method::Prior => format!("no guidance: prior samples, {} Heun steps", self.dps.steps),
         }

@@ -247,6 +247,14 @@ pub fn run_eval<AB: AutodiffBackend>(opts: &EvalOptions, device: &AB::Device) ->
                 ));
             } else if spec.method == Method::Device {
                 let bytes = artifact.as_ref().context("the device method needs --artifact")?;
+                let edited;
+                let bytes = match spec.device_noise_width {
+                    Some(w) => {
+                        edited = crate::export::with_noise_width(bytes, w)?;
+                        &edited
+                    }
+                    None => bytes,
+                };
                 let (per_case, seconds, stats) = device_cases(bytes, &cases, opts.samples, opts.seed, opts.progress)?;
                 outputs.push((spec.method.name().to_string(), spec.settings(), per_case, seconds, stats, vec![]));
             } else {
