@@ -1,6 +1,12 @@
 //! The training hyper-parameters (`TrainConfig`, written to `RUN/config.json`)
 //! and the learning-rate schedule they define: linear warm-up, cosine decay
 //! to a floor, and its re-planning when `--resume` changes `--steps`.
+//!
+//! Plain serde rather than burn's `#[derive(Config)]`: its serde twin drops
+//! field attributes, so the options added later (`extensions`, `ema`,
+//! `grad_clip`, `augment`) would become required keys, which every run
+//! recorded before them lacks (`missing field`), and new runs would record
+//! them even when off. Here they default when absent and stay out when off.
 
 use anyhow::Result;
 use serde::{Deserialize, Serialize};
