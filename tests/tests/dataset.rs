@@ -22,4 +22,8 @@ fn samples_depend_on_seed_and_index_only() {
     let (f_mid, u_mid) = data::generate_range(&pde, 12, 11, 250..262).unwrap();
     assert_eq!(&f.data[250 * per..262 * per], &f_mid[..]);
     assert_eq!(&u.data[250 * per..262 * per], &u_mid[..]);
+    // The range streamed from u.npy is the one of the whole array.
+    let stats = data::solution_stats(&out).unwrap();
+    let range = data::solution_range(&out).unwrap();
+    assert_eq!((range.0.to_bits(), range.1.to_bits()), (stats.min.to_bits(), stats.max.to_bits()));
 }

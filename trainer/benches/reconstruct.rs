@@ -71,8 +71,12 @@ fn main() {
         operator: Some(load_operator(&op, &device).expect("operator")),
         joint: None,
     };
-    let spec =
-        MethodSpec { method: Method::DdisDaps, daps: DapsConfig::reduced(), dps: DpsConfig::default_for_budget(1) };
+    let spec = MethodSpec {
+        method: Method::DdisDaps,
+        daps: DapsConfig::reduced(),
+        dps: DpsConfig::default_for_budget(1),
+        device_noise_width: None,
+    };
     let mut host = vec![];
     for r in 0..repeats + 1 {
         let post = reconstruct_cases(

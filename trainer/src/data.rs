@@ -82,6 +82,20 @@ pub fn solution_stats(dir: &Path) -> Result<SolutionStats> {
     Ok(SolutionStats { spread: var.sqrt(), min, max })
 }
 
+/// The range of every value of `u` in the dataset at `dir` (as
+/// [`solution_stats`] gives it), streamed from the file: the array is never
+/// held.
+pub fn solution_range(dir: &Path) -> Result<(f64, f64)> {
+    let context = || format!("cannot read the solutions of {}", dir.display());
+    let values = npy::NpyReader::open(&dir.join("u.npy")).with_context(context)?;
+    let mut range = (f64::INFINITY, f64::NEG_INFINITY);
+    for v in values {
+        let v = f64::from(v.with_context(context)?);
+        range = (range.0.min(v), range.1.max(v));
+    }
+    Ok(range)
+}
+
 /// The random stream of sample `index` of a dataset with `seed`.
 pub fn sample_rng(seed: u64, index: u64) -> ChaCha8Rng {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);

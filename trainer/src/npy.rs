@@ -1,13 +1,21 @@
 //! Reading and writing NumPy `.npy` files (format versions 1-3).
 //!
-//! Datasets and user fields cross this boundary, so reading validates the
-//! header fully and names what is wrong; writing is atomic (a temporary file
-//! in the same directory, renamed into place), so an interrupted write never
-//! leaves a file that looks complete.
+//! Datasets and user fields cross this boundary, so reading checks the
+//! header fully and names what is wrong before any value is read; writing is
+//! atomic (a temporary file in the same directory, renamed into place), so an
+//! interrupted write never leaves a file that looks complete.
+//!
+//! Headers are read by `npyz`; the values stream from the file, so a reader
+//! holds one copy of the array ([`read`]) or none ([`NpyReader`]). Headers
+//! are written here, in numpy's own form (`'shape': (2, 3, 4)`), where
+//! `npyz` would write `(2, 3, 4, )`: every file ddis writes stays byte for
+//! byte what `np.save` and earlier versions of ddis write.
 
 use std::fs::{self, File};
-use std::io::{self, BufWriter, Read, Write};
+use std::io::{self, BufReader, BufWriter, Seek, Write};
 use std::path::{Path, PathBuf};
+
+use npyz::{DType, NpyFile, Order};
 
 const MAGIC: &[u8; 6] = b"\x93NUMPY";
 
@@ -50,112 +58,102 @@ pub struct NpyArray {
     pub data: Vec<f32>,
 }
 
-/// The element types we read. Float64 is accepted and narrowed, since users
-/// bring fields from numpy whose default dtype is float64.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Dtype {
-    F32,
-    F64,
-}
-
 /// Reads a float32 or float64 `.npy` file into f32, C order.
 pub fn read(path: &Path) -> Result<NpyArray, NpyError> {
-    let io_err = |source| NpyError::Io { path: path.to_path_buf(), source };
-    let mut bytes = Vec::new();
-    File::open(path).and_then(|mut f| f.read_to_end(&mut bytes)).map_err(io_err)?;
-    parse(&bytes).map_err(|e| match e {
-        ParseError::Format(reason) => NpyError::Format { path: path.to_path_buf(), reason },
-        ParseError::Dtype(descr) => NpyError::Dtype { path: path.to_path_buf(), descr },
-    })
-}
-
-enum ParseError {
-    Format(String),
-    Dtype(String),
-}
-
-fn parse(bytes: &[u8]) -> Result<NpyArray, ParseError> {
-    let fmt = |s: &str| ParseError::Format(s.to_string());
-    if bytes.len() < 10 || &bytes[..6] != MAGIC {
-        return Err(fmt("missing the \\x93NUMPY magic"));
-    }
-    let major = bytes[6];
-    let (header_len, header_start): (usize, usize) = match major {
-        1 => (u16::from_le_bytes([bytes[8], bytes[9]]) as usize, 10),
-        2 | 3 => {
-            if bytes.len() < 12 {
-                return Err(fmt("truncated header"));
-            }
-            let len = u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]);
-            (len as usize, 12)
-        }
-        v => return Err(ParseError::Format(format!("unknown format version {v}"))),
-    };
-    let data_start = header_start
-        .checked_add(header_len)
-        .filter(|&end| end <= bytes.len())
-        .ok_or_else(|| fmt("truncated header"))?;
-    let header = std::str::from_utf8(&bytes[header_start..data_start]).map_err(|_| fmt("header is not text"))?;
-    let descr = dict_value(header, "descr").ok_or_else(|| fmt("header has no 'descr'"))?;
-    let descr = descr.trim_matches(|c| c == '\'' || c == '"').to_string();
-    let dtype = match descr.as_str() {
-        "<f4" | "=f4" => Dtype::F32,
-        "<f8" | "=f8" => Dtype::F64,
-        _ => return Err(ParseError::Dtype(descr)),
-    };
-    let fortran = dict_value(header, "fortran_order").ok_or_else(|| fmt("header has no 'fortran_order'"))?;
-    if fortran.trim() != "False" {
-        return Err(fmt("Fortran-ordered arrays are not supported (save with numpy.ascontiguousarray)"));
-    }
-    let shape_text = dict_value(header, "shape").ok_or_else(|| fmt("header has no 'shape'"))?;
-    let shape = parse_shape(shape_text).ok_or_else(|| ParseError::Format(format!("bad shape {shape_text}")))?;
-    let count = shape.iter().try_fold(1usize, |acc, &d| acc.checked_mul(d)).ok_or_else(|| fmt("shape overflows"))?;
-    let width = match dtype {
-        Dtype::F32 => 4,
-        Dtype::F64 => 8,
-    };
-    let payload = &bytes[data_start..];
-    let expected = count.checked_mul(width).ok_or_else(|| fmt("shape overflows"))?;
-    if payload.len() != expected {
-        return Err(ParseError::Format(format!(
-            "shape {shape:?} needs {expected} data bytes, file has {}",
-            payload.len()
-        )));
-    }
-    let data = match dtype {
-        Dtype::F32 => payload.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect(),
-        Dtype::F64 => {
-            payload.chunks_exact(8).map(|c| f64::from_le_bytes(c.try_into().expect("chunk of 8")) as f32).collect()
-        }
-    };
+    let reader = NpyReader::open(path)?;
+    let shape = reader.shape().to_vec();
+    let data = reader.collect::<Result<Vec<f32>, NpyError>>()?;
     Ok(NpyArray { shape, data })
 }
 
-/// Finds `'key': value` in a numpy header dict; the value runs to the next
-/// top-level comma (shapes are parenthesised, so their commas are skipped).
-fn dict_value<'a>(header: &'a str, key: &str) -> Option<&'a str> {
-    let pat_single = format!("'{key}':");
-    let pat_double = format!("\"{key}\":");
-    let start = header
-        .find(&pat_single)
-        .map(|p| p + pat_single.len())
-        .or_else(|| header.find(&pat_double).map(|p| p + pat_double.len()))?;
-    let rest = &header[start..];
-    let mut depth = 0i32;
-    for (i, c) in rest.char_indices() {
-        match c {
-            '(' => depth += 1,
-            ')' => depth -= 1,
-            ',' | '}' if depth == 0 => return Some(rest[..i].trim()),
-            _ => {}
-        }
-    }
-    None
+/// An `.npy` file opened for reading: the header is checked (a float dtype,
+/// C order, and exactly the data bytes the shape needs) and the values
+/// stream from the file in C order, narrowed to f32, one `Result` each.
+pub struct NpyReader {
+    path: PathBuf,
+    shape: Vec<usize>,
+    values: Values,
 }
 
-fn parse_shape(text: &str) -> Option<Vec<usize>> {
-    let inner = text.trim().strip_prefix('(')?.strip_suffix(')')?;
-    inner.split(',').map(str::trim).filter(|s| !s.is_empty()).map(|s| s.trim_end_matches('L').parse().ok()).collect()
+/// The element types we read. Float64 is accepted and narrowed, since users
+/// bring fields from numpy whose default dtype is float64.
+enum Values {
+    F32(npyz::NpyReader<f32, BufReader<File>>),
+    F64(npyz::NpyReader<f64, BufReader<File>>),
+}
+
+impl NpyReader {
+    /// Opens `path` and checks its header against the file's length; no
+    /// value is read yet.
+    pub fn open(path: &Path) -> Result<Self, NpyError> {
+        let io_err = |source| NpyError::Io { path: path.to_path_buf(), source };
+        let format = |reason: String| NpyError::Format { path: path.to_path_buf(), reason };
+        let file = File::open(path).map_err(io_err)?;
+        let file_len = file.metadata().map_err(io_err)?.len();
+        let mut input = BufReader::new(file);
+        let header = npyz::NpyHeader::from_reader(&mut input).map_err(|e| match e.kind() {
+            io::ErrorKind::UnexpectedEof => format("truncated header".into()),
+            io::ErrorKind::InvalidData => format(e.to_string()),
+            _ => io_err(e),
+        })?;
+        let data_start = input.stream_position().map_err(io_err)?;
+        let width = match header.dtype() {
+            DType::Plain(t) if t.type_char() == npyz::TypeChar::Float && matches!(t.size_field(), 4 | 8) => {
+                t.size_field()
+            }
+            DType::Plain(t) => return Err(NpyError::Dtype { path: path.to_path_buf(), descr: t.to_string() }),
+            other => return Err(NpyError::Dtype { path: path.to_path_buf(), descr: other.descr() }),
+        };
+        if header.order() != Order::C {
+            return Err(format("Fortran-ordered arrays are not supported (save with numpy.ascontiguousarray)".into()));
+        }
+        let shape = header
+            .shape()
+            .iter()
+            .map(|&d| usize::try_from(d).ok())
+            .collect::<Option<Vec<usize>>>()
+            .ok_or_else(|| format("shape overflows".into()))?;
+        let payload = file_len.saturating_sub(data_start);
+        let expected = shape
+            .iter()
+            .try_fold(width, |acc, &d| acc.checked_mul(d as u64))
+            .ok_or_else(|| format("shape overflows".into()))?;
+        if payload != expected {
+            return Err(format(format!("shape {shape:?} needs {expected} data bytes, file has {payload}")));
+        }
+        let file = NpyFile::with_header(header, input);
+        let dtype_err = |e: npyz::DTypeError| format(e.to_string());
+        let values = if width == 4 {
+            Values::F32(file.data().map_err(dtype_err)?)
+        } else {
+            Values::F64(file.data().map_err(dtype_err)?)
+        };
+        Ok(Self { path: path.to_path_buf(), shape, values })
+    }
+
+    /// Dimensions, outermost first.
+    pub fn shape(&self) -> &[usize] {
+        &self.shape
+    }
+}
+
+impl Iterator for NpyReader {
+    type Item = Result<f32, NpyError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let value = match &mut self.values {
+            Values::F32(r) => r.next()?,
+            Values::F64(r) => r.next()?.map(|v| v as f32),
+        };
+        Some(value.map_err(|source| NpyError::Io { path: self.path.clone(), source }))
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        match &self.values {
+            Values::F32(r) => r.size_hint(),
+            Values::F64(r) => r.size_hint(),
+        }
+    }
 }
 
 /// The header bytes of a float32 C-order array of `shape` (version 1.0,
@@ -246,6 +244,28 @@ impl Drop for NpyWriter {
 mod tests {
     use super::*;
 
+    /// `bytes` as a file in `dir`, read back.
+    fn read_bytes(dir: &tempfile::TempDir, bytes: &[u8]) -> Result<NpyArray, NpyError> {
+        let path = dir.path().join("x.npy");
+        fs::write(&path, bytes).unwrap();
+        read(&path)
+    }
+
+    /// A header as numpy writes one for `descr`, `fortran` and `shape`.
+    fn numpy_header(descr: &str, fortran: bool, shape: &str) -> Vec<u8> {
+        let order = if fortran { "True" } else { "False" };
+        let mut dict = format!("{{'descr': '{descr}', 'fortran_order': {order}, 'shape': {shape}, }}");
+        while !(10 + dict.len() + 1).is_multiple_of(64) {
+            dict.push(' ');
+        }
+        dict.push('\n');
+        let mut bytes = Vec::from(&MAGIC[..]);
+        bytes.extend_from_slice(&[1, 0]);
+        bytes.extend_from_slice(&(dict.len() as u16).to_le_bytes());
+        bytes.extend_from_slice(dict.as_bytes());
+        bytes
+    }
+
     #[test]
     fn round_trip_keeps_shape_and_values() {
         let dir = tempfile::tempdir().unwrap();
@@ -255,42 +275,76 @@ mod tests {
         let back = read(&path).unwrap();
         assert_eq!(back.shape, vec![2, 3, 4]);
         assert_eq!(back.data, data);
-        // Header padded to 64 bytes, as numpy does.
-        assert_eq!(header_f32(&[2, 3, 4]).len() % 64, 0);
+        let streamed = NpyReader::open(&path).unwrap();
+        assert_eq!(streamed.shape(), [2, 3, 4]);
+        assert_eq!(streamed.map(Result::unwrap).collect::<Vec<_>>(), data);
     }
 
     #[test]
-    fn reads_numpy_written_float64() {
-        // np.save(f, np.array([[1.5, -2.0]])) — a float64 file as numpy writes it.
-        let mut bytes = Vec::from(&MAGIC[..]);
-        bytes.extend_from_slice(&[1, 0]);
-        let mut dict = "{'descr': '<f8', 'fortran_order': False, 'shape': (1, 2), }".to_string();
-        while !(10 + dict.len() + 1).is_multiple_of(64) {
-            dict.push(' ');
+    fn headers_are_written_as_numpy_writes_them() {
+        // np.save of float32 arrays of these shapes: the same header bytes.
+        for (shape, text) in [(&[2usize, 3, 4][..], "(2, 3, 4)"), (&[7], "(7,)"), (&[32, 32], "(32, 32)"), (&[], "()")]
+        {
+            assert_eq!(header_f32(shape), numpy_header("<f4", false, text), "{shape:?}");
+            assert_eq!(header_f32(shape).len() % 64, 0);
         }
-        dict.push('\n');
-        bytes.extend_from_slice(&(dict.len() as u16).to_le_bytes());
-        bytes.extend_from_slice(dict.as_bytes());
+    }
+
+    #[test]
+    fn reads_numpy_written_float64_and_big_endian() {
+        let dir = tempfile::tempdir().unwrap();
+        // np.save(f, np.array([[1.5, -2.0]])): float64, as numpy writes it.
+        let mut bytes = numpy_header("<f8", false, "(1, 2)");
         bytes.extend_from_slice(&1.5f64.to_le_bytes());
         bytes.extend_from_slice(&(-2.0f64).to_le_bytes());
-        let arr = parse(&bytes).ok().unwrap();
-        assert_eq!(arr.shape, vec![1, 2]);
-        assert_eq!(arr.data, vec![1.5, -2.0]);
+        let arr = read_bytes(&dir, &bytes).unwrap();
+        assert_eq!((arr.shape, arr.data), (vec![1, 2], vec![1.5, -2.0]));
+        // np.save(f, np.array([0.25, 3.0], dtype='>f4')).
+        let mut bytes = numpy_header(">f4", false, "(2,)");
+        bytes.extend_from_slice(&0.25f32.to_be_bytes());
+        bytes.extend_from_slice(&3.0f32.to_be_bytes());
+        assert_eq!(read_bytes(&dir, &bytes).unwrap().data, vec![0.25, 3.0]);
     }
 
     #[test]
     fn rejects_integer_truncated_and_garbage() {
-        let mut int_file = header_f32(&[2]);
-        let pos = int_file.windows(3).position(|w| w == b"<f4").unwrap();
-        int_file[pos..pos + 3].copy_from_slice(b"<i8");
-        int_file.extend_from_slice(&[0; 16]);
-        assert!(matches!(parse(&int_file), Err(ParseError::Dtype(d)) if d == "<i8"));
+        let dir = tempfile::tempdir().unwrap();
+        let mut ints = numpy_header("<i8", false, "(2,)");
+        ints.extend_from_slice(&[0; 16]);
+        assert!(matches!(read_bytes(&dir, &ints), Err(NpyError::Dtype { descr, .. }) if descr == "<i8"));
 
         let mut short = header_f32(&[4]);
         short.extend_from_slice(&[0; 8]);
-        assert!(matches!(parse(&short), Err(ParseError::Format(_))));
+        let err = read_bytes(&dir, &short).unwrap_err().to_string();
+        assert!(err.contains("shape [4] needs 16 data bytes, file has 8"), "{err}");
+        let mut long = header_f32(&[1]);
+        long.extend_from_slice(&[0; 8]);
+        let err = read_bytes(&dir, &long).unwrap_err().to_string();
+        assert!(err.contains("needs 4 data bytes, file has 8"), "{err}");
 
-        assert!(matches!(parse(b"hello world, not npy"), Err(ParseError::Format(_))));
+        let head = header_f32(&[4]);
+        let err = read_bytes(&dir, &head[..40]).unwrap_err().to_string();
+        assert!(err.contains("not a valid .npy file: truncated header"), "{err}");
+
+        for garbage in [&b"hello world, not npy"[..], b"", b"\x93NUMPY\x09\x00\x10\x00"] {
+            let err = read_bytes(&dir, garbage).unwrap_err();
+            assert!(matches!(err, NpyError::Format { .. }), "{garbage:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn rejects_fortran_order_and_absurd_shapes() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut fortran = numpy_header("<f4", true, "(1, 1)");
+        fortran.extend_from_slice(&[0; 4]);
+        let err = read_bytes(&dir, &fortran).unwrap_err().to_string();
+        assert!(err.contains("Fortran-ordered"), "{err}");
+        // A damaged shape whose element count overflows 64 bits: an error
+        // before anything is allocated, never a panic.
+        let mut huge = numpy_header("<f4", false, "(4294967296, 4294967296, 16)");
+        huge.extend_from_slice(&[0; 4]);
+        let err = read_bytes(&dir, &huge).unwrap_err().to_string();
+        assert!(err.contains("not a valid .npy file"), "{err}");
     }
 
     #[test]

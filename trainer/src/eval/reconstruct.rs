@@ -136,8 +136,8 @@ pub fn run_reconstruct<AB: AutodiffBackend>(opts: &ReconstructOptions, device: &
 /// sanity check: from the dataset when it is on disk, else the surrogate's
 /// `u` mean +- 6 std, else unknown.
 pub fn training_range<B: burn::tensor::backend::Backend>(data: &str, operator: Option<&Fno<B>>) -> Option<(f64, f64)> {
-    match crate::data::solution_stats(Path::new(data)) {
-        Ok(s) => Some((s.min, s.max)),
+    match crate::data::solution_range(Path::new(data)) {
+        Ok(range) => Some(range),
         Err(_) => operator.map(|op| {
             let nz = &op.normalization;
             (nz.u_mean - 6.0 * nz.u_std, nz.u_mean + 6.0 * nz.u_std)

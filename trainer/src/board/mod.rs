@@ -6,61 +6,30 @@
 //! waits for a reconstruction it watches a cancel flag (Ctrl-C sets it,
 //! [`cancel_on_ctrl_c`]): it then sends `Cancel` and waits for the device's
 //! `Cancelled` answer, so the device is free again when the command ends.
+//! Here: the protocol client ([`Device`]); in `link`: reaching the
+//! firmware; in `command`: `ddis device` itself.
+
+mod command;
+mod link;
 
 use std::io::{ErrorKind, Read, Write};
-use std::net::{TcpListener, TcpStream};
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, Once};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow, bail, ensure};
+pub use command::{DeviceOptions, DeviceResult, Transport, cancel_on_ctrl_c, device_reconstruct, sensor_rows};
 use ddis_runtime::protocol::{
-    self, DELIMITER, DeviceInfo, ErrorCode, FIELD_MEAN, FIELD_STD, MAX_FRAME, MAX_SAMPLES, MAX_WIRE, PROTOCOL_VERSION,
-    ReconstructRequest, Request, Response, RunReport,
+    self, DELIMITER, DeviceInfo, ErrorCode, FIELD_MEAN, FIELD_STD, MAX_FRAME, MAX_WIRE, ReconstructRequest, Request,
+    Response, RunReport,
 };
-
-use crate::observe::Observations;
-
-/// Default QEMU board: Cortex-M4F (the ELF also runs on `mps2-an500`).
-pub const DEFAULT_MACHINE: &str = "mps2-an386";
-/// Default firmware image, as `cargo build --release` in `firmware/` writes it.
-pub const DEFAULT_ELF: &str = "firmware/target/thumbv7em-none-eabihf/release/ddis-firmware";
+pub use link::{DEFAULT_ELF, DEFAULT_MACHINE, QemuOptions, run_qemu, run_serial};
 
 /// A byte stream with a read timeout.
 pub trait Link: Read + Write + Send {
     /// Sets how long a read may wait for the first byte.
     fn set_timeout(&mut self, t: Duration) -> std::io::Result<()>;
-}
-
-impl Link for TcpStream {
-    fn set_timeout(&mut self, t: Duration) -> std::io::Result<()> {
-        self.set_read_timeout(Some(t))
-    }
-}
-
-struct Serial(Box<dyn serialport::SerialPort>);
-
-impl Read for Serial {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        self.0.read(buf)
-    }
-}
-
-impl Write for Serial {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.write(buf)
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        self.0.flush()
-    }
-}
-
-impl Link for Serial {
-    fn set_timeout(&mut self, t: Duration) -> std::io::Result<()> {
-        self.0.set_timeout(t).map_err(std::io::Error::other)
-    }
 }
 
 /// One decoded response, owned.
@@ -118,108 +87,6 @@ impl Drop for Device {
             let _ = child.wait();
         }
     }
-}
-
-/// How to reach QEMU's firmware.
-#[derive(Clone, Debug)]
-pub struct QemuOptions {
-    /// `qemu-system-arm` (or a path to it).
-    pub qemu: PathBuf,
-    /// Board, e.g. [`DEFAULT_MACHINE`].
-    pub machine: String,
-    /// The firmware ELF.
-    pub elf: PathBuf,
-    /// How long to wait for the firmware to connect.
-    pub boot_timeout: Duration,
-}
-
-impl Default for QemuOptions {
-    fn default() -> Self {
-        Self {
-            qemu: PathBuf::from("qemu-system-arm"),
-            machine: DEFAULT_MACHINE.into(),
-            elf: PathBuf::from(DEFAULT_ELF),
-            boot_timeout: Duration::from_secs(60),
-        }
-    }
-}
-
-/// Boots the firmware in QEMU with its UART0 on a TCP socket this process
-/// listens on first (no port race), `-icount shift=0` so the firmware's
-/// SysTick counts instructions, and semihosting for its log and exit code.
-pub fn run_qemu(opts: &QemuOptions, timeout: Duration) -> Result<Device> {
-    ensure!(
-        opts.elf.is_file(),
-        "firmware image {} not found (build it in firmware/ with cargo build --release)",
-        opts.elf.display()
-    );
-    let listener = TcpListener::bind("127.0.0.1:0").context("bind a local port for QEMU's UART")?;
-    let port = listener.local_addr()?.port();
-    let mut child = Command::new(&opts.qemu)
-        .args(["-machine", &opts.machine, "-nographic", "-monitor", "none"])
-        .args(["-semihosting-config", "enable=on,target=native", "-icount", "shift=0", "-kernel"])
-        .arg(&opts.elf)
-        .args(["-chardev", &format!("socket,id=u0,host=127.0.0.1,port={port}"), "-serial", "chardev:u0"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .with_context(|| format!("start {}", opts.qemu.display()))?;
-    let log = Arc::new(Mutex::new(String::new()));
-    for pipe in [
-        child.stdout.take().map(|p| Box::new(p) as Box<dyn Read + Send>),
-        child.stderr.take().map(|p| Box::new(p) as _),
-    ]
-    .into_iter()
-    .flatten()
-    {
-        let log = Arc::clone(&log);
-        std::thread::spawn(move || {
-            let mut pipe = pipe;
-            let mut buf = [0u8; 1024];
-            while let Ok(n) = pipe.read(&mut buf) {
-                if n == 0 {
-                    break;
-                }
-                if let Ok(mut l) = log.lock() {
-                    l.push_str(&String::from_utf8_lossy(&buf[..n]));
-                }
-            }
-        });
-    }
-    listener.set_nonblocking(true)?;
-    let start = Instant::now();
-    let stream = loop {
-        match listener.accept() {
-            Ok((s, _)) => break s,
-            Err(e) if e.kind() == ErrorKind::WouldBlock => {
-                if let Some(status) = child.try_wait()? {
-                    let text = log.lock().map(|l| l.clone()).unwrap_or_default();
-                    bail!("QEMU exited ({status}) before connecting: {text}");
-                }
-                if start.elapsed() > opts.boot_timeout {
-                    let _ = child.kill();
-                    bail!("QEMU did not connect within {:?}", opts.boot_timeout);
-                }
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            Err(e) => return Err(e).context("accept QEMU's connection"),
-        }
-    };
-    stream.set_nonblocking(false)?;
-    stream.set_nodelay(true)?;
-    let mut dev = Device { link: Box::new(stream), rx: Vec::new(), timeout, qemu: Some(child), log };
-    dev.link.set_timeout(Duration::from_millis(200))?;
-    Ok(dev)
-}
-
-/// Opens a real board on `port` (e.g. `/dev/ttyACM0`) at `baud`.
-pub fn run_serial(port: &str, baud: u32, timeout: Duration) -> Result<Device> {
-    let sp = serialport::new(port, baud)
-        .timeout(Duration::from_millis(200))
-        .open()
-        .with_context(|| format!("open {port}"))?;
-    Ok(Device { link: Box::new(Serial(sp)), rx: Vec::new(), timeout, qemu: None, log: Arc::default() })
 }
 
 impl Device {
@@ -435,141 +302,6 @@ fn owned(r: Response<'_>) -> Reply {
         Response::Done(d) => Reply::Done(d),
         Response::Error { code, detail } => Reply::Error { code, detail },
     }
-}
-
-/// Sensor rows `(x, y, value)` of observations, as the device receives them.
-pub fn sensor_rows(obs: &Observations) -> Vec<(f32, f32, f32)> {
-    (0..obs.len())
-        .map(|k| {
-            let (x, y) = obs.xy(k);
-            (x as f32, y as f32, obs.values[k] as f32)
-        })
-        .collect()
-}
-
-/// Where `ddis device` finds the device.
-#[derive(Clone, Debug)]
-pub enum Transport {
-    /// Boot the firmware in QEMU.
-    Qemu(QemuOptions),
-    /// A real board on a serial port.
-    Serial {
-        /// e.g. `/dev/ttyACM0`.
-        port: String,
-        /// Baud rate (the firmware's UART divider assumes 115200).
-        baud: u32,
-    },
-}
-
-/// The inputs of `ddis device`.
-#[derive(Clone, Debug)]
-pub struct DeviceOptions {
-    /// How to reach the device.
-    pub transport: Transport,
-    /// Readings (CSV `x,y,value` or npy), as `ddis reconstruct --obs`.
-    pub obs: PathBuf,
-    /// Noise level of the readings.
-    pub noise: f64,
-    /// Output directory (mean.npy, std.npy, readings.csv, panel.png,
-    /// run.json), replaced whole.
-    pub out: PathBuf,
-    /// Replace `out` even if ddis did not write it.
-    pub force: bool,
-    /// Sampler seed.
-    pub seed: u64,
-    /// Posterior samples (1 to [`MAX_SAMPLES`]).
-    pub samples: u8,
-    /// Longest wait for one reconstruction.
-    pub timeout: Duration,
-}
-
-/// What `ddis device` did.
-#[derive(Clone, Debug)]
-pub struct DeviceResult {
-    /// The device's identity and budget (after the run: the stack high-water
-    /// mark includes it).
-    pub info: DeviceInfo,
-    /// The fields and counters.
-    pub run: DeviceRun,
-    /// Wall-clock seconds of the reconstruction on the host side.
-    pub seconds: f64,
-    /// The firmware's log (QEMU only).
-    pub log: String,
-}
-
-/// Set by the first Ctrl-C after [`cancel_on_ctrl_c`].
-static CTRL_C: AtomicBool = AtomicBool::new(false);
-
-/// Arms a Ctrl-C handler (once per process) and returns the flag it sets:
-/// the first press asks the running request to stop (the client sends
-/// `Cancel` and waits for `Cancelled`), a second press ends the process
-/// at once (exit code 130).
-pub fn cancel_on_ctrl_c() -> Result<&'static AtomicBool> {
-    static ARM: Once = Once::new();
-    let mut armed = Ok(());
-    ARM.call_once(|| {
-        armed = ctrlc::set_handler(|| {
-            if CTRL_C.swap(true, Ordering::Relaxed) {
-                std::process::exit(130);
-            }
-            eprintln!("Ctrl-C: cancelling the request on the device (press again to quit at once)");
-        });
-    });
-    armed.context("install the Ctrl-C handler")?;
-    Ok(&CTRL_C)
-}
-
-/// `ddis device`: reads the readings, runs one reconstruction on the device
-/// and writes the same files as `ddis reconstruct` into `opts.out`. Ctrl-C
-/// during the run cancels it on the device ([`cancel_on_ctrl_c`]).
-pub fn device_reconstruct(opts: &DeviceOptions) -> Result<DeviceResult> {
-    ensure!(
-        (1..=MAX_SAMPLES).contains(&opts.samples),
-        "--samples must be 1 to {MAX_SAMPLES} on the device (the per-request cap of protocol version \
-         {PROTOCOL_VERSION}; `ddis reconstruct --artifact` runs the same sampler on the host without it)"
-    );
-    let mut dev = match &opts.transport {
-        Transport::Qemu(q) => run_qemu(q, opts.timeout)?,
-        Transport::Serial { port, baud } => run_serial(port, *baud, opts.timeout)?,
-    };
-    dev.ping(0xDD15)?;
-    let info = dev.info()?;
-    ensure!(
-        info.protocol == PROTOCOL_VERSION,
-        "the device speaks protocol version {}, this host version {PROTOCOL_VERSION} (each version adds answers \
-         the other cannot decode, docs/protocol.md): flash a firmware built from this ddis, or use the ddis it was \
-         built with",
-        info.protocol
-    );
-    let n = usize::from(info.n);
-    let obs = Observations::load(&opts.obs, n, opts.noise).with_context(|| format!("read {}", opts.obs.display()))?;
-    for w in obs.warnings(None) {
-        crate::output::warn(w);
-    }
-    let out = crate::output::Staged::new(&opts.out, opts.force)?;
-    let t0 = Instant::now();
-    let cancel = cancel_on_ctrl_c()?;
-    let rows = sensor_rows(&obs);
-    let run = dev.reconstruct_cancellable(n, &rows, opts.noise as f32, opts.seed, opts.samples, true, cancel)?;
-    let seconds = t0.elapsed().as_secs_f64();
-    let info = dev.info()?;
-    crate::npy::write(&out.join("mean.npy"), &[n, n], &run.mean)?;
-    crate::npy::write(&out.join("std.npy"), &[n, n], &run.std)?;
-    obs.write_csv(&out.join("readings.csv"))?;
-    crate::eval::write_panel(&out.join("panel.png"), n, None, &obs, &run.mean, &run.std)?;
-    let record = serde_json::json!({
-        "command": "device",
-        "ddis_version": env!("CARGO_PKG_VERSION"),
-        "device": { "n": info.n, "max_sensors": info.max_sensors, "artifact_crc32": format!("{:#010x}", info.artifact_crc) },
-        "readings": { "file": opts.obs.display().to_string(), "count": obs.len(), "noise_std": opts.noise },
-        "samples": opts.samples,
-        "seed": opts.seed,
-        "seconds": { "wall": seconds },
-        "instructions": run.report.instructions,
-        "stack_high_water": info.stack_high_water,
-    });
-    out.commit(&record)?;
-    Ok(DeviceResult { info, run, seconds, log: dev.log() })
 }
 
 #[cfg(test)]

@@ -1,24 +1,23 @@
 //! The `ddis` command line: the arguments of every command, their help
-//! texts and defaults, and nothing else. What each command does is in
-//! the `commands` module (one function per command, each a thin shell over
-//! library functions, so everything the CLI does is also reachable and
-//! tested from Rust); `commands::run` dispatches a parsed [`Cli`].
+//! texts and defaults, and nothing else (`train` and `data` hold those of
+//! their subcommands). What each command does is in the `commands` module
+//! (one function per command, each a thin shell over library functions, so
+//! everything the CLI does is also reachable and tested from Rust);
+//! `commands::run` dispatches a parsed [`Cli`].
+
+pub mod data;
+pub mod train;
 
 use std::path::PathBuf;
 
-use anyhow::Result;
 use clap::{Args, Parser, Subcommand};
 
 use crate::eval::Physics;
 use crate::export::{DeviceStep, Quant};
-use crate::grf::GrfConfig;
-use crate::model::denoiser::{DenoiserConfig, EdmConfig};
-use crate::model::fno::FnoConfig;
-use crate::model::unet::UnetConfig;
-use crate::pde::{DarcyConfig, PdeConfig, PdeKind};
-use crate::sample::{DapsConfig, DpsConfig};
-use crate::train::TrainConfig;
+use crate::pde::PdeKind;
 use crate::train::backend::BackendKind;
+pub use data::{DataCommand, GenArgs, ImportArgs, PdeArgs, SolveArgs};
+pub use train::{Arch, CommonTrainArgs, Size, TrainCommand, TrainJointArgs, TrainOperatorArgs, TrainPriorArgs};
 
 /// Posterior samples drawn by default wherever a posterior is drawn
 /// (`demo`, `reconstruct`, `eval`, `device`).
@@ -225,35 +224,6 @@ pub struct SamplerArgs {
     pub dps_heun: bool,
 }
 
-impl SamplerArgs {
-    /// The DAPS and DPS settings after the overrides; `lite` starts from the
-    /// reduced-step schedule.
-    pub fn configs(&self, lite: bool) -> Result<(DapsConfig, DpsConfig)> {
-        let mut daps = if lite { DapsConfig::reduced() } else { DapsConfig::full() };
-        if let Some(s) = &self.schedule {
-            daps = daps.with_steps(s)?;
-        }
-        if let Some(v) = self.tau {
-            daps.tau = v;
-        }
-        if let Some(v) = self.lr {
-            daps.lr = v;
-        }
-        let mut dps = DpsConfig::default_for_budget(self.dps_steps.unwrap_or(DpsConfig::DEFAULT_STEPS));
-        if let Some(v) = self.sigma_max {
-            daps.sigma_max = v;
-            dps.sigma_max = v;
-        }
-        if let Some(v) = self.zeta {
-            dps.zeta = v;
-        }
-        dps.heun = self.dps_heun;
-        daps.validate()?;
-        dps.validate()?;
-        Ok((daps, dps))
-    }
-}
-
 /// The sampler of `ddis reconstruct`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum SamplerKind {
@@ -393,205 +363,6 @@ pub struct BackendArgs {
     pub gpu: Option<usize>,
 }
 
-/// `ddis train ...`
-#[derive(Debug, Subcommand)]
-pub enum TrainCommand {
-    /// The FNO forward surrogate a -> u, on the paired subset (relative L2 loss).
-    Operator(TrainOperatorArgs),
-    /// The function-space diffusion prior over a (EDM, smooth noise), on every training sample.
-    Prior(TrainPriorArgs),
-    /// The joint (a, u) diffusion baseline, on the paired subset only.
-    Joint(TrainJointArgs),
-}
-
-/// Arguments of `ddis train prior`.
-#[derive(Debug, Args)]
-pub struct TrainPriorArgs {
-    #[command(flatten)]
-    pub common: CommonTrainArgs,
-    /// The denoiser network.
-    #[arg(long, value_enum, default_value_t = Arch::Fno)]
-    pub arch: Arch,
-    /// Unconditional samples drawn after training to compare with the data.
-    #[arg(long, default_value_t = 64)]
-    pub stat_samples: usize,
-}
-
-/// Arguments of `ddis train joint`.
-#[derive(Debug, Args)]
-pub struct TrainJointArgs {
-    #[command(flatten)]
-    pub common: CommonTrainArgs,
-    /// Fraction of the dataset's pairs to train on (0 < F <= 1; 0.01 of 10 000 = 100 pairs).
-    #[arg(long, default_value_t = 1.0)]
-    pub paired_fraction: f64,
-    /// The denoiser network.
-    #[arg(long, value_enum, default_value_t = Arch::Fno)]
-    pub arch: Arch,
-}
-
-/// The diffusion models' denoiser network (recorded in the run's
-/// config.json, so every command that loads the run builds the same one).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
-pub enum Arch {
-    /// FNO-type operator denoiser with FiLM noise conditioning (what the device runs).
-    Fno,
-    /// Small U-shaped convolutional denoiser (GroupNorm, SiLU, residual blocks,
-    /// skip concatenation; host only; --size device: widths 16/32/32, host: 32/64/64).
-    Unet,
-}
-
-/// Model size presets.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
-pub enum Size {
-    /// Small enough for the int8 device artifact (prior + surrogate <= 1 MiB).
-    Device,
-    /// Larger, for the host samplers.
-    Host,
-}
-
-/// Options shared by every `ddis train` command.
-#[derive(Debug, Args)]
-pub struct CommonTrainArgs {
-    /// Dataset directory (from `ddis data gen`).
-    #[arg(long)]
-    pub data: PathBuf,
-    /// Run directory (config, split, checkpoints, model, loss curves).
-    #[arg(long)]
-    pub out: PathBuf,
-    /// Model size preset (a named model config; --model-config keys override it).
-    #[arg(long, value_enum, default_value_t = Size::Device)]
-    pub size: Size,
-    /// JSON model settings laid over the --size preset, in the form of the run's
-    /// config.json "model", every key optional: e.g. {"width": 8, "modes": 4,
-    /// "layers": 2} for `operator`, {"denoiser": {"width": 8, "modes": 4}} for
-    /// `prior`/`joint`. Unknown keys, zero sizes and modes the grid cannot
-    /// carry are errors; "normalization" is ignored (fitted on the data).
-    #[arg(long, value_name = "FILE.json")]
-    pub model_config: Option<PathBuf>,
-    /// Optimiser steps. With --resume, a new value (not below the step the run
-    /// reached) re-plans the rest of the run: the learning rate continues from
-    /// its value at the resume step and decays by a cosine to 1 % of --lr at
-    /// the new end; the warm-up stays the run's.
-    #[arg(long, default_value_t = 2000)]
-    pub steps: usize,
-    /// Samples per step.
-    #[arg(long, default_value_t = 16)]
-    pub batch: usize,
-    /// Peak learning rate (Adam; warm-up then cosine decay).
-    #[arg(long, default_value_t = 1e-3)]
-    pub lr: f64,
-    /// Seed of the weights, batches and noise.
-    #[arg(long, default_value_t = 0)]
-    pub seed: u64,
-    /// Seed of the train/validation/test split (keep it equal across models of one dataset).
-    #[arg(long, default_value_t = 0)]
-    pub split_seed: u64,
-    /// Steps between checkpoints (one is always written at the end).
-    #[arg(long, default_value_t = 500)]
-    pub checkpoint_every: usize,
-    /// Keep an exponential moving average of the weights with this decay
-    /// (e.g. 0.999; 0 = off). The decay ramps up as min(DECAY, (1+t)/(10+t))
-    /// after t steps; validation and the final model.bin use the average, and
-    /// checkpoints hold it, so --resume stays exact.
-    #[arg(long, value_name = "DECAY", default_value_t = 0.0)]
-    pub ema: f64,
-    /// Scale the gradient down to this global L2 norm (all parameters
-    /// together) when it is larger (e.g. 1.0; 0 = off).
-    #[arg(long, value_name = "NORM", default_value_t = 0.0)]
-    pub grad_clip: f64,
-    /// Show each training sample under a random one of the 8 flips and
-    /// transposes of the square (d8; the same one for a and u of a pair):
-    /// the data laws and PDEs of every dataset here are invariant under them.
-    #[arg(long, value_enum, default_value_t = crate::train::Augment::None)]
-    pub augment: crate::train::Augment,
-    /// Continue the run in --out from its last checkpoint. Every other option
-    /// must match the run's; only --steps may change (see --steps). At the
-    /// same --steps the result is bit for bit an uninterrupted run's.
-    #[arg(long)]
-    pub resume: bool,
-    #[command(flatten)]
-    pub backend: BackendArgs,
-    /// Stop after this many steps as if killed (tests of --resume).
-    #[arg(long, hide = true)]
-    pub halt_after: Option<usize>,
-}
-
-impl CommonTrainArgs {
-    pub(crate) fn session(&self, progress: bool) -> crate::train::Session {
-        crate::train::Session { resume: self.resume, progress, halt_after: self.halt_after }
-    }
-
-    /// The training knobs of a new run; on `--resume` the run's recorded
-    /// warm-up, log interval and extensions replace the derived ones.
-    pub(crate) fn train_config(&self) -> TrainConfig {
-        TrainConfig {
-            steps: self.steps,
-            batch: self.batch,
-            lr: self.lr,
-            seed: self.seed,
-            checkpoint_every: self.checkpoint_every,
-            warmup: (self.steps / 20).clamp(1, 200),
-            log_every: (self.steps / 100).clamp(1, 100),
-            extensions: Vec::new(),
-            ema: self.ema,
-            grad_clip: self.grad_clip,
-            augment: self.augment,
-        }
-    }
-
-    /// The surrogate's settings: the `--size` preset under `--model-config`.
-    pub(crate) fn fno_config(&self) -> Result<FnoConfig> {
-        let preset = match self.size {
-            Size::Device => FnoConfig::device(),
-            Size::Host => FnoConfig::host(),
-        };
-        self.model_config(preset, |mut c| {
-            c.normalization = crate::model::fno::Normalization::identity();
-            c.validate().map(|()| c)
-        })
-    }
-
-    /// The diffusion model's settings for `channels` data channels: the
-    /// `--arch` and `--size` preset under `--model-config`.
-    pub(crate) fn edm_config(&self, arch: Arch, channels: usize) -> Result<EdmConfig> {
-        let preset = EdmConfig::new(match (arch, self.size) {
-            (Arch::Fno, Size::Device) => DenoiserConfig::device(channels).into(),
-            (Arch::Fno, Size::Host) => DenoiserConfig::host(channels).into(),
-            (Arch::Unet, Size::Device) => UnetConfig::device(channels).into(),
-            (Arch::Unet, Size::Host) => UnetConfig::host(channels).into(),
-        });
-        self.model_config(preset, |mut c| {
-            c.normalization = crate::model::denoiser::ChannelNorm::identity();
-            c.validate().map(|()| c)
-        })
-    }
-
-    /// `preset` with the keys of `--model-config` laid over it, then checked
-    /// by `check` (which also drops the fitted normalisation).
-    fn model_config<T: serde::Serialize + serde::de::DeserializeOwned>(
-        &self,
-        preset: T,
-        check: impl FnOnce(T) -> Result<T, crate::error::Error>,
-    ) -> Result<T> {
-        let Some(file) = &self.model_config else {
-            return Ok(preset);
-        };
-        let cfg = crate::train::model_config(&preset, file)?;
-        check(cfg).map_err(|e| anyhow::anyhow!("--model-config {}: {e}", file.display()))
-    }
-}
-
-/// Arguments of `ddis train operator`.
-#[derive(Debug, Args)]
-pub struct TrainOperatorArgs {
-    #[command(flatten)]
-    pub common: CommonTrainArgs,
-    /// Fraction of the dataset's pairs to train on (0 < F <= 1; 0.01 of 10 000 = 100 pairs).
-    #[arg(long, default_value_t = 1.0)]
-    pub paired_fraction: f64,
-}
-
 /// Arguments of `ddis eval-operator`.
 #[derive(Debug, Args)]
 pub struct EvalOperatorArgs {
@@ -608,92 +379,4 @@ pub struct EvalOperatorArgs {
     pub test_split: bool,
     #[command(flatten)]
     pub backend: BackendArgs,
-}
-
-/// `ddis data ...`
-#[derive(Debug, Subcommand)]
-pub enum DataCommand {
-    /// Generate a dataset: DIR/a.npy, DIR/u.npy ([count, res, res] float32) and DIR/meta.json.
-    Gen(GenArgs),
-    /// Solve the PDE for fields you bring: IN.npy ([res, res] or [count, res, res]) -> OUT.npy.
-    Solve(SolveArgs),
-    /// Make a dataset of fields you bring (solving them unless you bring the solutions too).
-    Import(ImportArgs),
-}
-
-/// Arguments of `ddis data import`.
-#[derive(Debug, Args)]
-pub struct ImportArgs {
-    #[command(flatten)]
-    pub pde: PdeArgs,
-    /// Input fields, [count, res, res] .npy (float32 or float64): a for Darcy (two values), f otherwise.
-    #[arg(long)]
-    pub fields: PathBuf,
-    /// Their solutions u, same shape [default: solve them with ddis's finite-difference solver]
-    #[arg(long)]
-    pub solutions: Option<PathBuf>,
-    /// Output dataset directory (a.npy, u.npy, meta.json).
-    #[arg(long)]
-    pub out: PathBuf,
-    /// Replace an existing dataset at --out.
-    #[arg(long)]
-    pub force: bool,
-}
-
-/// The PDE and its parameters, shared by `gen` and `solve`.
-#[derive(Debug, Args)]
-pub struct PdeArgs {
-    /// darcy (-div(a grad u) = 1), poisson (Laplacian u = f) or helmholtz (Laplacian u + k^2 u = f).
-    #[arg(long, default_value = "darcy")]
-    pub pde: PdeKind,
-    /// Helmholtz wavenumber k.
-    #[arg(long, default_value_t = 1.0)]
-    pub k: f64,
-}
-
-/// Arguments of `ddis data gen`.
-#[derive(Debug, Args)]
-pub struct GenArgs {
-    #[command(flatten)]
-    pub pde: PdeArgs,
-    /// Grid nodes per side, boundary included.
-    #[arg(long, default_value_t = 32)]
-    pub res: usize,
-    /// Number of samples.
-    #[arg(long, default_value_t = 1000)]
-    pub count: usize,
-    /// Master seed (sample k uses stream k of it).
-    #[arg(long, default_value_t = 0)]
-    pub seed: u64,
-    /// GRF smoothness alpha of the covariance (-Laplacian + tau^2)^(-alpha).
-    #[arg(long = "grf-alpha", alias = "alpha", default_value_t = 2.0)]
-    pub alpha: f64,
-    /// GRF inverse length scale tau of that covariance.
-    #[arg(long = "grf-tau", alias = "tau", default_value_t = 3.0)]
-    pub tau: f64,
-    /// Output directory.
-    #[arg(long)]
-    pub out: PathBuf,
-    /// Replace an existing dataset at --out.
-    #[arg(long)]
-    pub force: bool,
-}
-
-/// Arguments of `ddis data solve`.
-#[derive(Debug, Args)]
-pub struct SolveArgs {
-    #[command(flatten)]
-    pub pde: PdeArgs,
-    /// Input fields (.npy, float32 or float64): a for Darcy (any positive values), f otherwise.
-    #[arg(long)]
-    pub field: PathBuf,
-    /// Output .npy for the solutions u (same shape as the input).
-    #[arg(long)]
-    pub out: PathBuf,
-}
-
-impl PdeArgs {
-    pub(crate) fn config(&self, grf: GrfConfig) -> PdeConfig {
-        PdeConfig { kind: self.pde, darcy: DarcyConfig::default(), helmholtz_k: self.k, grf }
-    }
 }
