@@ -373,6 +373,10 @@ fn bytes_sent_during_a_reconstruction_are_all_answered() {
 const SOAK_ROUNDS: usize = 3;
 /// Requests one soak round sends.
 const SOAK_REQUESTS_PER_ROUND: usize = 22;
+/// Stack bytes one UART interrupt may add on top of the deepest call: the
+/// Cortex-M4F exception frame with the FP context (104 B) plus the
+/// handler's own frame, rounded up.
+const IRQ_STACK_MARGIN: u32 = 256;
 
 /// A xorshift generator for the soak's junk (seeded: a failure replays).
 struct Junk(u64);
@@ -494,7 +498,15 @@ fn soak_mixed_requests_all_answered_no_reset() {
         if round == 0 {
             stack_after_first_round = info.stack_high_water;
         }
-        assert_eq!(info.stack_high_water, stack_after_first_round, "round {round}: the stack grew");
+        // The high-water mark may rise once by an interrupt that lands on
+        // the deepest call for the first time in a later round (timing: it
+        // happened on a loaded machine, +60 B in round 1); a leak keeps
+        // growing and passes the margin.
+        assert!(
+            info.stack_high_water <= stack_after_first_round + IRQ_STACK_MARGIN,
+            "round {round}: the stack grew from {stack_after_first_round} to {} bytes",
+            info.stack_high_water
+        );
     }
     assert_eq!(requests, rounds * SOAK_REQUESTS_PER_ROUND);
     let log = dev.log();
