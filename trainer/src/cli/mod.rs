@@ -13,7 +13,7 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand};
 
 use crate::eval::Physics;
-use crate::export::{DeviceStep, Quant};
+use crate::export::Quant;
 use crate::pde::PdeKind;
 use crate::train::backend::BackendKind;
 pub use data::{DataCommand, GenArgs, ImportArgs, PdeArgs, SolveArgs};
@@ -141,7 +141,7 @@ pub struct ExportArgs {
     /// `max(tau, noise_width * noise / RMS)`; 1 is the noise's own width,
     /// 0 ignores the noise (0.1: tuned on Darcy validation cases at 1 % and
     /// 5 % noise, docs/results.md).
-    #[arg(long, default_value_t = DeviceStep::DEFAULT_NOISE_WIDTH)]
+    #[arg(long, default_value_t = crate::sample::DapsConfig::DEFAULT_NOISE_WIDTH)]
     pub noise_width: f64,
     /// Output artifact (e.g. models/darcy32.ddis).
     #[arg(long)]

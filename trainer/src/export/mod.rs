@@ -136,15 +136,9 @@ pub struct DeviceStep {
     pub noise_width: f64,
 }
 
-impl DeviceStep {
-    /// The default `noise_width`, the host sampler's too
-    /// ([`DapsConfig::noise_width`]): tuned on Darcy validation cases.
-    pub const DEFAULT_NOISE_WIDTH: f64 = 0.1;
-}
-
 impl Default for DeviceStep {
     fn default() -> Self {
-        Self { step: StepKind::Langevin, max_sensors: 100, r_scale: 1.0, noise_width: Self::DEFAULT_NOISE_WIDTH }
+        Self { step: StepKind::Langevin, max_sensors: 100, r_scale: 1.0, noise_width: DapsConfig::DEFAULT_NOISE_WIDTH }
     }
 }
 
@@ -407,7 +401,7 @@ mod tests {
         let art = Artifact::parse(&wide).unwrap();
         assert_eq!(art.schedule().unwrap().noise_width(), 0.5);
         let width = Artifact::parse(&shipped).unwrap().schedule().unwrap().noise_width();
-        assert_eq!(width, DeviceStep::DEFAULT_NOISE_WIDTH as f32, "shipped with the default");
+        assert_eq!(width, DapsConfig::DEFAULT_NOISE_WIDTH as f32, "shipped with the default");
         assert_eq!(with_noise_width(&wide, f64::from(width)).unwrap(), shipped, "back to the shipped bytes");
         let err = with_noise_width(&shipped, 20.0).unwrap_err().to_string();
         assert!(err.contains("noise_width"), "{err}");

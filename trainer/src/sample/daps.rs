@@ -82,10 +82,14 @@ fn yes() -> bool {
 }
 
 fn default_noise_width() -> f64 {
-    0.1
+    DapsConfig::DEFAULT_NOISE_WIDTH
 }
 
 impl DapsConfig {
+    /// The default [`DapsConfig::noise_width`], the device artifact's too
+    /// (`ddis export --noise-width`): tuned on Darcy validation cases.
+    pub const DEFAULT_NOISE_WIDTH: f64 = 0.1;
+
     /// The full schedule the host runs by default.
     pub fn full() -> Self {
         Self {
