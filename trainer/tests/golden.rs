@@ -33,7 +33,8 @@ type B = Cpu;
 type AB = CpuAutodiff;
 
 /// burn-ndarray's initialisers share one process-wide RNG that `seed`
-/// resets; tests that seed and build hold this lock.
+/// resets, and a model built to load weights into may draw from it too:
+/// every test here builds models, so each holds this lock.
 static SEEDED_INIT: Mutex<()> = Mutex::new(());
 
 /// The saved hashes, by name.
@@ -130,6 +131,7 @@ fn normal<BB: Backend, const D: usize>(rng: &mut ChaCha8Rng, shape: [usize; D]) 
 
 #[test]
 fn shipped_surrogate_computes_the_saved_bits() {
+    let _guard = SEEDED_INIT.lock().unwrap_or_else(|e| e.into_inner());
     let device = Default::default();
     let dir = models_dir().join("host/darcy32-op-p100");
     let mut got = Vec::new();
@@ -162,6 +164,7 @@ fn shipped_surrogate_computes_the_saved_bits() {
 
 #[test]
 fn shipped_prior_computes_the_saved_bits() {
+    let _guard = SEEDED_INIT.lock().unwrap_or_else(|e| e.into_inner());
     let device = Default::default();
     let dir = models_dir().join("host/darcy32-prior");
     let mut got = Vec::new();
@@ -264,6 +267,7 @@ fn rerecord_runs(root: &Path) -> usize {
 
 #[test]
 fn every_weight_record_reads_and_writes_back_unchanged() {
+    let _guard = SEEDED_INIT.lock().unwrap_or_else(|e| e.into_inner());
     assert!(rerecord_runs(&models_dir().join("host")) >= 6, "the shipped host models are missing");
     // The runs of this checkout, when there are any (CI has none).
     let runs = rerecord_runs(&Path::new(env!("CARGO_MANIFEST_DIR")).join("../runs"));
