@@ -11,14 +11,12 @@ use std::sync::Mutex;
 
 use burn::module::Module;
 use burn::nn::LinearConfig;
-use burn::tensor::activation::relu;
 use burn::tensor::backend::Backend;
 use burn::tensor::{Tensor, TensorData};
 use ddis_runtime::Artifact;
 use ddis_trainer::export::{Quant, build_artifact, inspect, runtime_posterior};
 use ddis_trainer::model::denoiser::{ChannelNorm, DenoiserConfig, EdmConfig, EdmModel};
-use ddis_trainer::model::fno::{Fno, FnoConfig, Normalization, coordinate_channels, reflect_pad};
-use ddis_trainer::model::spectral::SpectralBases;
+use ddis_trainer::model::fno::{Fno, FnoConfig, Normalization};
 use ddis_trainer::observe::Observations;
 use ddis_trainer::sample::DapsConfig;
 use ddis_trainer::train::backend::Cpu;
@@ -75,51 +73,28 @@ fn check_l2(what: &str, got: &[f32], want: &[f32], tol: f64) -> f64 {
     err
 }
 
-/// The burn surrogate's hidden states after the lift and each layer, and
-/// its normalised output (the steps of `Fno::forward_normalized`).
+/// The burn surrogate's hidden states after the lift and each layer (its
+/// reference path's trace), and its normalised output (the fast path).
 fn fno_stages(model: &Fno<B>, a_norm: &[f32], n: usize) -> (Vec<Vec<f32>>, Vec<f32>) {
-    let device = Default::default();
-    let a = Tensor::<B, 3>::from_data(TensorData::new(a_norm.to_vec(), [1, n, n]), &device);
-    let p = model.pad_len(n);
-    let x = Tensor::cat(vec![a.clone().unsqueeze_dim::<4>(3), coordinate_channels::<B>(1, n, &device)], 3);
-    let mut h = model.lift.forward(reflect_pad(x, p));
-    let mut stages = vec![to_vec(h.clone())];
-    let bases = SpectralBases::new(n + 2 * p, n + 2 * p, model.modes, &device);
-    for (spectral, skip) in model.spectral.iter().zip(&model.skip) {
-        h = relu(spectral.forward_with(&bases, h.clone()) + skip.forward(h));
-        stages.push(to_vec(h.clone()));
-    }
-    let out = to_vec(model.forward_normalized(a));
-    (stages, out)
+    let a = Tensor::<B, 3>::from_data(TensorData::new(a_norm.to_vec(), [1, n, n]), &Default::default());
+    let mut stages = Vec::new();
+    model.trace_normalized(a.clone(), |_, h| stages.push(to_vec(h.clone())));
+    (stages, to_vec(model.forward_normalized(a)))
 }
 
-/// The burn denoiser's hidden states and `D(x; sigma)` (the steps of
-/// `Denoiser::forward` inside `EdmModel::denoise`).
+/// The burn denoiser's hidden states inside `EdmModel::denoise` (the
+/// network's reference trace on the input scaled by `c_in`), and
+/// `D(x; sigma)`.
 fn denoiser_stages(model: &EdmModel<B>, x: &[f32], n: usize, sigma: f64) -> (Vec<Vec<f32>>, Vec<f32>) {
     let device = Default::default();
-    let den = &model.denoiser;
     let sd = model.config.sigma_data;
     let xt = Tensor::<B, 4>::from_data(TensorData::new(x.to_vec(), [1, 1, n, n]), &device);
     let s = Tensor::<B, 1>::full([1], sigma, &device);
     let c_in = s.clone().square().add_scalar(sd * sd).sqrt().recip().reshape([1, 1, 1, 1]);
     let c_noise = s.log().div_scalar(4.0);
-    let emb = den.embedding(c_noise);
-    let width = den.skip[0].weight.dims()[1];
-    let p = model.config.denoiser.fno().expect("an fno prior").pad_len(n);
-    let xin = (xt.clone() * c_in).permute([0, 2, 3, 1]);
-    let xin = Tensor::cat(vec![xin, coordinate_channels::<B>(1, n, &device)], 3);
-    let mut h = den.lift.forward(reflect_pad(xin, p));
-    let mut stages = vec![to_vec(h.clone())];
-    let bases = SpectralBases::new(n + 2 * p, n + 2 * p, den.modes, &device);
-    for ((spectral, skip), film) in den.spectral.iter().zip(&den.skip).zip(&den.film) {
-        let ss = film.forward(emb.clone()).reshape([1, 1, 1, 2 * width]);
-        let scale = ss.clone().narrow(3, 0, width).add_scalar(1.0);
-        let shift = ss.narrow(3, width, width);
-        h = relu((spectral.forward_with(&bases, h.clone()) + skip.forward(h)) * scale + shift);
-        stages.push(to_vec(h.clone()));
-    }
-    let out = to_vec(model.denoise_at(xt, sigma));
-    (stages, out)
+    let mut stages = Vec::new();
+    model.denoiser.trace(xt.clone() * c_in, c_noise, |_, h| stages.push(to_vec(h.clone())));
+    (stages, to_vec(model.denoise_at(xt, sigma)))
 }
 
 /// A two-phase field like the Darcy data: smooth noise thresholded at 0,

@@ -265,8 +265,8 @@ pub fn build_artifact_with<B: Backend>(
             OwnedNet::new(
                 NetParts {
                     lift: &operator.lift,
-                    spectral: &operator.spectral,
-                    skip: &operator.skip,
+                    spectral: &operator.blocks.spectral,
+                    skip: &operator.blocks.skip,
                     proj_hidden: &operator.proj_hidden,
                     proj_out: &operator.proj_out,
                     modes: operator.modes,
@@ -287,8 +287,8 @@ pub fn build_artifact_with<B: Backend>(
     let prior_net = OwnedNet::new(
         NetParts {
             lift: &den.lift,
-            spectral: &den.spectral,
-            skip: &den.skip,
+            spectral: &den.blocks.spectral,
+            skip: &den.blocks.skip,
             proj_hidden: &den.proj_hidden,
             proj_out: &den.proj_out,
             modes: den.modes,

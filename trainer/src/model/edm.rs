@@ -9,8 +9,8 @@
 //! denoiser of Gaussian data.
 
 use burn::config::Config;
-use burn::tensor::Tensor;
 use burn::tensor::backend::Backend;
+use burn::tensor::{Tensor, TensorData};
 
 use crate::error::Error;
 
@@ -43,6 +43,17 @@ pub fn c_in(sigma: f64, sigma_data: f64) -> f64 {
 /// `c_noise(s) = ln(s) / 4`: the noise level as the network sees it.
 pub fn c_noise(sigma: f64) -> f64 {
     sigma.ln() / 4.0
+}
+
+/// The Fourier features of the noise level that both EDM networks (the
+/// FNO-type denoiser and the U-Net) embed:
+/// `[sin(2^k c), cos(2^k c)]` for `k < frequencies`, `[batch, 2 frequencies]`.
+pub(crate) fn noise_features<B: Backend>(c_noise: Tensor<B, 1>, frequencies: usize) -> Tensor<B, 2> {
+    let [batch] = c_noise.dims();
+    let freqs: Vec<f32> = (0..frequencies).map(|k| (1u64 << k.min(63)) as f32).collect();
+    let freqs = Tensor::<B, 2>::from_data(TensorData::new(freqs, [1, frequencies]), &c_noise.device());
+    let phase = c_noise.reshape([batch, 1]) * freqs;
+    Tensor::cat(vec![phase.clone().sin(), phase.cos()], 1)
 }
 
 /// EDM loss weight `lambda(s) = (s^2 + s_d^2) / (s s_d)^2 = 1 / c_out^2`:

@@ -6,6 +6,10 @@
 /// Truncated-DFT spectral convolution (real matmuls, any resolution).
 pub mod spectral;
 
+/// The FNO trunk (lift, Fourier blocks with optional FiLM, projection)
+/// shared by the surrogate and the prior's denoiser.
+pub mod trunk;
+
 /// The FNO forward surrogate, its config presets and the relative-L2 loss.
 pub mod fno;
 
