@@ -32,8 +32,9 @@ pub struct FnoBlocksConfig {
 }
 
 impl FnoBlocksConfig {
-    /// Fresh blocks: every spectral convolution, then every skip (the
-    /// order the weight initialisers draw in).
+    /// Fresh blocks. burn draws each weight lazily, when it is first
+    /// touched, so the values of a seeded model depend on the order its
+    /// first run touches them in, not on this construction.
     pub fn init<B: Backend>(&self, device: &B::Device) -> FnoBlocks<B> {
         let w = self.width;
         FnoBlocks {
@@ -105,6 +106,8 @@ impl<B: Backend> FnoBlocks<B> {
     ) -> Tensor<B, 4> {
         self.check_counts(mixing.map(<[_]>::len), film);
         let Some(first) = self.spectral.first() else { return h };
+        // The width from `h`, not from a weight: reading a fresh weight's
+        // shape draws it, out of the order the network touches them in.
         let [batch, width, hh, ww] = h.dims();
         let bases = SpectralBlocks::cached(hh, ww, first.modes, &h.device());
         for (l, (spectral, skip)) in self.spectral.iter().zip(&self.skip).enumerate() {
