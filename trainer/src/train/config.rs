@@ -282,6 +282,25 @@ mod tests {
         assert_eq!(back, e);
     }
 
+    /// The runs shipped in models/host load, and write back the very keys
+    /// and values they were recorded with.
+    #[test]
+    fn shipped_run_configs_load_and_write_back_the_same_keys() {
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../models/host");
+        let mut runs = 0;
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path().join("config.json");
+            if !path.is_file() {
+                continue;
+            }
+            let run: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+            let cfg: TrainConfig = serde_json::from_value(run["train"].clone()).unwrap();
+            assert_eq!(serde_json::to_value(&cfg).unwrap(), run["train"], "{}", path.display());
+            runs += 1;
+        }
+        assert!(runs >= 1, "no shipped run in {dir}");
+    }
+
     #[test]
     fn new_options_stay_out_of_old_configs_and_are_checked() {
         let c = TrainConfig::default();
