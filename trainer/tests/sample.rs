@@ -3,55 +3,41 @@
 //! outputs are written, the same seed gives the same table, and bad input
 //! is a one-line error that names the problem.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+mod common;
 
+use std::path::{Path, PathBuf};
+use std::process::Output;
+
+use common::{data_gen, ddis, ok, s, train};
 use ddis_trainer::data::Dataset;
 use ddis_trainer::npy;
-
-fn ddis(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_ddis")).args(args).output().expect("run ddis")
-}
-
-fn ok(o: Output) -> Output {
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    o
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
-}
 
 /// A 16x16 Darcy dataset and a prior, a surrogate and a joint model trained
 /// for a handful of steps under `root/runs`.
 fn setup(root: &Path) -> (PathBuf, PathBuf) {
     let data = root.join("data");
-    ok(ddis(&["--quiet", "data", "gen", "--res", "16", "--count", "60", "--seed", "3", "--out", s(&data)]));
+    data_gen(&data, "16", "60", &["--seed", "3"]);
     let runs = root.join("runs");
-    let common = |kind: &str, name: &str, extra: &[&str]| {
-        let out = runs.join(name);
-        let mut args = vec![
-            "--quiet",
-            "--threads",
-            "1",
-            "train",
-            kind,
-            "--data",
-            s(&data),
-            "--out",
-            s(&out),
-            "--steps",
-            "3",
-            "--batch",
-            "4",
-        ];
-        args.extend_from_slice(extra);
-        ok(ddis(&args));
-    };
-    common("prior", "prior", &["--stat-samples", "2"]);
-    common("operator", "op", &["--paired-fraction", "1.0"]);
-    common("joint", "joint", &["--paired-fraction", "1.0"]);
+    ok(train("prior", &data, &runs.join("prior"), "3", &["--stat-samples", "2"]));
+    ok(train("operator", &data, &runs.join("op"), "3", &["--paired-fraction", "1.0"]));
+    ok(train("joint", &data, &runs.join("joint"), "3", &["--paired-fraction", "1.0"]));
     (data, runs)
+}
+
+/// `ddis eval` of `methods` on two 16x16 Darcy cases with eight sensors,
+/// `samples` posterior samples and `panels` panels, over the runs in
+/// `runs`, into `out`; then `extra`.
+fn eval(runs: &Path, out: &Path, methods: &str, samples: &str, panels: &str, extra: &[&str]) -> Output {
+    let command =
+        ["--quiet", "--threads", "1", "eval", "--pde", "darcy", "--res", "16", "--cases", "2", "--sensors", "8"];
+    let what = ["--samples", samples, "--methods", methods, "--runs", s(runs), "--panels", panels, "--out", s(out)];
+    ddis(&[&command[..], &what, extra].concat())
+}
+
+/// `ddis reconstruct` of the readings in `obs` into `out`: 3 samples of a
+/// short schedule (the models follow).
+fn reconstruct_args<'a>(obs: &'a Path, out: &'a Path) -> [&'a str; 10] {
+    ["--quiet", "reconstruct", "--obs", s(obs), "--out", s(out), "--samples", "3", "--schedule", "3x1x2"]
 }
 
 /// The metric columns of results.csv (wall time dropped).
@@ -64,34 +50,7 @@ fn eval_and_reconstruct_end_to_end() {
     let tmp = tempfile::tempdir().unwrap();
     let (data, runs) = setup(tmp.path());
     let methods = "ddis-daps+schedule=3x1x2,ddis-dps+steps=3,joint-daps+schedule=3x1x2,joint-dps+steps=3";
-    let eval_with = |out: &Path, methods: &str, extra: &[&str]| {
-        let mut args = vec![
-            "--quiet",
-            "--threads",
-            "1",
-            "eval",
-            "--pde",
-            "darcy",
-            "--res",
-            "16",
-            "--cases",
-            "2",
-            "--sensors",
-            "8",
-            "--samples",
-            "2",
-            "--methods",
-            methods,
-            "--runs",
-            s(&runs),
-            "--panels",
-            "1",
-            "--out",
-            s(out),
-        ];
-        args.extend_from_slice(extra);
-        ddis(&args)
-    };
+    let eval_with = |out: &Path, methods: &str, extra: &[&str]| eval(&runs, out, methods, "2", "1", extra);
     let eval = |out: &Path, extra: &[&str]| eval_with(out, methods, extra);
     let (r1, r2) = (tmp.path().join("r1"), tmp.path().join("r2"));
     ok(eval(&r1, &[]));
@@ -149,7 +108,7 @@ fn eval_and_reconstruct_end_to_end() {
     let rec = tmp.path().join("rec");
     let prior = runs.join("prior");
     let op = runs.join("op");
-    let base = ["--quiet", "reconstruct", "--obs", s(&obs), "--out", s(&rec), "--samples", "3", "--schedule", "3x1x2"];
+    let base = reconstruct_args(&obs, &rec);
     ok(ddis(&[&base[..], &["--prior", s(&prior), "--operator", s(&op)]].concat()));
     let mean = npy::read(&rec.join("mean.npy")).unwrap();
     assert_eq!(mean.shape, vec![n, n]);
@@ -172,24 +131,8 @@ fn eval_and_reconstruct_end_to_end() {
     let cfg = std::fs::read_to_string(op.join("config.json")).unwrap().replace("\"darcy\"", "\"poisson\"");
     std::fs::write(poisson_op.join("config.json"), cfg).unwrap();
     let refused = tmp.path().join("refused");
-    let e = ddis(
-        &[
-            &[
-                "--quiet",
-                "reconstruct",
-                "--obs",
-                s(&obs),
-                "--out",
-                s(&refused),
-                "--samples",
-                "3",
-                "--schedule",
-                "3x1x2",
-            ][..],
-            &["--prior", s(&prior), "--operator", s(&poisson_op)],
-        ]
-        .concat(),
-    );
+    let e =
+        ddis(&[&reconstruct_args(&obs, &refused)[..], &["--prior", s(&prior), "--operator", s(&poisson_op)]].concat());
     let msg = String::from_utf8_lossy(&e.stderr);
     assert!(!e.status.success() && msg.contains("different problems") && msg.contains("poisson"), "{msg}");
     assert!(!refused.exists(), "nothing written");
@@ -231,25 +174,7 @@ fn eval_and_reconstruct_end_to_end() {
     let mine = tmp.path().join("mine");
     std::fs::create_dir(&mine).unwrap();
     std::fs::write(mine.join("notes.txt"), "keep").unwrap();
-    let e =
-        ddis(
-            &[
-                &[
-                    "--quiet",
-                    "reconstruct",
-                    "--obs",
-                    s(&obs),
-                    "--out",
-                    s(&mine),
-                    "--samples",
-                    "3",
-                    "--schedule",
-                    "3x1x2",
-                ][..],
-                &["--prior", s(&prior), "--operator", s(&op)],
-            ]
-            .concat(),
-        );
+    let e = ddis(&[&reconstruct_args(&obs, &mine)[..], &["--prior", s(&prior), "--operator", s(&op)]].concat());
     assert!(!e.status.success() && String::from_utf8_lossy(&e.stderr).contains("--force"));
     assert_eq!(std::fs::read_to_string(mine.join("notes.txt")).unwrap(), "keep");
     for sampler in ["daps-lite", "dps"] {
@@ -329,76 +254,18 @@ fn unet_joint_run_evaluates_through_the_cli() {
     // the U-Net from it (DPS differentiates through it).
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("data");
-    ok(ddis(&["--quiet", "data", "gen", "--res", "16", "--count", "40", "--seed", "3", "--out", s(&data)]));
+    data_gen(&data, "16", "40", &["--seed", "3"]);
     let runs = tmp.path().join("runs");
     let model = tmp.path().join("tiny.json");
     std::fs::write(&model, r#"{"denoiser": {"width": 4, "mults": [1, 2], "groups": 2, "embed_width": 8}}"#).unwrap();
-    ok(ddis(&[
-        "--quiet",
-        "--threads",
-        "1",
-        "train",
-        "joint",
-        "--arch",
-        "unet",
-        "--data",
-        s(&data),
-        "--out",
-        s(&runs.join("joint")),
-        "--model-config",
-        s(&model),
-        "--steps",
-        "3",
-        "--batch",
-        "4",
-        "--paired-fraction",
-        "1.0",
-    ]));
+    let unet = ["--arch", "unet", "--model-config", s(&model), "--paired-fraction", "1.0"];
+    ok(train("joint", &data, &runs.join("joint"), "3", &unet));
     // `eval` loads a prior with every method; a 3-step FNO one will do.
-    ok(ddis(&[
-        "--quiet",
-        "--threads",
-        "1",
-        "train",
-        "prior",
-        "--data",
-        s(&data),
-        "--out",
-        s(&runs.join("prior")),
-        "--steps",
-        "3",
-        "--batch",
-        "4",
-        "--stat-samples",
-        "2",
-    ]));
+    ok(train("prior", &data, &runs.join("prior"), "3", &["--stat-samples", "2"]));
     let config = std::fs::read_to_string(runs.join("joint").join("config.json")).unwrap();
     assert!(config.contains(r#""arch": "unet""#), "{config}");
     let out = tmp.path().join("report");
-    ok(ddis(&[
-        "--quiet",
-        "--threads",
-        "1",
-        "eval",
-        "--pde",
-        "darcy",
-        "--res",
-        "16",
-        "--cases",
-        "2",
-        "--sensors",
-        "8",
-        "--samples",
-        "1",
-        "--methods",
-        "joint-dps+steps=3+heun=1",
-        "--runs",
-        s(&runs),
-        "--panels",
-        "0",
-        "--out",
-        s(&out),
-    ]));
+    ok(eval(&runs, &out, "joint-dps+steps=3+heun=1", "1", "0", &[]));
     let md = std::fs::read_to_string(out.join("results.md")).unwrap();
     assert!(md.contains("joint-dps"), "results.md lacks the method:\n{md}");
 }

@@ -4,54 +4,29 @@
 //! without the weight average, clipping and augmentation, and the run
 //! directory holds what the docs promise.
 
-use std::path::Path;
-use std::process::{Command, Output};
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Output;
 
 use burn::tensor::{Tensor, TensorData};
+use common::{data_gen, loss_rows, ok, s, train};
 use ddis_trainer::data::Dataset;
 use ddis_trainer::model::denoiser::DiffusionModel;
 use ddis_trainer::train::backend::Cpu;
 use ddis_trainer::train::diffusion::load_diffusion;
 use ddis_trainer::train::operator::load_operator;
 
-fn ddis(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_ddis")).args(args).output().expect("run ddis")
-}
-
-fn ok(o: Output) -> Output {
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    o
-}
-
+/// Six steps of the surrogate on half the pairs, a checkpoint every three.
 fn train_operator(data: &Path, out: &Path, extra: &[&str]) -> Output {
-    let mut args = vec![
-        "--quiet",
-        "--threads",
-        "1",
-        "train",
-        "operator",
-        "--data",
-        data.to_str().unwrap(),
-        "--out",
-        out.to_str().unwrap(),
-        "--steps",
-        "6",
-        "--batch",
-        "4",
-        "--checkpoint-every",
-        "3",
-        "--paired-fraction",
-        "0.5",
-    ];
-    args.extend_from_slice(extra);
-    ddis(&args)
+    train("operator", data, out, "6", &[&["--checkpoint-every", "3", "--paired-fraction", "0.5"][..], extra].concat())
 }
 
 #[test]
 fn resumed_operator_run_matches_uninterrupted_run() {
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("data");
-    ok(ddis(&["--quiet", "data", "gen", "--res", "12", "--count", "40", "--out", data.to_str().unwrap()]));
+    data_gen(&data, "12", "40", &[]);
 
     let whole = tmp.path().join("whole");
     ok(train_operator(&data, &whole, &[]));
@@ -90,43 +65,48 @@ fn resumed_operator_run_matches_uninterrupted_run() {
 /// A joint denoiser small enough for a few steps in about a second.
 const TINY_JOINT: &str = r#"{"denoiser": {"width": 4, "modes": 3, "layers": 1, "proj_width": 8, "embed_width": 8}}"#;
 
+/// Six steps of the joint model `model`, a checkpoint every three, with the
+/// weight average, clipping and augmentation.
 fn train_joint(data: &Path, model: &Path, out: &Path, extra: &[&str]) -> Output {
-    let mut args = vec![
-        "--quiet",
-        "--threads",
-        "1",
-        "train",
-        "joint",
-        "--data",
-        data.to_str().unwrap(),
-        "--out",
-        out.to_str().unwrap(),
-        "--model-config",
-        model.to_str().unwrap(),
-        "--steps",
-        "6",
-        "--batch",
-        "4",
-        "--checkpoint-every",
-        "3",
-        "--ema",
-        "0.99",
-        "--grad-clip",
-        "0.5",
-        "--augment",
-        "d8",
-    ];
-    args.extend_from_slice(extra);
-    ddis(&args)
+    let options = ["--checkpoint-every", "3", "--ema", "0.99", "--grad-clip", "0.5", "--augment", "d8"];
+    train("joint", data, out, "6", &[&["--model-config", s(model)][..], &options, extra].concat())
+}
+
+/// What the final model of the diffusion run in `dir` makes of a fixed
+/// input at noise level 0.7, bit for bit.
+fn denoised(dir: &Path) -> Vec<u32> {
+    let device = Default::default();
+    let x: Vec<f32> = (0..2 * 2 * 144).map(|k| ((k as f32) * 0.37).sin()).collect();
+    let x = Tensor::<Cpu, 4>::from_data(TensorData::new(x, [2, 2, 12, 12]), &device);
+    let (m, _) = load_diffusion::<Cpu>(dir, &device).unwrap();
+    let d: Vec<f32> = m.denoise_at(x, 0.7).into_data().to_vec().unwrap();
+    d.iter().map(|v| v.to_bits()).collect()
+}
+
+/// The killed and resumed run ends as the uninterrupted one: the same
+/// denoiser (its weight average) bit for bit, and the same losses,
+/// validation and rates (all but the wall time).
+fn assert_resumed_matches(whole: &Path, killed: &Path) {
+    let (a, b) = (denoised(whole), denoised(killed));
+    let differing = a.iter().zip(&b).filter(|(x, y)| x != y).count();
+    assert_eq!(differing, 0, "resumed average differs from the uninterrupted one at {differing} of {} values", a.len());
+    assert_eq!(loss_rows(whole), loss_rows(killed));
+}
+
+/// A fresh folder with a 12x12 Darcy dataset of 40 samples and the model
+/// settings `json`: `(folder, dataset, settings file)`.
+fn dataset_and_model(json: &str) -> (tempfile::TempDir, PathBuf, PathBuf) {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    data_gen(&data, "12", "40", &[]);
+    let model = tmp.path().join("tiny.json");
+    std::fs::write(&model, json).unwrap();
+    (tmp, data, model)
 }
 
 #[test]
 fn resumed_joint_run_with_ema_clipping_and_d8_matches_uninterrupted_run() {
-    let tmp = tempfile::tempdir().unwrap();
-    let data = tmp.path().join("data");
-    ok(ddis(&["--quiet", "data", "gen", "--res", "12", "--count", "40", "--out", data.to_str().unwrap()]));
-    let model = tmp.path().join("tiny.json");
-    std::fs::write(&model, TINY_JOINT).unwrap();
+    let (tmp, data, model) = dataset_and_model(TINY_JOINT);
 
     let whole = tmp.path().join("whole");
     ok(train_joint(&data, &model, &whole, &[]));
@@ -134,24 +114,7 @@ fn resumed_joint_run_with_ema_clipping_and_d8_matches_uninterrupted_run() {
     assert!(!train_joint(&data, &model, &killed, &["--halt-after", "4"]).status.success());
     assert!(killed.join("checkpoint").join("ema.bin").exists(), "the checkpoint holds the weight average");
     // The options are the run's: a resume without them is refused, naming them.
-    let o = ddis(&[
-        "--quiet",
-        "train",
-        "joint",
-        "--data",
-        data.to_str().unwrap(),
-        "--out",
-        killed.to_str().unwrap(),
-        "--model-config",
-        model.to_str().unwrap(),
-        "--steps",
-        "6",
-        "--batch",
-        "4",
-        "--checkpoint-every",
-        "3",
-        "--resume",
-    ]);
+    let o = train("joint", &data, &killed, "6", &["--model-config", s(&model), "--checkpoint-every", "3", "--resume"]);
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(!o.status.success() && err.contains("--ema differs: run has 0.99, command line 0 (off)"), "{err}");
     assert!(err.contains("--grad-clip differs") && err.contains("--augment differs"), "{err}");
@@ -165,24 +128,9 @@ fn resumed_joint_run_with_ema_clipping_and_d8_matches_uninterrupted_run() {
         (Some(0.99), Some(0.5), Some("d8"))
     );
 
-    // model.bin holds the average; both runs' averages denoise alike, bit for bit.
-    let device = Default::default();
-    let x: Vec<f32> = (0..2 * 2 * 144).map(|k| ((k as f32) * 0.37).sin()).collect();
-    let x = Tensor::<Cpu, 4>::from_data(TensorData::new(x, [2, 2, 12, 12]), &device);
-    let run = |dir: &Path| -> Vec<u32> {
-        let (m, _) = load_diffusion::<Cpu>(dir, &device).unwrap();
-        let d: Vec<f32> = m.denoise_at(x.clone(), 0.7).into_data().to_vec().unwrap();
-        d.iter().map(|v| v.to_bits()).collect()
-    };
-    let (a, b) = (run(&whole), run(&killed));
-    let differing = a.iter().zip(&b).filter(|(x, y)| x != y).count();
-    assert_eq!(differing, 0, "resumed average differs from the uninterrupted one at {differing} of {} values", a.len());
-    // Losses, validation (of the average) and rates, all but the wall time.
-    let csv = |dir: &Path| -> Vec<String> {
-        let text = std::fs::read_to_string(dir.join("loss.csv")).unwrap();
-        text.lines().map(|l| l.rsplit_once(',').unwrap().0.to_string()).collect()
-    };
-    assert_eq!(csv(&whole), csv(&killed));
+    // model.bin holds the average; both runs' averages denoise alike, bit for
+    // bit, and their losses, validation (of the average) and rates agree.
+    assert_resumed_matches(&whole, &killed);
     // (summary.json's sample statistics are left out: they differ in the
     // eighth digit even between two uninterrupted runs of the same weights.)
 }
@@ -192,11 +140,7 @@ const TINY_UNET: &str = r#"{"denoiser": {"width": 4, "mults": [1, 2], "groups": 
 
 #[test]
 fn resumed_unet_joint_run_matches_uninterrupted_run_and_records_its_arch() {
-    let tmp = tempfile::tempdir().unwrap();
-    let data = tmp.path().join("data");
-    ok(ddis(&["--quiet", "data", "gen", "--res", "12", "--count", "40", "--out", data.to_str().unwrap()]));
-    let model = tmp.path().join("tiny.json");
-    std::fs::write(&model, TINY_UNET).unwrap();
+    let (tmp, data, model) = dataset_and_model(TINY_UNET);
 
     let whole = tmp.path().join("whole");
     ok(train_joint(&data, &model, &whole, &["--arch", "unet"]));
@@ -213,21 +157,9 @@ fn resumed_unet_joint_run_matches_uninterrupted_run_and_records_its_arch() {
     assert_eq!(config["model"]["denoiser"]["arch"], "unet");
     assert_eq!(config["model"]["denoiser"]["mults"], serde_json::json!([1, 2]));
 
-    let device = Default::default();
-    let x: Vec<f32> = (0..2 * 2 * 144).map(|k| ((k as f32) * 0.37).sin()).collect();
-    let x = Tensor::<Cpu, 4>::from_data(TensorData::new(x, [2, 2, 12, 12]), &device);
-    let run = |dir: &Path| -> Vec<u32> {
-        let (m, _) = load_diffusion::<Cpu>(dir, &device).unwrap();
+    for dir in [&whole, &killed] {
+        let (m, _) = load_diffusion::<Cpu>(dir, &Default::default()).unwrap();
         assert!(matches!(m, DiffusionModel::Unet(_)), "the run's config names the network");
-        let d: Vec<f32> = m.denoise_at(x.clone(), 0.7).into_data().to_vec().unwrap();
-        d.iter().map(|v| v.to_bits()).collect()
-    };
-    let (a, b) = (run(&whole), run(&killed));
-    let differing = a.iter().zip(&b).filter(|(x, y)| x != y).count();
-    assert_eq!(differing, 0, "resumed average differs from the uninterrupted one at {differing} of {} values", a.len());
-    let csv = |dir: &Path| -> Vec<String> {
-        let text = std::fs::read_to_string(dir.join("loss.csv")).unwrap();
-        text.lines().map(|l| l.rsplit_once(',').unwrap().0.to_string()).collect()
-    };
-    assert_eq!(csv(&whole), csv(&killed));
+    }
+    assert_resumed_matches(&whole, &killed);
 }

@@ -3,10 +3,13 @@
 //! replays bit for bit when interrupted), other changed options are named,
 //! and `--model-config` trains any network size, checked field by field.
 
+mod common;
+
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 
 use burn::tensor::{Tensor, TensorData};
+use common::{data_gen, loss_rows, ok, s};
 use ddis_trainer::data::Dataset;
 use ddis_trainer::model::fno::FnoConfig;
 use ddis_trainer::train::backend::Cpu;
@@ -20,29 +23,16 @@ const LR_JUMP_TOL: f64 = 0.05;
 /// A network small enough that hundreds of steps take a few seconds.
 const TINY_FNO: &str = r#"{"width": 4, "modes": 3, "layers": 1, "proj_width": 8}"#;
 
-fn ddis(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_ddis")).args(args).output().expect("run ddis")
-}
-
-fn ok(o: Output) -> Output {
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    o
-}
-
 fn fails_with(o: Output, needle: &str) {
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(!o.status.success(), "expected a failure mentioning {needle:?}");
     assert!(err.contains(needle), "expected {needle:?} in:\n{err}");
 }
 
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
-}
-
 /// A 12x12 Darcy dataset of 40 samples and the tiny model config in `tmp`.
 fn setup(tmp: &Path) -> (PathBuf, PathBuf) {
     let data = tmp.join("data");
-    ok(ddis(&["--quiet", "data", "gen", "--res", "12", "--count", "40", "--out", s(&data)]));
+    data_gen(&data, "12", "40", &[]);
     let model = tmp.join("tiny.json");
     std::fs::write(&model, TINY_FNO).unwrap();
     (data, model)
@@ -51,28 +41,8 @@ fn setup(tmp: &Path) -> (PathBuf, PathBuf) {
 /// `ddis train operator` with the tiny network, `steps` steps, a checkpoint
 /// every 50 and a loss row every step.
 fn train(data: &Path, model: &Path, out: &Path, steps: usize, extra: &[&str]) -> Output {
-    let steps = steps.to_string();
-    let mut args = vec![
-        "--quiet",
-        "--threads",
-        "1",
-        "train",
-        "operator",
-        "--data",
-        s(data),
-        "--out",
-        s(out),
-        "--model-config",
-        s(model),
-        "--steps",
-        &steps,
-        "--batch",
-        "4",
-        "--checkpoint-every",
-        "50",
-    ];
-    args.extend_from_slice(extra);
-    ddis(&args)
+    let options = ["--model-config", s(model), "--checkpoint-every", "50"];
+    common::train("operator", data, out, &steps.to_string(), &[&options[..], extra].concat())
 }
 
 /// `(step, lr)` of every row of `RUN/loss.csv`.
@@ -87,13 +57,6 @@ fn lr_rows(run: &Path) -> Vec<(usize, f64)> {
             (f[0].parse().unwrap(), f[lr].parse().unwrap())
         })
         .collect()
-}
-
-/// `loss.csv` without the wall-time column (the one thing that may differ
-/// between an interrupted and an uninterrupted run).
-fn loss_rows(run: &Path) -> Vec<String> {
-    let csv = std::fs::read_to_string(run.join("loss.csv")).unwrap();
-    csv.lines().map(|l| l.rsplit_once(',').unwrap().0.to_string()).collect()
 }
 
 fn config(run: &Path) -> serde_json::Value {
@@ -211,22 +174,7 @@ fn model_config_sets_the_network_and_names_bad_fields() {
         serde_json::from_str(&std::fs::read_to_string(run.join("summary.json")).unwrap()).unwrap();
     assert_eq!(summary["params"].as_u64(), Some(params as u64));
     // Resuming with another network is named.
-    let o = ddis(&[
-        "--quiet",
-        "train",
-        "operator",
-        "--data",
-        s(&data),
-        "--out",
-        s(&run),
-        "--steps",
-        "2",
-        "--batch",
-        "4",
-        "--checkpoint-every",
-        "50",
-        "--resume",
-    ]);
+    let o = common::train("operator", &data, &run, "2", &["--checkpoint-every", "50", "--resume"]);
     fails_with(o, "model.width (--size/--model-config) differs: run has 4, command line 16");
 
     // --size picks the preset the file's missing keys come from.
@@ -245,25 +193,7 @@ fn model_config_sets_the_network_and_names_bad_fields() {
     )
     .unwrap();
     let prior = tmp.path().join("prior");
-    ok(ddis(&[
-        "--quiet",
-        "--threads",
-        "1",
-        "train",
-        "prior",
-        "--data",
-        s(&data),
-        "--out",
-        s(&prior),
-        "--model-config",
-        s(&prior_cfg),
-        "--steps",
-        "2",
-        "--batch",
-        "4",
-        "--stat-samples",
-        "2",
-    ]));
+    ok(common::train("prior", &data, &prior, "2", &["--model-config", s(&prior_cfg), "--stat-samples", "2"]));
     let d = &config(&prior)["model"]["denoiser"];
     assert_eq!((d["width"].as_u64(), d["embed_width"].as_u64(), d["channels"].as_u64()), (Some(4), Some(8), Some(1)));
 
@@ -282,20 +212,7 @@ fn model_config_sets_the_network_and_names_bad_fields() {
         let file = tmp.path().join("bad.json");
         std::fs::write(&file, text).unwrap();
         let out = tmp.path().join("bad-run");
-        let o = ddis(&[
-            "--quiet",
-            "train",
-            kind,
-            "--data",
-            s(&data),
-            "--out",
-            s(&out),
-            "--model-config",
-            s(&file),
-            "--steps",
-            "1",
-        ]);
-        fails_with(o, needle);
+        fails_with(common::train(kind, &data, &out, "1", &["--model-config", s(&file)]), needle);
         assert!(!out.exists(), "{kind} {text}: no run folder for a bad config");
     }
     // --model-config names the file it read.
