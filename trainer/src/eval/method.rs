@@ -18,8 +18,8 @@ use crate::model::fno::Fno;
 use crate::observe::Observations;
 use crate::pde::{PdeConfig, PdeKind, Solver};
 use crate::sample::{
-    DapsConfig, DpsConfig, JointGuide, Noise, ObservationBatch, SampleStats, SolverGuide, SurrogateGuide, daps_sample,
-    dps_sample,
+    DapsConfig, DpsConfig, JointGuide, Noise, ObservationBatch, SampleStats, SolverGuide, StepKind, SurrogateGuide,
+    daps_sample, dps_sample,
 };
 use crate::train::diffusion::DiffusionRunConfig;
 
@@ -108,9 +108,11 @@ pub struct MethodSpec {
 impl MethodSpec {
     /// Parses `METHOD[+key=value...]`, keys `schedule` (AxOxL), `tau`, `lr`,
     /// `lr_min_ratio`, `lr_cap`, `sigma_max`, `precondition`, `noise_step`,
-    /// `noise_width` (DAPS; `noise_step=0` keeps the noiseless step under
-    /// noisy readings; `noise_width` scales the noise's likelihood width,
-    /// and for `device` replaces the artifact's own),
+    /// `noise_width`, `step` (`langevin` or `gn`: the Gauss–Newton
+    /// conditional step, `schedule`'s inner count its iterations),
+    /// `r_scale` (its prior spread) (DAPS; `noise_step=0` keeps the
+    /// noiseless step under noisy readings; `noise_width` scales the noise's
+    /// likelihood width, and for `device` replaces the artifact's own),
     /// `steps`, `zeta`, `heun`
     /// (DPS; `heun=1` takes Heun steps, `0` Euler; `steps` also sets the
     /// `prior` ablation's Heun steps), on top of the given defaults.
@@ -137,6 +139,14 @@ impl MethodSpec {
                 "heun" => dps.heun = num()? != 0.0,
                 "precondition" => daps.precondition = num()? != 0.0,
                 "noise_step" => daps.noise_scaled_step = num()? != 0.0,
+                "step" => {
+                    daps.step = match v {
+                        "langevin" => StepKind::Langevin,
+                        "gn" | "gauss-newton" => StepKind::GaussNewton,
+                        _ => bail!("`{kv}` in `{spec}`: the step is `langevin` or `gn` (Gauss-Newton)"),
+                    }
+                }
+                "r_scale" => daps.r_scale = num()?,
                 "noise_width" => {
                     daps.noise_width = num()?;
                     if method == Method::Device {
@@ -144,7 +154,7 @@ impl MethodSpec {
                     }
                 }
                 _ => bail!(
-                    "unknown setting `{k}` in `{spec}` (valid: schedule, tau, lr, lr_min_ratio, lr_cap, sigma_max, precondition, noise_step, noise_width, steps, zeta, heun)"
+                    "unknown setting `{k}` in `{spec}` (valid: schedule, tau, lr, lr_min_ratio, lr_cap, sigma_max, precondition, noise_step, noise_width, step, r_scale, steps, zeta, heun)"
                 ),
             }
         }
@@ -165,7 +175,18 @@ impl MethodSpec {
                 } else {
                     format!(" noise_width={}", d.noise_width)
                 };
-                format!("DAPS {} tau={} lr={} s_max={}{pre}{fixed}{width}", d.label(), d.tau, d.lr, d.sigma_max)
+                match d.step {
+                    StepKind::Langevin => {
+                        format!("DAPS {} tau={} lr={} s_max={}{pre}{fixed}{width}", d.label(), d.tau, d.lr, d.sigma_max)
+                    }
+                    StepKind::GaussNewton => format!(
+                        "DAPS {} Gauss-Newton tau={} r_scale={} s_max={}{width}",
+                        d.label(),
+                        d.tau,
+                        d.r_scale,
+                        d.sigma_max
+                    ),
+                }
             }
             Method::DdisDps | Method::JointDps => {
                 let kind = if self.dps.heun { " Heun" } else { "" };
@@ -417,7 +438,19 @@ mod tests {
         assert_eq!(m.settings(), "DPS 200 Heun steps zeta=10");
         assert!(!MethodSpec::parse("joint-dps+heun=0", &d, &DpsConfig { heun: true, ..p.clone() }).unwrap().dps.heun);
         assert!(m.method.is_joint());
-        for bad in ["ddis", "ddis-daps+tau", "ddis-daps+tau=x", "ddis-daps+tau=-1", "ddis-daps+color=3"] {
+        let m = MethodSpec::parse("ddis-daps+schedule=10x1x1+step=gn+r_scale=0.35+tau=0.002", &d, &p).unwrap();
+        assert_eq!((m.daps.step, m.daps.r_scale, m.daps.langevin), (StepKind::GaussNewton, 0.35, 1));
+        assert_eq!(m.settings(), "DAPS 10x1x1 Gauss-Newton tau=0.002 r_scale=0.35 s_max=10");
+        assert_eq!(MethodSpec::parse("ddis-daps+step=langevin", &d, &p).unwrap().daps.step, StepKind::Langevin);
+        for bad in [
+            "ddis",
+            "ddis-daps+tau",
+            "ddis-daps+tau=x",
+            "ddis-daps+tau=-1",
+            "ddis-daps+color=3",
+            "ddis-daps+step=newton",
+            "ddis-daps+r_scale=0",
+        ] {
             assert!(MethodSpec::parse(bad, &d, &p).is_err(), "{bad}");
         }
     }

@@ -98,15 +98,9 @@ fn film_table<B: Backend>(net: &Denoiser<B>, sigma: f64) -> Result<Vec<f64>> {
     Ok(out)
 }
 
-/// The inner step of the device sampler's annealing levels.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
-pub enum StepKind {
-    /// Langevin steps on the likelihood gradient (`lr`, `clamp`).
-    Langevin,
-    /// The Gauss–Newton conditional step in sensor space (no step size, no
-    /// clamp; the schedule's inner count is the number of iterations).
-    GaussNewton,
-}
+/// The inner step of the device sampler's annealing levels (the host
+/// sampler's own setting, [`DapsConfig::step`]).
+pub use crate::sample::daps::StepKind;
 
 /// The forward model the device sampler guides with.
 pub enum ForwardModel<'m, B: Backend> {

@@ -8,12 +8,13 @@
 //! with other step counts ([`DapsConfig::full`], [`DapsConfig::reduced`]).
 
 use anyhow::{Result, ensure};
-use burn::tensor::Tensor;
 use burn::tensor::backend::Backend;
-use rand::SeedableRng;
+use burn::tensor::{Tensor, TensorData};
+use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
+use rand_distr::StandardNormal;
 
-use super::{Clamp, Denoise, Guide, Noise, SampleStats};
+use super::{Clamp, Denoise, Guide, Linearization, Noise, SampleStats};
 use crate::model::edm::{self, heun_sample};
 
 /// Settings of DAPS; every knob of the algorithm, with the defaults chosen
@@ -75,6 +76,31 @@ pub struct DapsConfig {
     /// noise"). Default 0.1: the noise starts to count above 5 % of the RMS.
     #[serde(default = "default_noise_width")]
     pub noise_width: f64,
+    /// The conditional step inside each level: Langevin (`langevin` steps
+    /// of size [`step_size`](Self::step_size)) or Gauss–Newton (`langevin`
+    /// iterations of the sensor-space solve, [`gauss_newton_update`]).
+    #[serde(default)]
+    pub step: StepKind,
+    /// Gauss–Newton prior spread at level `s`: `r = r_scale * c_out(s, s_d)`
+    /// (1: the spread of the prior's `p(x0 | x_s)` under a Gaussian law).
+    #[serde(default = "one")]
+    pub r_scale: f64,
+}
+
+/// The conditional step of each annealing level (host and device).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum StepKind {
+    /// Langevin steps on the likelihood gradient (`lr`, `clamp`).
+    #[default]
+    Langevin,
+    /// The Gauss–Newton conditional step in sensor space (no step size, no
+    /// clamp; the schedule's inner count is the number of iterations).
+    GaussNewton,
+}
+
+fn one() -> f64 {
+    1.0
 }
 
 fn yes() -> bool {
@@ -107,6 +133,8 @@ impl DapsConfig {
             precondition: false,
             noise_scaled_step: true,
             noise_width: default_noise_width(),
+            step: StepKind::Langevin,
+            r_scale: 1.0,
         }
     }
 
@@ -129,9 +157,14 @@ impl DapsConfig {
             self.sigma_min,
             self.sigma_max
         );
-        for (name, v) in
-            [("rho", self.rho), ("tau", self.tau), ("lr", self.lr), ("lr_cap", self.lr_cap), ("clamp", self.clamp)]
-        {
+        for (name, v) in [
+            ("rho", self.rho),
+            ("tau", self.tau),
+            ("lr", self.lr),
+            ("lr_cap", self.lr_cap),
+            ("clamp", self.clamp),
+            ("r_scale", self.r_scale),
+        ] {
             ensure!(v.is_finite() && v > 0.0, "daps.{name} must be finite and > 0, got {v}");
         }
         ensure!(
@@ -241,25 +274,147 @@ where
             x.div_scalar(s),
             &sub,
         );
-        let lr = cfg.step_size_at_width(i, s, tau);
         let mut a = a0.clone();
-        for _ in 0..cfg.langevin {
-            let grad = guide.grad(a.clone())?;
-            stats.guide_calls += 1;
-            let drift = grad.mul_scalar(-inv_tau2) - (a.clone() - a0.clone()).div_scalar(s * s);
-            let eps = noise.draw::<B, _>(&mut rng, batch, channels, device);
-            let (drift, eps) = match &pre {
-                Some(p) => (p.apply(drift), eps.mul_scalar(p.noise_scale)),
-                None => (drift, eps),
-            };
-            a = a + drift.mul_scalar(lr) + eps.mul_scalar((2.0 * lr).sqrt());
-            a = clamp.apply(a, cfg.clamp);
+        match cfg.step {
+            StepKind::Langevin => {
+                let lr = cfg.step_size_at_width(i, s, tau);
+                for _ in 0..cfg.langevin {
+                    let grad = guide.grad(a.clone())?;
+                    stats.guide_calls += 1;
+                    let drift = grad.mul_scalar(-inv_tau2) - (a.clone() - a0.clone()).div_scalar(s * s);
+                    let eps = noise.draw::<B, _>(&mut rng, batch, channels, device);
+                    let (drift, eps) = match &pre {
+                        Some(p) => (p.apply(drift), eps.mul_scalar(p.noise_scale)),
+                        None => (drift, eps),
+                    };
+                    a = a + drift.mul_scalar(lr) + eps.mul_scalar((2.0 * lr).sqrt());
+                    a = clamp.apply(a, cfg.clamp);
+                }
+            }
+            StepKind::GaussNewton => {
+                let r = cfg.r_scale * edm::c_out(s, denoiser.sigma_data());
+                // One prior draw and one reading-noise draw per level, shared
+                // by the iterations (randomise, then optimise).
+                let prop = a0.clone() + noise.draw::<B, _>(&mut rng, batch, channels, device).mul_scalar(r);
+                let mut e = None;
+                for _ in 0..cfg.langevin {
+                    let lin = guide.linearize(a.clone())?;
+                    stats.guide_calls += 1;
+                    let e = e
+                        .get_or_insert_with(|| white::<B>(&mut rng, lin.residual.dims(), device).mul_scalar(tau))
+                        .clone();
+                    a = gauss_newton_update(a, prop.clone(), e, lin, noise, r, tau);
+                    a = clamp.apply(a, cfg.clamp);
+                }
+            }
         }
         let s_next = sigmas.get(i + 1).copied().unwrap_or(0.0);
         x = if s_next > 0.0 { a + noise.draw::<B, _>(&mut rng, batch, channels, device).mul_scalar(s_next) } else { a };
     }
     clamp.finish(&mut stats);
     Ok((x, stats))
+}
+
+/// `N(0, 1)` values of shape `dims`, drawn from `rng`.
+fn white<B: Backend>(rng: &mut ChaCha8Rng, dims: [usize; 2], device: &B::Device) -> Tensor<B, 2> {
+    let v: Vec<f32> = (0..dims[0] * dims[1]).map(|_| rng.sample::<f32, _>(StandardNormal)).collect();
+    Tensor::from_data(TensorData::new(v, dims), device)
+}
+
+/// One Gauss–Newton iteration of the conditional step (docs/science.md
+/// section 2, "the conditional step"), every batch element at once:
+///
+/// ```text
+/// d = -r(a) - J (a' - a) - e'           linearised misfit of the prior draw a'
+/// S = r^2 J C J^T + tau^2 I             K x K per element
+/// a_new = a' + r^2 C J^T S^-1 d
+/// ```
+///
+/// `lin` is the guide linearised at `a`; `prop` is the prior draw
+/// `a' = a0 + r C^(1/2) z` and `e` the reading-noise draw `tau * N(0, I)`.
+/// For a linear forward map one iteration from any `a` is an exact draw
+/// from `N(a0, r^2 C) x N(y | ., tau^2 I)` (Matheron's rule; tested). The
+/// `K x K` solves run on the host in f64 (Cholesky); an element whose `S`
+/// is not positive definite (a non-finite Jacobian) comes back non-finite,
+/// for the caller's clamp to count.
+pub fn gauss_newton_update<B: Backend>(
+    a: Tensor<B, 4>,
+    prop: Tensor<B, 4>,
+    e: Tensor<B, 2>,
+    lin: Linearization<B>,
+    noise: &Noise,
+    r: f64,
+    tau: f64,
+) -> Tensor<B, 4> {
+    let dims = a.dims();
+    let [b, c, n, _] = dims;
+    let nodes = c * n * n;
+    let [_, k] = lin.residual.dims();
+    let device = a.device();
+    let j = lin.jacobian;
+    // C J^T, one row per sensor.
+    let cjt = noise.apply_cov(j.clone().reshape([b * k, c, n, n])).reshape([b, k, nodes]);
+    let s = j.clone().matmul(cjt.clone().swap_dims(1, 2)).mul_scalar(r * r);
+    let jd = j.matmul((prop.clone() - a).reshape([b, nodes, 1])).reshape([b, k]);
+    let d = lin.residual.neg() - jd - e;
+    let s: Vec<f32> = s.into_data().to_vec().unwrap_or_default();
+    let d: Vec<f32> = d.into_data().to_vec().unwrap_or_default();
+    let mut w = vec![f32::NAN; b * k];
+    if s.len() == b * k * k && d.len() == b * k {
+        for ((sb, db), wb) in s.chunks_exact(k * k).zip(d.chunks_exact(k)).zip(w.chunks_exact_mut(k)) {
+            let mut m: Vec<f64> = sb.iter().map(|&v| f64::from(v)).collect();
+            for i in 0..k {
+                m[i * k + i] += tau * tau;
+            }
+            let mut rhs: Vec<f64> = db.iter().map(|&v| f64::from(v)).collect();
+            if cholesky_solve(&mut m, &mut rhs, k) {
+                for (wv, &x) in wb.iter_mut().zip(&rhs) {
+                    *wv = x as f32;
+                }
+            }
+        }
+    }
+    let w = Tensor::<B, 3>::from_data(TensorData::new(w, [b, 1, k]), &device);
+    prop + w.matmul(cjt).mul_scalar(r * r).reshape(dims)
+}
+
+/// Solves `m x = rhs` in place (`m`: `k x k` symmetric positive definite,
+/// row-major, overwritten by its Cholesky factor). False when `m` is not
+/// positive definite or holds a non-finite value.
+fn cholesky_solve(m: &mut [f64], rhs: &mut [f64], k: usize) -> bool {
+    for j in 0..k {
+        let mut d = m[j * k + j];
+        for p in 0..j {
+            d -= m[j * k + p] * m[j * k + p];
+        }
+        if !(d.is_finite() && d > 0.0) {
+            return false;
+        }
+        let d = d.sqrt();
+        m[j * k + j] = d;
+        for i in j + 1..k {
+            let mut v = m[i * k + j];
+            for p in 0..j {
+                v -= m[i * k + p] * m[j * k + p];
+            }
+            m[i * k + j] = v / d;
+        }
+    }
+    for i in 0..k {
+        let mut v = rhs[i];
+        for p in 0..i {
+            v -= m[i * k + p] * rhs[p];
+        }
+        rhs[i] = v / m[i * k + i];
+    }
+    for i in (0..k).rev() {
+        let mut v = rhs[i];
+        for p in i + 1..k {
+            v -= m[p * k + i] * rhs[p];
+        }
+        rhs[i] = v / m[i * k + i];
+    }
+    rhs.iter().all(|v| v.is_finite())
 }
 
 /// `P X = K X K / lambda_max(K)^2` on every `n x n` slice, with `K = L L`

@@ -18,7 +18,7 @@ use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{Int, Tensor, TensorData};
 use rayon::prelude::*;
 
-use super::Guide;
+use super::{Guide, Linearization};
 use crate::model::fno::Fno;
 use crate::observe::Observations;
 use crate::pde::{PdeConfig, PdeKind};
@@ -186,7 +186,46 @@ impl<AB: AutodiffBackend> Guide<AB::InnerBackend> for SurrogateGuide<AB> {
     fn noise_floor(&self) -> f64 {
         self.obs.noise_floor()
     }
+
+    /// `K` vector-Jacobian products per element in one backward pass: each
+    /// element is copied `K` times, copy `k` backpropagates its residual
+    /// `k` only. Elements go through in chunks of about
+    /// [`JACOBIAN_NODES`] input values.
+    fn linearize(&mut self, x0: Tensor<AB::InnerBackend, 4>) -> Result<Linearization<AB::InnerBackend>> {
+        let [b, c, n, _] = x0.dims();
+        ensure!(c == 1, "the surrogate guide linearises one-channel fields, got {c} channels");
+        let k = self.obs.nodes[0].len();
+        let device = x0.device();
+        let chunk = (JACOBIAN_NODES / (k * n * n).max(1)).max(1);
+        // Copy k of an element keeps residual k: the K x K identity, tiled.
+        let eye: Vec<f32> = (0..k * k).map(|i| f32::from(u8::from(i / k == i % k))).collect();
+        let eye = Tensor::<AB, 2>::from_data(TensorData::new(eye, [k, k]), &device);
+        let (mut residuals, mut rows) = (Vec::new(), Vec::new());
+        for start in (0..b).step_by(chunk) {
+            let m = chunk.min(b - start);
+            let part = x0.clone().narrow(0, start, m);
+            let copies = part.unsqueeze_dim::<5>(1).expand([m, k, 1, n, n]).reshape([m * k, 1, n, n]);
+            let x = Tensor::<AB, 4>::from_inner(copies).require_grad();
+            let a = x.clone().mul_scalar(self.a_norm.1).add_scalar(self.a_norm.0).reshape([m * k, n, n]);
+            let u = self.fno.forward_mixing(a, &self.mixing).reshape([m * k, n * n]);
+            let per_copy = |t: Tensor<AB, 2>| {
+                t.narrow(0, start, m).unsqueeze_dim::<3>(1).expand([m, k, k]).reshape([m * k, k])
+            };
+            let r = (u.gather(1, per_copy(self.idx.clone().float()).int()) - per_copy(self.y.clone()))
+                * per_copy(self.inv_scale.clone());
+            let picked = r.clone() * eye.clone().unsqueeze_dim::<3>(0).expand([m, k, k]).reshape([m * k, k]);
+            let grads = picked.sum().backward();
+            let j = x.grad(&grads).context("no gradient reached the surrogate's input")?;
+            rows.push(j.reshape([m, k, n * n]));
+            residuals.push(r.inner().reshape([m, k, k]).slice([0..m, 0..1, 0..k]).reshape([m, k]));
+        }
+        Ok(Linearization { residual: Tensor::cat(residuals, 0), jacobian: Tensor::cat(rows, 0) })
+    }
 }
+
+/// Input values per backward pass of [`SurrogateGuide`]'s Jacobian (copies
+/// x nodes): bounds its memory to a few hundred MB at the device preset.
+pub const JACOBIAN_NODES: usize = 1 << 18;
 
 /// Guidance through the exact finite-difference solver (gradient by the
 /// adjoint method), one solve and one adjoint solve per element, in
@@ -309,5 +348,35 @@ impl<B: Backend> Guide<B> for JointGuide {
 
     fn noise_floor(&self) -> f64 {
         self.obs.noise_floor()
+    }
+
+    /// The readings are the `u` channel at the sensors: the map is linear,
+    /// each Jacobian row one value (`u_std / y_scale`) at its sensor.
+    fn linearize(&mut self, x0: Tensor<B, 4>) -> Result<Linearization<B>> {
+        let dims = x0.dims();
+        ensure!(dims[1] == 2, "the joint guide needs two channels (a, u), got {}", dims[1]);
+        let device = x0.device();
+        let per = dims[2] * dims[3];
+        let x = to_vec(x0)?;
+        let (mean, std) = self.u_norm;
+        let k = self.obs.nodes.first().map_or(0, Vec::len);
+        ensure!(
+            self.obs.nodes.iter().all(|v| v.len() == k),
+            "the joint guide's Jacobian needs the same sensor count in every case"
+        );
+        let mut res = Vec::with_capacity(dims[0] * k);
+        let mut jac = vec![0.0f32; dims[0] * k * 2 * per];
+        for b in 0..dims[0] {
+            let u = &x[(2 * b + 1) * per..(2 * b + 2) * per];
+            let scale = self.obs.scale[b];
+            for (s, (&node, &y)) in self.obs.nodes[b].iter().zip(&self.obs.values[b]).enumerate() {
+                res.push(((f64::from(u[node]) * std + mean - y) / scale) as f32);
+                jac[(b * k + s) * 2 * per + per + node] = (std / scale) as f32;
+            }
+        }
+        Ok(Linearization {
+            residual: Tensor::from_data(TensorData::new(res, [dims[0], k]), &device),
+            jacobian: Tensor::from_data(TensorData::new(jac, [dims[0], k, 2 * per]), &device),
+        })
     }
 }

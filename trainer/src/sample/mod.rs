@@ -29,7 +29,7 @@ use rand::Rng;
 use crate::model::denoiser::{DiffusionModel, EdmModel, Network};
 use crate::model::noise::SmoothNoise;
 
-pub use daps::{DapsConfig, daps_sample};
+pub use daps::{DapsConfig, StepKind, daps_sample, gauss_newton_update};
 pub use dps::{DpsConfig, dps_sample};
 pub use guide::{JointGuide, ObservationBatch, SolverGuide, SurrogateGuide};
 
@@ -37,17 +37,29 @@ pub use guide::{JointGuide, ObservationBatch, SolverGuide, SurrogateGuide};
 pub trait Denoise<B: Backend> {
     /// The denoised estimate of the clean field.
     fn denoise(&self, x: Tensor<B, 4>, sigma: f64) -> Tensor<B, 4>;
+
+    /// The data's standard deviation `s_d` the EDM scalings assume (the
+    /// Gauss–Newton step's prior spread is `r_scale * c_out(s, s_d)`).
+    fn sigma_data(&self) -> f64;
 }
 
 impl<B: Backend, N: Network<B>> Denoise<B> for EdmModel<B, N> {
     fn denoise(&self, x: Tensor<B, 4>, sigma: f64) -> Tensor<B, 4> {
         self.denoise_at(x, sigma)
     }
+
+    fn sigma_data(&self) -> f64 {
+        self.config().sigma_data
+    }
 }
 
 impl<B: Backend> Denoise<B> for DiffusionModel<B> {
     fn denoise(&self, x: Tensor<B, 4>, sigma: f64) -> Tensor<B, 4> {
         self.denoise_at(x, sigma)
+    }
+
+    fn sigma_data(&self) -> f64 {
+        self.config().sigma_data
     }
 }
 
@@ -67,6 +79,21 @@ pub trait Guide<B: Backend> {
     /// The readings' noise standard deviation in residual units (the floor
     /// of the likelihood width `tau`).
     fn noise_floor(&self) -> f64;
+
+    /// The residuals `r(x0)` and their Jacobian `dr / dx0` (what the
+    /// Gauss–Newton step needs). Guides without one say so.
+    fn linearize(&mut self, x0: Tensor<B, 4>) -> Result<Linearization<B>> {
+        let _ = x0;
+        anyhow::bail!("this guide has no Jacobian: the Gauss-Newton step needs the surrogate or the joint guide")
+    }
+}
+
+/// A guide linearised at `x0: [batch, C, n, n]`, `K` sensors per element.
+pub struct Linearization<B: Backend> {
+    /// `r(x0)`, residual units: `[batch, K]`.
+    pub residual: Tensor<B, 2>,
+    /// `dr / dx0`: `[batch, K, C n n]`.
+    pub jacobian: Tensor<B, 3>,
 }
 
 /// Where the sampler's noise comes from.
@@ -98,6 +125,20 @@ impl Noise {
                     (0..batch * channels * n * n).map(|_| rng.sample::<f32, _>(rand_distr::StandardNormal)).collect();
                 Tensor::from_data(burn::tensor::TensorData::new(data, [batch, channels, n, n]), device)
             }
+        }
+    }
+
+    /// `C x` on every `n x n` slice of `x`, `C` the covariance of
+    /// [`draw`](Self::draw)'s fields: `K1 X K1` with `K1 = L L` for the
+    /// smooth noise (it draws `L Z L`), `x` itself for white noise.
+    pub fn apply_cov<B: Backend>(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
+        match self {
+            Noise::Smooth(s) => {
+                let l = s.sqrt_kernel_tensor::<B>(&x.device());
+                let k1 = l.clone().matmul(l);
+                k1.clone().matmul(x).matmul(k1)
+            }
+            Noise::White { .. } => x,
         }
     }
 }
@@ -183,3 +224,5 @@ pub(crate) fn clamp_counted<B: Backend>(x: Tensor<B, 4>, limit: f64, stats: &mut
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_gauss_newton;
