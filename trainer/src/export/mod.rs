@@ -259,8 +259,7 @@ pub fn build_artifact_with<B: Backend>(
             OwnedNet::new(
                 NetParts {
                     lift: &operator.lift,
-                    spectral: &operator.blocks.spectral,
-                    skip: &operator.blocks.skip,
+                    blocks: &operator.blocks,
                     proj_hidden: &operator.proj_hidden,
                     proj_out: &operator.proj_out,
                     modes: operator.modes,
@@ -281,8 +280,7 @@ pub fn build_artifact_with<B: Backend>(
     let prior_net = OwnedNet::new(
         NetParts {
             lift: &den.lift,
-            spectral: &den.blocks.spectral,
-            skip: &den.blocks.skip,
+            blocks: &den.blocks,
             proj_hidden: &den.proj_hidden,
             proj_out: &den.proj_out,
             modes: den.modes,

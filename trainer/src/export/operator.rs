@@ -11,7 +11,7 @@ use ddis_runtime::kernels::quantize_row;
 use ddis_runtime::operator::OperatorShape;
 
 use super::{Quant, le_bytes, values};
-use crate::model::spectral::SpectralConv2d;
+use crate::model::trunk::FnoBlocks;
 
 /// Owned bytes of one weight matrix (row-major, rows = output channels).
 struct OwnedWeights {
@@ -100,8 +100,8 @@ pub(super) struct OwnedNet {
 /// The parts of an FNO-type network that the runtime's operator ships.
 pub(super) struct NetParts<'m, B: Backend> {
     pub(super) lift: &'m Linear<B>,
-    pub(super) spectral: &'m [SpectralConv2d<B>],
-    pub(super) skip: &'m [Linear<B>],
+    /// The trunk: spectral convolutions and skips, one pair per block.
+    pub(super) blocks: &'m FnoBlocks<B>,
     pub(super) proj_hidden: &'m Linear<B>,
     pub(super) proj_out: &'m Linear<B>,
     pub(super) modes: usize,
@@ -119,11 +119,11 @@ fn twiddle(p: usize) -> Vec<f32> {
 
 impl OwnedNet {
     pub(super) fn new<B: Backend>(parts: NetParts<'_, B>, n: usize, quant: Quant, what: &str) -> Result<Self> {
-        let layers = parts.spectral.len();
+        let layers = parts.blocks.spectral.len();
         ensure!(
-            layers >= 1 && parts.skip.len() == layers,
+            layers >= 1 && parts.blocks.skip.len() == layers,
             "{what}: {layers} spectral layers, {} skips",
-            parts.skip.len()
+            parts.blocks.skip.len()
         );
         let width = parts.lift.weight.dims()[1];
         let m = parts.modes;
@@ -134,7 +134,7 @@ impl OwnedNet {
         // Spectral weights [in, out, 2m, m] -> rows ((l 2m + r) m + k2) width + o,
         // columns re(i) for i < width, then im(i).
         let mut spec = Vec::with_capacity(layers * 2 * m * m * width * 2 * width);
-        for (l, sc) in parts.spectral.iter().enumerate() {
+        for (l, sc) in parts.blocks.spectral.iter().enumerate() {
             let dims = sc.weight_re.dims();
             ensure!(
                 dims == [width, width, 2 * m, m],
@@ -152,7 +152,7 @@ impl OwnedNet {
                 }
             }
         }
-        let skip_refs: Vec<&Linear<B>> = parts.skip.iter().collect();
+        let skip_refs: Vec<&Linear<B>> = parts.blocks.skip.iter().collect();
         let shape = OperatorShape { n, width, modes: m, layers, pad: parts.pad, proj_width };
         Ok(Self {
             shape,

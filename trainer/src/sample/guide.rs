@@ -208,11 +208,10 @@ impl<AB: AutodiffBackend> Guide<AB::InnerBackend> for SurrogateGuide<AB> {
             let x = Tensor::<AB, 4>::from_inner(copies).require_grad();
             let a = x.clone().mul_scalar(self.a_norm.1).add_scalar(self.a_norm.0).reshape([m * k, n, n]);
             let u = self.fno.forward_mixing(a, &self.mixing).reshape([m * k, n * n]);
-            let per_copy = |t: Tensor<AB, 2>| {
-                t.narrow(0, start, m).unsqueeze_dim::<3>(1).expand([m, k, k]).reshape([m * k, k])
-            };
-            let r = (u.gather(1, per_copy(self.idx.clone().float()).int()) - per_copy(self.y.clone()))
-                * per_copy(self.inv_scale.clone());
+            let per_copy =
+                |t: Tensor<AB, 2>| t.narrow(0, start, m).unsqueeze_dim::<3>(1).expand([m, k, k]).reshape([m * k, k]);
+            let idx = self.idx.clone().narrow(0, start, m).unsqueeze_dim::<3>(1).expand([m, k, k]).reshape([m * k, k]);
+            let r = (u.gather(1, idx) - per_copy(self.y.clone())) * per_copy(self.inv_scale.clone());
             let picked = r.clone() * eye.clone().unsqueeze_dim::<3>(0).expand([m, k, k]).reshape([m * k, k]);
             let grads = picked.sum().backward();
             let j = x.grad(&grads).context("no gradient reached the surrogate's input")?;
