@@ -18,6 +18,8 @@ use burn::tensor::activation::relu;
 use burn::tensor::backend::Backend;
 use burn::tensor::{Tensor, TensorData};
 
+use crate::error::Error;
+
 use super::spectral::{SpectralBases, SpectralBlocks, SpectralConv2d, SpectralConvConfig, pad_len};
 
 /// Sizes of an [`FnoBlocks`].
@@ -220,6 +222,24 @@ impl<B: Backend> Trunk<'_, B> {
         let h = self.blocks.trace_reference(h, film, &mut on_stage);
         self.proj_out.forward(relu(self.proj_hidden.forward(crop(h, p, n))))
     }
+}
+
+/// Checks a trunk-based config: every size `>= 1` and the pad fraction in
+/// `[0, 1)` (the surrogate's and the denoiser's `validate`).
+///
+/// # Errors
+/// [`Error::InvalidConfig`] naming the first field that fails.
+pub fn validate_sizes(
+    sizes: &[(&'static str, usize)],
+    (pad_name, pad_fraction): (&'static str, f64),
+) -> Result<(), Error> {
+    if let Some(&(name, _)) = sizes.iter().find(|(_, value)| *value == 0) {
+        return Err(Error::InvalidConfig { name, value: 0.0, reason: "must be >= 1" });
+    }
+    if !(pad_fraction.is_finite() && (0.0..1.0).contains(&pad_fraction)) {
+        return Err(Error::InvalidConfig { name: pad_name, value: pad_fraction, reason: "must be in [0, 1)" });
+    }
+    Ok(())
 }
 
 /// The coordinate channels `[batch, n, n, 2]`: channel 0 is

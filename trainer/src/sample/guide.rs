@@ -322,13 +322,19 @@ impl JointGuide {
     }
 }
 
+/// The shape and values of a joint `(a, u)` batch; other channel counts are
+/// refused.
+fn two_channels<B: Backend>(x0: Tensor<B, 4>) -> Result<([usize; 4], Vec<f32>)> {
+    let dims = x0.dims();
+    ensure!(dims[1] == 2, "the joint guide needs two channels (a, u), got {}", dims[1]);
+    Ok((dims, to_vec(x0)?))
+}
+
 impl<B: Backend> Guide<B> for JointGuide {
     fn loss_grad(&mut self, x0: Tensor<B, 4>) -> Result<(Vec<f64>, Tensor<B, 4>)> {
-        let dims = x0.dims();
-        ensure!(dims[1] == 2, "the joint guide needs two channels (a, u), got {}", dims[1]);
         let device = x0.device();
+        let (dims, x) = two_channels(x0)?;
         let per = dims[2] * dims[3];
-        let x = to_vec(x0)?;
         let (mean, std) = self.u_norm;
         let mut grad = vec![0.0f32; x.len()];
         let mut losses = Vec::with_capacity(dims[0]);
@@ -352,11 +358,9 @@ impl<B: Backend> Guide<B> for JointGuide {
     /// The readings are the `u` channel at the sensors: the map is linear,
     /// each Jacobian row one value (`u_std / y_scale`) at its sensor.
     fn linearize(&mut self, x0: Tensor<B, 4>) -> Result<Linearization<B>> {
-        let dims = x0.dims();
-        ensure!(dims[1] == 2, "the joint guide needs two channels (a, u), got {}", dims[1]);
         let device = x0.device();
+        let (dims, x) = two_channels(x0)?;
         let per = dims[2] * dims[3];
-        let x = to_vec(x0)?;
         let (mean, std) = self.u_norm;
         let k = self.obs.nodes.first().map_or(0, Vec::len);
         ensure!(

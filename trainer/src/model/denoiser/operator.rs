@@ -31,7 +31,7 @@ use burn::tensor::backend::Backend;
 use crate::error::Error;
 use crate::model::edm;
 use crate::model::spectral::{check_grid, pad_len};
-use crate::model::trunk::{Film, FnoBlocks, FnoBlocksConfig, Trunk};
+use crate::model::trunk::{Film, FnoBlocks, FnoBlocksConfig, Trunk, validate_sizes};
 
 /// Bytes of one activation value on the device (f32; docs/format.md).
 const ACTIVATION_BYTES: usize = 4;
@@ -89,19 +89,7 @@ impl DenoiserConfig {
             ("denoiser.embed_frequencies", self.embed_frequencies),
             ("denoiser.embed_width", self.embed_width),
         ];
-        for (name, value) in sizes {
-            if value == 0 {
-                return Err(Error::InvalidConfig { name, value: 0.0, reason: "must be >= 1" });
-            }
-        }
-        if !(self.pad_fraction.is_finite() && (0.0..1.0).contains(&self.pad_fraction)) {
-            return Err(Error::InvalidConfig {
-                name: "denoiser.pad_fraction",
-                value: self.pad_fraction,
-                reason: "must be in [0, 1)",
-            });
-        }
-        Ok(())
+        validate_sizes(&sizes, ("denoiser.pad_fraction", self.pad_fraction))
     }
 
     /// Nodes of reflection padding on each side of an `n x n` grid.

@@ -26,7 +26,7 @@ use burn::tensor::Tensor;
 use burn::tensor::backend::Backend;
 
 use super::spectral::check_grid;
-use super::trunk::{FnoBlocks, FnoBlocksConfig, Trunk};
+use super::trunk::{FnoBlocks, FnoBlocksConfig, Trunk, validate_sizes};
 use crate::error::Error;
 
 /// Per-channel statistics of `a` and `u`, applied inside [`Fno::forward`] as
@@ -112,19 +112,7 @@ impl FnoConfig {
     pub fn validate(&self) -> Result<(), Error> {
         let sizes =
             [("width", self.width), ("modes", self.modes), ("layers", self.layers), ("proj_width", self.proj_width)];
-        for (name, value) in sizes {
-            if value == 0 {
-                return Err(Error::InvalidConfig { name, value: 0.0, reason: "must be >= 1" });
-            }
-        }
-        if !(self.pad_fraction.is_finite() && (0.0..1.0).contains(&self.pad_fraction)) {
-            return Err(Error::InvalidConfig {
-                name: "pad_fraction",
-                value: self.pad_fraction,
-                reason: "must be in [0, 1)",
-            });
-        }
-        Ok(())
+        validate_sizes(&sizes, ("pad_fraction", self.pad_fraction))
     }
 
     /// Nodes of reflection padding on each side of an `n x n` grid.
