@@ -36,9 +36,16 @@ pub const MAX_SAMPLES: u8 = 16;
 /// Frame delimiter.
 pub const DELIMITER: u8 = 0;
 /// Largest decoded frame (message + CRC) either side accepts: a request with
-/// [`crate::MAX_SENSORS`] sensors (12 bytes each) fits, and so does one
+/// [`MAX_REQUEST_SENSORS`] sensors (12 bytes each) fits, and so does one
 /// [`Response::Field`] chunk.
 pub const MAX_FRAME: usize = 3200;
+/// Most sensors one request over the wire may carry: what fits
+/// [`MAX_FRAME`] (a board's frame buffers bound it, not the sampler, whose
+/// cap [`crate::MAX_SENSORS`] is larger for host use).
+pub const MAX_REQUEST_SENSORS: usize = 256;
+// A full request fits one frame, with room for its header and CRC.
+const _: () = assert!(MAX_REQUEST_SENSORS * SENSOR_BYTES + 64 <= MAX_FRAME);
+const _: () = assert!(MAX_REQUEST_SENSORS <= crate::MAX_SENSORS);
 /// Largest COBS-encoded frame (one overhead byte per 254 bytes, plus one).
 pub const MAX_WIRE: usize = MAX_FRAME + MAX_FRAME / 254 + 2;
 /// f32 values per [`Response::Field`] chunk.
@@ -375,7 +382,7 @@ impl Deframer {
 }
 
 /// Checks a reconstruction request against the artifact, as the device
-/// answers it: whole sensor records, at most [`crate::MAX_SENSORS`] of
+/// answers it: whole sensor records, at most [`MAX_REQUEST_SENSORS`] of
 /// them, `1..=`[`MAX_SAMPLES`] samples, each position on the unit square
 /// and each reading finite (snapped to its node, no two on one node), then
 /// what the sampler checks ([`crate::sampler::check_inputs`]: at least one
@@ -387,7 +394,7 @@ pub fn check_request(art: &Artifact<'_>, r: &ReconstructRequest<'_>) -> Result<S
     let d = |v: usize| u32::try_from(v).unwrap_or(u32::MAX);
     let rows = sensor_records(r.sensors).ok_or((ErrorCode::BadSensorBytes, d(r.sensors.len())))?;
     let count = r.sensors.len() / SENSOR_BYTES;
-    if count > crate::MAX_SENSORS {
+    if count > MAX_REQUEST_SENSORS {
         return Err((ErrorCode::TooManySensors, d(count)));
     }
     if r.samples == 0 {

@@ -361,7 +361,7 @@ fn absurd_shapes_with_a_valid_crc_are_errors() {
     check!(b => b.noise.as_mut().unwrap().kernel = Bytes(&[0; 12]), "short covariance kernel", &shape);
     check!(b => b.schedule.as_mut().unwrap().step = 2, "unknown step", &|e| matches!(e, Error::InvalidValue { .. }));
     check!(b => b.schedule.as_mut().unwrap().max_sensors = 0, "no sensors allowed", &dim);
-    check!(b => b.schedule.as_mut().unwrap().max_sensors = 257, "sensor cap above the runtime's", &dim);
+    check!(b => b.schedule.as_mut().unwrap().max_sensors = crate::MAX_SENSORS as u32 + 1, "sensor cap above the runtime's", &dim);
     check!(
         b => {
             b.physics = Some(PhysicsParams { pde: 7, shift: 0.0, coef_floor: 1.0, u_floor: 1.0 });

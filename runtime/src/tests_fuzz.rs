@@ -11,16 +11,16 @@
 //! (scripts/fuzz.sh runs 1 M of each in release). Every loop prints its
 //! counts.
 
+use crate::Grid;
 use crate::artifact::{Artifact, STEP_GAUSS_NEWTON};
 use crate::crc::crc32;
 use crate::physics::PDE_DARCY;
 use crate::protocol::{
-    self, DELIMITER, Deframer, ErrorCode, Event, MAX_FRAME, MAX_SAMPLES, MAX_WIRE, ReconstructRequest, Request,
-    SENSOR_BYTES,
+    self, DELIMITER, Deframer, ErrorCode, Event, MAX_FRAME, MAX_REQUEST_SENSORS, MAX_SAMPLES, MAX_WIRE,
+    ReconstructRequest, Request, SENSOR_BYTES,
 };
 use crate::sampler;
 use crate::testutil::{Fixture, Lcg, encode_body, fuzz_cases as cases, mutate};
-use crate::{Grid, MAX_SENSORS};
 
 /// Floats a hostile or broken client might send: the edges of f32, the
 /// edges of the fixtures' reading range `[-0.4, 0.8]` and of the unit
@@ -91,10 +91,10 @@ fn sensor_rows(rng: &mut Lcg, n: usize, count: usize) -> Vec<(f32, f32, f32)> {
 }
 
 /// The packed sensor bytes of a random request, sometimes cut to a
-/// partial record or padded past [`MAX_SENSORS`] records.
+/// partial record or padded past [`MAX_REQUEST_SENSORS`] records.
 fn sensor_bytes(rng: &mut Lcg, n: usize) -> Vec<u8> {
     let count = match rng.below(16) {
-        0 => MAX_SENSORS + 1 + rng.below(4),
+        0 => MAX_REQUEST_SENSORS + 1 + rng.below(4),
         1 => 0,
         _ => 1 + rng.below(12),
     };
@@ -292,7 +292,7 @@ fn reference_check(art: &Artifact<'_>, r: &ReconstructRequest<'_>) -> Result<(),
         return Err((ErrorCode::BadSensorBytes, r.sensors.len() as u32));
     }
     let count = r.sensors.len() / SENSOR_BYTES;
-    if count > MAX_SENSORS {
+    if count > MAX_REQUEST_SENSORS {
         return Err((ErrorCode::TooManySensors, count as u32));
     }
     if r.samples == 0 {

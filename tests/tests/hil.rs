@@ -163,9 +163,9 @@ fn device_matches_host_runtime_bit_for_bit_and_survives_hostile_frames() {
         assert!(format!("{err}").contains(&format!("{code:?}")), "{what}: {err}");
         dev.ping(6).unwrap();
     }
-    // Too many sensors: 257 records (one over MAX_SENSORS) still fit one frame.
+    // Too many sensors: 257 records (one over MAX_REQUEST_SENSORS) still fit one frame.
     let rows: Vec<_> =
-        (0..ddis_runtime::MAX_SENSORS + 1).map(|k| ((k % 32) as f32 / 31.0, (k / 32) as f32 / 31.0, 1.0)).collect();
+        (0..protocol::MAX_REQUEST_SENSORS + 1).map(|k| ((k % 32) as f32 / 31.0, (k / 32) as f32 / 31.0, 1.0)).collect();
     let err = dev.reconstruct(n, &rows, 0.0, 1, 1, false).unwrap_err();
     assert!(format!("{err}").contains("TooManySensors"), "{err}");
     let err = dev.reconstruct(n, &[(0.5, 0.5, 1.0)], f32::NAN, 1, 1, false).unwrap_err();
