@@ -21,7 +21,7 @@ use rayon::prelude::*;
 use super::{Guide, Linearization};
 use crate::model::fno::Fno;
 use crate::observe::Observations;
-use crate::pde::{PdeConfig, PdeKind};
+use crate::pde::{PdeConfig, PdeKind, Solver};
 
 /// Smallest Darcy coefficient the exact-solver guide passes to the solver;
 /// a sample below it is clamped there (with zero gradient) and counted.
@@ -246,18 +246,21 @@ impl SolverGuide {
     }
 }
 
-impl<B: Backend> Guide<B> for SolverGuide {
-    fn loss_grad(&mut self, x0: Tensor<B, 4>) -> Result<(Vec<f64>, Tensor<B, 4>)> {
-        let dims = x0.dims();
-        let device = x0.device();
-        let per = dims[2] * dims[3];
-        let x = to_vec(x0)?;
+impl SolverGuide {
+    /// Runs `per_element(solver, obs, b, input, mask)` on every batch
+    /// element in parallel, with the element's physical input (Darcy
+    /// coefficients below [`DARCY_COEFFICIENT_FLOOR`] raised to it, `mask`
+    /// false there) and one solver per thread; counts the floored values.
+    fn map_elements<T: Send>(
+        &mut self,
+        x: &[f32],
+        per: usize,
+        per_element: impl Fn(&mut Solver, &ObservationBatch, usize, &[f64], &[bool]) -> Result<T> + Sync,
+    ) -> Result<Vec<T>> {
         let (mean, std) = self.a_norm;
         let darcy = self.pde.kind == PdeKind::Darcy;
-        let n = self.obs.n;
-        let obs = &self.obs;
-        let pde = &self.pde;
-        let results: Vec<Result<(f64, Vec<f32>, usize)>> = x
+        let (n, pde, obs) = (self.obs.n, &self.pde, &self.obs);
+        let results: Vec<Result<(T, usize)>> = x
             .par_chunks(per)
             .enumerate()
             .map_init(
@@ -280,27 +283,83 @@ impl<B: Backend> Guide<B> for SolverGuide {
                             }
                         })
                         .collect();
-                    let w = 1.0 / (obs.scale[b] * obs.scale[b]);
-                    let (loss, grad, _) = solver.observation_loss_grad(&input, &obs.nodes[b], &obs.values[b], w)?;
-                    let g: Vec<f32> =
-                        grad.iter().zip(&mask).map(|(&g, &m)| if m { (g * std) as f32 } else { 0.0 }).collect();
-                    Ok((loss, g, floored))
+                    Ok((per_element(solver, obs, b, &input, &mask)?, floored))
                 },
             )
             .collect();
+        let mut out = Vec::with_capacity(results.len());
+        for r in results {
+            let (t, f) = r?;
+            out.push(t);
+            self.floored += f;
+        }
+        Ok(out)
+    }
+}
+
+impl<B: Backend> Guide<B> for SolverGuide {
+    fn loss_grad(&mut self, x0: Tensor<B, 4>) -> Result<(Vec<f64>, Tensor<B, 4>)> {
+        let dims = x0.dims();
+        let device = x0.device();
+        let per = dims[2] * dims[3];
+        let x = to_vec(x0)?;
+        let std = self.a_norm.1;
+        let results = self.map_elements(&x, per, |solver, obs, b, input, mask| {
+            let w = 1.0 / (obs.scale[b] * obs.scale[b]);
+            let (loss, grad, _) = solver.observation_loss_grad(input, &obs.nodes[b], &obs.values[b], w)?;
+            let g: Vec<f32> = grad.iter().zip(mask).map(|(&g, &m)| if m { (g * std) as f32 } else { 0.0 }).collect();
+            Ok((loss, g))
+        })?;
         let mut losses = Vec::with_capacity(results.len());
         let mut grad = Vec::with_capacity(x.len());
-        for r in results {
-            let (l, g, f) = r?;
+        for (l, g) in results {
             losses.push(l);
             grad.extend(g);
-            self.floored += f;
         }
         Ok((losses, Tensor::from_data(TensorData::new(grad, dims), &device)))
     }
 
     fn noise_floor(&self) -> f64 {
         self.obs.noise_floor()
+    }
+
+    /// One solve and one adjoint solve per sensor (`J^T e_k`), per element.
+    fn linearize(&mut self, x0: Tensor<B, 4>) -> Result<Linearization<B>> {
+        let dims = x0.dims();
+        ensure!(dims[1] == 1, "the solver guide linearises one-channel fields, got {} channels", dims[1]);
+        let device = x0.device();
+        let per = dims[2] * dims[3];
+        let x = to_vec(x0)?;
+        let k = self.obs.nodes.first().map_or(0, Vec::len);
+        ensure!(
+            self.obs.nodes.iter().all(|v| v.len() == k),
+            "the solver guide's Jacobian needs the same sensor count in every case"
+        );
+        let std = self.a_norm.1;
+        let results = self.map_elements(&x, per, |solver, obs, b, input, mask| {
+            let u = solver.solve(input)?;
+            let scale = obs.scale[b];
+            let mut res = Vec::with_capacity(k);
+            let mut rows = Vec::with_capacity(k * per);
+            let mut w = vec![0.0; per];
+            for (&node, &y) in obs.nodes[b].iter().zip(&obs.values[b]) {
+                res.push(((u[node] - y) / scale) as f32);
+                w[node] = 1.0;
+                let row = solver.vjp(input, &u, &w)?;
+                w[node] = 0.0;
+                rows.extend(row.iter().zip(mask).map(|(&g, &m)| if m { (g * std / scale) as f32 } else { 0.0 }));
+            }
+            Ok((res, rows))
+        })?;
+        let (mut res, mut jac) = (Vec::with_capacity(dims[0] * k), Vec::with_capacity(dims[0] * k * per));
+        for (r, j) in results {
+            res.extend(r);
+            jac.extend(j);
+        }
+        Ok(Linearization {
+            residual: Tensor::from_data(TensorData::new(res, [dims[0], k]), &device),
+            jacobian: Tensor::from_data(TensorData::new(jac, [dims[0], k, per]), &device),
+        })
     }
 }
 

@@ -84,7 +84,9 @@ pub trait Guide<B: Backend> {
     /// Gauss–Newton step needs). Guides without one say so.
     fn linearize(&mut self, x0: Tensor<B, 4>) -> Result<Linearization<B>> {
         let _ = x0;
-        anyhow::bail!("this guide has no Jacobian: the Gauss-Newton step needs the surrogate or the joint guide")
+        anyhow::bail!(
+            "this guide has no Jacobian, which the Gauss-Newton step needs (the surrogate, solver and joint guides have one)"
+        )
     }
 }
 

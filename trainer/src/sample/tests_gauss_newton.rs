@@ -241,12 +241,37 @@ fn surrogate_and_joint_jacobians_agree_with_their_gradients() {
 }
 
 #[test]
-fn guides_without_a_jacobian_say_so() {
-    let n = 8;
-    let case = crate::observe::Observations::new(n, vec![9, 10], vec![0.1, 0.2], 0.0).unwrap();
-    let obs = ObservationBatch::new(&[case], 1).unwrap();
-    let mut solver =
-        SolverGuide::new(crate::pde::PdeConfig::for_kind(crate::pde::PdeKind::Poisson), obs, (0.0, 1.0)).unwrap();
-    let err = Guide::<B>::linearize(&mut solver, tensor(vec![0.0; n * n], [1, 1, n, n])).err().unwrap();
+fn solver_jacobians_agree_with_their_gradients() {
+    let n = 12;
+    let mut rng = ChaCha8Rng::seed_from_u64(2);
+    let nodes = crate::observe::random_interior_nodes(n, 8, &mut rng).unwrap();
+    let case =
+        crate::observe::Observations::new(n, nodes, (0..8).map(|k| 0.02 + 0.001 * k as f64).collect(), 0.0).unwrap();
+    let obs = ObservationBatch::new(&[case], 2).unwrap();
+    // Darcy: a few nodes below the coefficient floor (zero Jacobian there).
+    let x: Vec<f32> =
+        (0..2 * n * n).map(|k| 0.5 * ((k as f32) * 0.21).cos() - if k % 37 == 0 { 2.0 } else { 0.0 }).collect();
+    for kind in [crate::pde::PdeKind::Darcy, crate::pde::PdeKind::Poisson, crate::pde::PdeKind::Helmholtz] {
+        let mut guide = SolverGuide::new(crate::pde::PdeConfig::for_kind(kind), obs.clone(), (7.5, 4.5)).unwrap();
+        check_linearization(&mut guide, tensor(x.clone(), [2, 1, n, n]), kind.name());
+    }
+}
+
+/// A guide with a loss and no Jacobian.
+struct GradientOnly;
+
+impl Guide<B> for GradientOnly {
+    fn loss_grad(&mut self, x0: Tensor<B, 4>) -> Result<(Vec<f64>, Tensor<B, 4>)> {
+        Ok((vec![0.0; x0.dims()[0]], x0.zeros_like()))
+    }
+
+    fn noise_floor(&self) -> f64 {
+        0.0
+    }
+}
+
+#[test]
+fn a_guide_without_a_jacobian_says_so() {
+    let err = GradientOnly.linearize(tensor(vec![0.0; 4], [1, 1, 2, 2])).err().unwrap();
     assert!(err.to_string().contains("Gauss-Newton"), "{err}");
 }
