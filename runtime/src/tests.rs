@@ -2,6 +2,9 @@
 //! f64 reference (layer by layer and end to end), the surrogate's VJP
 //! against finite differences and the adjoint identity, damaged artifacts,
 //! the parse fuzz loop, and the sampler's determinism and bookkeeping.
+//! One file although it is past 500 lines: every test here builds on the
+//! same tiny fixtures (`testutil`); the fuzz and Gauss–Newton tests, which
+//! need their own, have their own files.
 
 use crate::artifact::{
     self, Artifact, Body, Bytes, FORMAT_VERSION, KIND_PHYSICS, KIND_PRIOR, KIND_SURROGATE, PhysicsParams, reseal,

@@ -12,6 +12,10 @@
 //! `DDIS_SOAK_ROUNDS`, scripts/soak.sh) shows the device answers every one.
 //!
 //! Set `DDIS_SKIP_HIL=1` to skip where QEMU cannot be installed.
+//!
+//! One file although it is past 500 lines: the scenarios share one QEMU
+//! session helper and one reference run each, and a test binary per
+//! scenario would boot QEMU and link the runtime once per file.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
