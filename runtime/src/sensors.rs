@@ -20,9 +20,8 @@ use crate::grid::Grid;
 /// Most sensors one reconstruction takes on any target (the evaluations
 /// use 31 and 100 on a 32 x 32 grid, and the published 500 at 64 x 64).
 /// An artifact's own `max_sensors` caps its requests below this, and a
-/// request over the wire carries at most
-/// [`protocol::MAX_REQUEST_SENSORS`](crate::protocol::MAX_REQUEST_SENSORS)
-/// (what one frame holds).
+/// request over the wire carries at most `protocol::MAX_REQUEST_SENSORS`
+/// (what one frame holds; the protocol sits above this module).
 pub const MAX_SENSORS: usize = 512;
 
 /// One reading.
