@@ -297,40 +297,56 @@ fn check_guide_gradient<G: Guide<B>>(guide: &mut G, x: Vec<f32>, dims: [usize; 4
     assert!((fd - an).abs() <= FD_REL * an.abs().max(1e-6), "{what}: finite difference {fd}, gradient {an}");
 }
 
-#[test]
-fn surrogate_guide_gradient_matches_finite_differences() {
-    use crate::model::fno::FnoConfig;
-    let device = Default::default();
-    let n = 16;
-    let _guard = crate::model::SEEDED_INIT.lock().unwrap_or_else(|e| e.into_inner());
-    <AB as Backend>::seed(&device, 5);
-    let mut cfg = FnoConfig::device();
+/// A small seeded surrogate (width 8, 4 modes, 2 layers) and the init lock,
+/// held while the caller runs it (burn draws weights at first touch).
+pub(super) fn tiny_surrogate(seed: u64) -> (std::sync::MutexGuard<'static, ()>, crate::model::fno::Fno<AB>) {
+    let guard = crate::model::SEEDED_INIT.lock().unwrap_or_else(|e| e.into_inner());
+    <AB as Backend>::seed(&Default::default(), seed);
+    let mut cfg = crate::model::fno::FnoConfig::device();
     cfg.width = 8;
     cfg.modes = 4;
     cfg.layers = 2;
-    let fno = cfg.init::<AB>(&device);
-    let mut rng = ChaCha8Rng::seed_from_u64(1);
-    let cases: Vec<crate::observe::Observations> = (0..2)
+    (guard, cfg.init::<AB>(&Default::default()))
+}
+
+/// `count` cases of `k` random interior sensors on an `n x n` grid, readings
+/// `0.01 (s + c) + shift` for sensor `s` of case `c`.
+pub(super) fn tiny_cases(n: usize, k: usize, count: usize, shift: f64, seed: u64) -> Vec<crate::observe::Observations> {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    (0..count)
         .map(|c| {
-            let nodes = crate::observe::random_interior_nodes(n, 10, &mut rng).unwrap();
-            let values = (0..10).map(|k| 0.01 * (k + c) as f64).collect();
+            let nodes = crate::observe::random_interior_nodes(n, k, &mut rng).unwrap();
+            let values = (0..k).map(|s| 0.01 * (s + c) as f64 + shift).collect();
             crate::observe::Observations::new(n, nodes, values, 0.0).unwrap()
         })
-        .collect();
-    let obs = ObservationBatch::new(&cases, 2).unwrap();
+        .collect()
+}
+
+#[test]
+fn surrogate_guide_gradient_matches_finite_differences() {
+    let device = Default::default();
+    let n = 16;
+    let (_guard, fno) = tiny_surrogate(5);
+    let obs = ObservationBatch::new(&tiny_cases(n, 10, 2, 0.0, 1), 2).unwrap();
     let mut guide = SurrogateGuide::new(fno, obs, (7.5, 4.5), &device).unwrap();
     let x: Vec<f32> = (0..4 * n * n).map(|k| ((k as f32) * 0.37).sin()).collect();
     check_guide_gradient(&mut guide, x, [4, 1, n, n], "surrogate guide");
 }
 
+/// One case of 8 random interior sensors on an `n x n` grid, two posterior
+/// samples of it.
+pub(super) fn one_case_twice(n: usize) -> ObservationBatch {
+    let mut rng = ChaCha8Rng::seed_from_u64(2);
+    let nodes = crate::observe::random_interior_nodes(n, 8, &mut rng).unwrap();
+    let values = (0..8).map(|k| 0.02 + 0.001 * k as f64).collect();
+    let case = crate::observe::Observations::new(n, nodes, values, 0.0).unwrap();
+    ObservationBatch::new(&[case], 2).unwrap()
+}
+
 #[test]
 fn solver_and_joint_guides_match_finite_differences() {
     let n = 12;
-    let mut rng = ChaCha8Rng::seed_from_u64(2);
-    let nodes = crate::observe::random_interior_nodes(n, 8, &mut rng).unwrap();
-    let case =
-        crate::observe::Observations::new(n, nodes, (0..8).map(|k| 0.02 + 0.001 * k as f64).collect(), 0.0).unwrap();
-    let obs = ObservationBatch::new(&[case], 2).unwrap();
+    let obs = one_case_twice(n);
     let x: Vec<f32> = (0..2 * n * n).map(|k| 0.5 * ((k as f32) * 0.21).cos()).collect();
     for kind in [crate::pde::PdeKind::Darcy, crate::pde::PdeKind::Poisson] {
         let mut guide = SolverGuide::new(crate::pde::PdeConfig::for_kind(kind), obs.clone(), (7.5, 4.5)).unwrap();

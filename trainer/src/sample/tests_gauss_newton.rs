@@ -2,17 +2,18 @@
 //! Gaussian posterior, DAPS with it on a Gaussian prior, and the guides'
 //! Jacobians against their own gradients (`J^T r = grad 0.5 |r|^2`).
 
-use super::tests::{LinearGuide, check_against_exact_gaussian_posterior, solve};
+use super::tests::{
+    LinearGuide, check_against_exact_gaussian_posterior, one_case_twice, solve, tiny_cases, tiny_surrogate,
+};
 use super::*;
 use crate::model::noise::SmoothNoise;
-use burn::backend::{Autodiff, NdArray};
+use burn::backend::NdArray;
 use burn::tensor::TensorData;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, StandardNormal};
 
 type B = NdArray<f32>;
-type AB = Autodiff<B>;
 
 /// f32 sums of a few dozen terms against the f64 closed form.
 const UPDATE_TOL: f64 = 1e-4;
@@ -207,24 +208,10 @@ fn check_linearization<G: Guide<B>>(guide: &mut G, x: Tensor<B, 4>, what: &str) 
 
 #[test]
 fn surrogate_and_joint_jacobians_agree_with_their_gradients() {
-    use crate::model::fno::FnoConfig;
     let device = Default::default();
     let (n, k) = (16, 10);
-    let _guard = crate::model::SEEDED_INIT.lock().unwrap_or_else(|e| e.into_inner());
-    <AB as Backend>::seed(&device, 6);
-    let mut cfg = FnoConfig::device();
-    cfg.width = 8;
-    cfg.modes = 4;
-    cfg.layers = 2;
-    let fno = cfg.init::<AB>(&device);
-    let mut rng = ChaCha8Rng::seed_from_u64(3);
-    let cases: Vec<crate::observe::Observations> = (0..3)
-        .map(|c| {
-            let nodes = crate::observe::random_interior_nodes(n, k, &mut rng).unwrap();
-            let values = (0..k).map(|s| 0.01 * (s + c) as f64 - 0.03).collect();
-            crate::observe::Observations::new(n, nodes, values, 0.0).unwrap()
-        })
-        .collect();
+    let (_guard, fno) = tiny_surrogate(6);
+    let cases = tiny_cases(n, k, 3, -0.03, 3);
     // More elements than one backward pass takes: two chunks.
     let chunk = guide::JACOBIAN_NODES / (k * n * n);
     let repeat = chunk / cases.len() + 1;
@@ -243,11 +230,7 @@ fn surrogate_and_joint_jacobians_agree_with_their_gradients() {
 #[test]
 fn solver_jacobians_agree_with_their_gradients() {
     let n = 12;
-    let mut rng = ChaCha8Rng::seed_from_u64(2);
-    let nodes = crate::observe::random_interior_nodes(n, 8, &mut rng).unwrap();
-    let case =
-        crate::observe::Observations::new(n, nodes, (0..8).map(|k| 0.02 + 0.001 * k as f64).collect(), 0.0).unwrap();
-    let obs = ObservationBatch::new(&[case], 2).unwrap();
+    let obs = one_case_twice(n);
     // Darcy: a few nodes below the coefficient floor (zero Jacobian there).
     let x: Vec<f32> =
         (0..2 * n * n).map(|k| 0.5 * ((k as f32) * 0.21).cos() - if k % 37 == 0 { 2.0 } else { 0.0 }).collect();
