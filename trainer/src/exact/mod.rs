@@ -329,7 +329,8 @@ fn congruence(n: usize, a: &[f64], x: &[f64]) -> Vec<f64> {
 
 /// In-place lower Cholesky factor of the symmetric `k x k` matrix `a`
 /// (the strict upper triangle is left as it was and never read again).
-fn cholesky(a: &mut [f64], k: usize) -> Result<(), ExactError> {
+/// Also the host Gauss–Newton step's `K x K` solve (`sample::daps`).
+pub(crate) fn cholesky(a: &mut [f64], k: usize) -> Result<(), ExactError> {
     for j in 0..k {
         let d = a[j * k + j] - (0..j).map(|p| a[j * k + p] * a[j * k + p]).sum::<f64>();
         if !(d > 0.0 && d.is_finite()) {
@@ -346,7 +347,7 @@ fn cholesky(a: &mut [f64], k: usize) -> Result<(), ExactError> {
 }
 
 /// Solves `L L^T x = b` in place with the factor from [`cholesky`].
-fn cholesky_solve(l: &[f64], k: usize, b: &mut [f64]) {
+pub(crate) fn cholesky_solve(l: &[f64], k: usize, b: &mut [f64]) {
     for i in 0..k {
         let s = b[i] - (0..i).map(|p| l[i * k + p] * b[p]).sum::<f64>();
         b[i] = s / l[i * k + i];

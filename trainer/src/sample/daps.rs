@@ -15,6 +15,7 @@ use rand_chacha::ChaCha8Rng;
 use rand_distr::StandardNormal;
 
 use super::{Clamp, Denoise, Guide, Linearization, Noise, SampleStats};
+use crate::exact::{cholesky, cholesky_solve};
 use crate::model::edm::{self, heun_sample};
 
 /// Settings of DAPS; every knob of the algorithm, with the defaults chosen
@@ -367,7 +368,8 @@ pub fn gauss_newton_update<B: Backend>(
                 m[i * k + i] += tau * tau;
             }
             let mut rhs: Vec<f64> = db.iter().map(|&v| f64::from(v)).collect();
-            if cholesky_solve(&mut m, &mut rhs, k) {
+            if cholesky(&mut m, k).is_ok() {
+                cholesky_solve(&m, k, &mut rhs);
                 for (wv, &x) in wb.iter_mut().zip(&rhs) {
                     *wv = x as f32;
                 }
@@ -376,45 +378,6 @@ pub fn gauss_newton_update<B: Backend>(
     }
     let w = Tensor::<B, 3>::from_data(TensorData::new(w, [b, 1, k]), &device);
     prop + w.matmul(cjt).mul_scalar(r * r).reshape(dims)
-}
-
-/// Solves `m x = rhs` in place (`m`: `k x k` symmetric positive definite,
-/// row-major, overwritten by its Cholesky factor). False when `m` is not
-/// positive definite or holds a non-finite value.
-fn cholesky_solve(m: &mut [f64], rhs: &mut [f64], k: usize) -> bool {
-    for j in 0..k {
-        let mut d = m[j * k + j];
-        for p in 0..j {
-            d -= m[j * k + p] * m[j * k + p];
-        }
-        if !(d.is_finite() && d > 0.0) {
-            return false;
-        }
-        let d = d.sqrt();
-        m[j * k + j] = d;
-        for i in j + 1..k {
-            let mut v = m[i * k + j];
-            for p in 0..j {
-                v -= m[i * k + p] * m[j * k + p];
-            }
-            m[i * k + j] = v / d;
-        }
-    }
-    for i in 0..k {
-        let mut v = rhs[i];
-        for p in 0..i {
-            v -= m[i * k + p] * rhs[p];
-        }
-        rhs[i] = v / m[i * k + i];
-    }
-    for i in (0..k).rev() {
-        let mut v = rhs[i];
-        for p in i + 1..k {
-            v -= m[p * k + i] * rhs[p];
-        }
-        rhs[i] = v / m[i * k + i];
-    }
-    rhs.iter().all(|v| v.is_finite())
 }
 
 /// `P X = K X K / lambda_max(K)^2` on every `n x n` slice, with `K = L L`
