@@ -76,6 +76,7 @@ fn main() {
         daps: DapsConfig::reduced(),
         dps: DpsConfig::default_for_budget(1),
         device_noise_width: None,
+        exact_prior: false,
     };
     let mut host = vec![];
     for r in 0..repeats + 1 {

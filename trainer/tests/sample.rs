@@ -95,6 +95,11 @@ fn eval_and_reconstruct_end_to_end() {
         .unwrap_or_else(|| panic!("no u-channel consistency row:\n{md}"));
     assert!(residual.is_finite() && residual > 0.0, "{residual}");
 
+    // The exact Gaussian prior exists only for the linear-Gaussian PDEs.
+    let e = eval_with(&tmp.path().join("exact-prior"), "ddis-daps+schedule=3x1x1+step=gn+prior=exact", &[]);
+    let msg = String::from_utf8_lossy(&e.stderr);
+    assert!(!e.status.success() && msg.contains("prior=exact") && msg.contains("Poisson"), "{msg}");
+
     // reconstruct from a CSV of readings taken from the data.
     let set = Dataset::load(&data).unwrap();
     let n = 16;

@@ -298,7 +298,7 @@ pub struct EvalArgs {
     /// Sensors per case (random interior nodes).
     #[arg(long, default_value_t = 31)]
     pub sensors: usize,
-    /// Methods, comma-separated, each `NAME[+key=value...]`: ddis-daps, ddis-dps, joint-dps, joint-daps, device (needs --artifact), exact (Poisson, Helmholtz), prior (the no-guidance ablation); keys: schedule, tau, lr, lr_min_ratio, lr_cap, sigma_max, precondition, noise_step, noise_width, step=gn (Gauss-Newton conditional step; schedule's inner count = its iterations), r_scale, steps, zeta, heun=1 for Heun DPS steps.
+    /// Methods, comma-separated, each `NAME[+key=value...]`: ddis-daps, ddis-dps, joint-dps, joint-daps, device (needs --artifact), exact (Poisson, Helmholtz), prior (the no-guidance ablation); keys: schedule, tau, lr, lr_min_ratio, lr_cap, sigma_max, precondition, noise_step, noise_width, step=gn (Gauss-Newton conditional step; schedule's inner count = its iterations), r_scale, prior=exact (ddis-daps on the exact Gaussian prior's denoiser instead of the trained network; Poisson, Helmholtz), steps, zeta, heun=1 for Heun DPS steps.
     #[arg(long, default_value = "ddis-daps,ddis-dps,joint-dps,joint-daps")]
     pub methods: String,
     /// Paired-data fractions of the surrogate and joint runs, comma-separated.

@@ -216,7 +216,7 @@ pub(crate) fn reconstruct_cmd(args: ReconstructArgs, progress: bool) -> Result<(
         joint: args.joint,
         obs: args.obs,
         noise: args.noise,
-        method: MethodSpec { method, daps, dps, device_noise_width: None },
+        method: MethodSpec { method, daps, dps, device_noise_width: None, exact_prior: false },
         physics: args.physics,
         samples: args.samples,
         seed: args.seed,

@@ -18,8 +18,8 @@ use crate::model::fno::Fno;
 use crate::observe::Observations;
 use crate::pde::{PdeConfig, PdeKind, Solver};
 use crate::sample::{
-    DapsConfig, DpsConfig, JointGuide, Noise, ObservationBatch, SampleStats, SolverGuide, StepKind, SurrogateGuide,
-    daps_sample, dps_sample,
+    DapsConfig, DpsConfig, ExactGaussianDenoiser, JointGuide, Noise, ObservationBatch, SampleStats, SolverGuide,
+    StepKind, SurrogateGuide, daps_sample, dps_sample,
 };
 use crate::train::diffusion::DiffusionRunConfig;
 
@@ -103,6 +103,10 @@ pub struct MethodSpec {
     /// `device` only: the artifact's `noise_width` replaced by this value
     /// for the run (the `noise_width` key; the artifact file is untouched).
     pub device_noise_width: Option<f64>,
+    /// `ddis-daps` only: the trained prior's network replaced by the exact
+    /// denoiser of the data's Gaussian prior (the `prior=exact` key;
+    /// Poisson and Helmholtz), so the row measures the sampler alone.
+    pub exact_prior: bool,
 }
 
 impl MethodSpec {
@@ -115,12 +119,14 @@ impl MethodSpec {
     /// likelihood width, and for `device` replaces the artifact's own),
     /// `steps`, `zeta`, `heun`
     /// (DPS; `heun=1` takes Heun steps, `0` Euler; `steps` also sets the
-    /// `prior` ablation's Heun steps), on top of the given defaults.
+    /// `prior` ablation's Heun steps), `prior` (`model` or `exact`,
+    /// `ddis-daps` only), on top of the given defaults.
     pub fn parse(spec: &str, daps: &DapsConfig, dps: &DpsConfig) -> Result<Self> {
         let mut parts = spec.trim().split('+');
         let method = Method::parse(parts.next().unwrap_or_default())?;
         let (mut daps, mut dps) = (daps.clone(), dps.clone());
         let mut device_noise_width = None;
+        let mut exact_prior = false;
         for kv in parts {
             let (k, v) = kv.split_once('=').with_context(|| format!("`{kv}` in `{spec}`: expected key=value"))?;
             let num = || -> Result<f64> { v.parse().with_context(|| format!("`{kv}` in `{spec}`: not a number")) };
@@ -147,6 +153,17 @@ impl MethodSpec {
                     }
                 }
                 "r_scale" => daps.r_scale = num()?,
+                "prior" => {
+                    exact_prior = match v {
+                        "model" => false,
+                        "exact" => true,
+                        _ => bail!("`{kv}` in `{spec}`: the prior is `model` (the trained run) or `exact`"),
+                    };
+                    ensure!(
+                        !exact_prior || method == Method::DdisDaps,
+                        "`{kv}` in `{spec}`: only ddis-daps runs on the exact Gaussian prior"
+                    );
+                }
                 "noise_width" => {
                     daps.noise_width = num()?;
                     if method == Method::Device {
@@ -154,13 +171,13 @@ impl MethodSpec {
                     }
                 }
                 _ => bail!(
-                    "unknown setting `{k}` in `{spec}` (valid: schedule, tau, lr, lr_min_ratio, lr_cap, sigma_max, precondition, noise_step, noise_width, step, r_scale, steps, zeta, heun)"
+                    "unknown setting `{k}` in `{spec}` (valid: schedule, tau, lr, lr_min_ratio, lr_cap, sigma_max, precondition, noise_step, noise_width, step, r_scale, prior, steps, zeta, heun)"
                 ),
             }
         }
         daps.validate()?;
         dps.validate()?;
-        Ok(Self { method, daps, dps, device_noise_width })
+        Ok(Self { method, daps, dps, device_noise_width, exact_prior })
     }
 
     /// A short description of the settings that matter for this method.
@@ -175,12 +192,17 @@ impl MethodSpec {
                 } else {
                     format!(" noise_width={}", d.noise_width)
                 };
+                let prior = if self.exact_prior { " on the exact Gaussian prior" } else { "" };
                 match d.step {
-                    StepKind::Langevin => {
-                        format!("DAPS {} tau={} lr={} s_max={}{pre}{fixed}{width}", d.label(), d.tau, d.lr, d.sigma_max)
-                    }
+                    StepKind::Langevin => format!(
+                        "DAPS {} tau={} lr={} s_max={}{pre}{fixed}{width}{prior}",
+                        d.label(),
+                        d.tau,
+                        d.lr,
+                        d.sigma_max
+                    ),
                     StepKind::GaussNewton => format!(
-                        "DAPS {} Gauss-Newton tau={} r_scale={} s_max={}{width}",
+                        "DAPS {} Gauss-Newton tau={} r_scale={} s_max={}{width}{prior}",
                         d.label(),
                         d.tau,
                         d.r_scale,
@@ -276,6 +298,24 @@ impl Posterior {
     }
 }
 
+/// The exact denoiser of the data's Gaussian prior (Poisson, Helmholtz) in
+/// the prior run's normalised coordinates: `x = (a - mean) / std`, so
+/// `m = -mean / std` and `C = Sigma / std^2` ([`crate::exact`]'s `Sigma`).
+fn exact_gaussian_denoiser(
+    pde: &PdeConfig,
+    n: usize,
+    edm: &crate::model::denoiser::EdmConfig,
+    noise: &Noise,
+) -> Result<ExactGaussianDenoiser> {
+    let model = crate::exact::LinearGaussian::new(pde, n)
+        .context("prior=exact needs a linear-Gaussian PDE (Poisson or Helmholtz)")?;
+    let (mean, std) = edm.normalization.channel(0);
+    let mut cov = model.covariance()?;
+    cov.iter_mut().for_each(|v| *v /= std * std);
+    let m = model.prior_mean().iter().map(|v| (v - mean) / std).collect();
+    Ok(ExactGaussianDenoiser::new(n, m, &cov, noise, edm.sigma_data)?)
+}
+
 /// Runs one method on `cases` (same sensor count each), `samples` chains
 /// per case, in batches of `batch_cases` cases. Chain seeds depend only on
 /// `seed` and the batch index.
@@ -317,6 +357,11 @@ pub fn reconstruct_cases<AB: AutodiffBackend>(
     let mut u_consistency = vec![];
     let mut solver = if spec.method.is_joint() { Some(pde.solver(n)?) } else { None };
     let mut stats = SampleStats::default();
+    // A source that vanishes on the boundary (Helmholtz): the decoupled DAPS
+    // step keeps its spread off it, and the samples get its 0 there.
+    let mut daps_cfg = spec.daps.clone();
+    daps_cfg.zero_boundary = pde.input_vanishes_on_boundary() && spec.method == Method::DdisDaps;
+    let exact_prior = if spec.exact_prior { Some(exact_gaussian_denoiser(pde, n, &edm, &noise)?) } else { None };
     for (k, chunk) in cases.chunks(batch_cases).enumerate() {
         let obs = ObservationBatch::new(chunk, samples)?;
         let batch = obs.len();
@@ -334,7 +379,10 @@ pub fn reconstruct_cases<AB: AutodiffBackend>(
             (Method::DdisDaps, Physics::Surrogate) => {
                 let fno = models.operator.clone().context("--physics surrogate needs an operator run (--operator)")?;
                 let mut g = SurrogateGuide::new(fno, obs, a_norm, device)?;
-                daps_sample(&inner, &mut g, &noise, &spec.daps, [batch, channels], chunk_seed, device)?
+                match &exact_prior {
+                    Some(d) => daps_sample(d, &mut g, &noise, &daps_cfg, [batch, channels], chunk_seed, device)?,
+                    None => daps_sample(&inner, &mut g, &noise, &daps_cfg, [batch, channels], chunk_seed, device)?,
+                }
             }
             (Method::DdisDps, Physics::Surrogate) => {
                 let fno = models.operator.clone().context("--physics surrogate needs an operator run (--operator)")?;
@@ -343,7 +391,10 @@ pub fn reconstruct_cases<AB: AutodiffBackend>(
             }
             (Method::DdisDaps, Physics::Solver) => {
                 let mut g = SolverGuide::new(*pde, obs, a_norm)?;
-                daps_sample(&inner, &mut g, &noise, &spec.daps, [batch, channels], chunk_seed, device)?
+                match &exact_prior {
+                    Some(d) => daps_sample(d, &mut g, &noise, &daps_cfg, [batch, channels], chunk_seed, device)?,
+                    None => daps_sample(&inner, &mut g, &noise, &daps_cfg, [batch, channels], chunk_seed, device)?,
+                }
             }
             (Method::DdisDps, Physics::Solver) => {
                 let mut g = SolverGuide::new(*pde, obs, a_norm)?;
@@ -366,6 +417,17 @@ pub fn reconstruct_cases<AB: AutodiffBackend>(
         stats.non_finite += s.non_finite;
         let mut data: Vec<f32> = x.into_data().to_vec().map_err(|e| anyhow::anyhow!("sampler output: {e:?}"))?;
         edm.normalization.denormalize_slice(&mut data, channels, per);
+        if daps_cfg.zero_boundary {
+            let grid = crate::grid::Grid { n };
+            for field in data.chunks_mut(per) {
+                for (k, v) in field.iter_mut().enumerate() {
+                    let (i, j) = grid.ij(k);
+                    if grid.is_boundary(i, j) {
+                        *v = 0.0;
+                    }
+                }
+            }
+        }
         // Keep channel 0 (a) of every chain.
         fields.extend(data.chunks(per).step_by(channels).flatten().copied());
         if let Some(solver) = solver.as_mut() {
@@ -442,7 +504,15 @@ mod tests {
         assert_eq!((m.daps.step, m.daps.r_scale, m.daps.langevin), (StepKind::GaussNewton, 0.35, 1));
         assert_eq!(m.settings(), "DAPS 10x1x1 Gauss-Newton tau=0.002 r_scale=0.35 s_max=10");
         assert_eq!(MethodSpec::parse("ddis-daps+step=langevin", &d, &p).unwrap().daps.step, StepKind::Langevin);
+        assert!(!m.exact_prior);
+        let m =
+            MethodSpec::parse("ddis-daps+schedule=10x1x1+step=gn+r_scale=0.35+tau=0.002+prior=exact", &d, &p).unwrap();
+        assert!(m.exact_prior);
+        assert!(m.settings().ends_with("on the exact Gaussian prior"), "{}", m.settings());
         for bad in [
+            "ddis-daps+prior=gaussian",
+            "joint-daps+prior=exact",
+            "prior+prior=exact",
             "ddis",
             "ddis-daps+tau",
             "ddis-daps+tau=x",

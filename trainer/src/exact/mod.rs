@@ -157,6 +157,31 @@ impl LinearGaussian {
         Ok(out)
     }
 
+    /// `Sigma` as a dense row-major `N x N` matrix (`N` nodes), one
+    /// [`cov_apply`](Self::cov_apply) per column, symmetrised against
+    /// round-off. For diagnostics on small grids: 134 MB at 64 x 64.
+    pub fn covariance(&self) -> Result<Vec<f64>, ExactError> {
+        let big_n = self.grid.len();
+        let mut cov = vec![0.0; big_n * big_n];
+        let mut unit = vec![0.0; big_n];
+        for q in 0..big_n {
+            unit[q] = 1.0;
+            let col = self.cov_apply(&unit)?;
+            unit[q] = 0.0;
+            for (p, v) in col.into_iter().enumerate() {
+                cov[p * big_n + q] = v;
+            }
+        }
+        for p in 0..big_n {
+            for q in 0..p {
+                let v = 0.5 * (cov[p * big_n + q] + cov[q * big_n + p]);
+                cov[p * big_n + q] = v;
+                cov[q * big_n + p] = v;
+            }
+        }
+        Ok(cov)
+    }
+
     /// `G f`: the solution for source `f` (zero on the boundary).
     pub fn forward(&mut self, f: &[f64]) -> Result<Vec<f64>, ExactError> {
         Ok(self.solver.solve(f)?)

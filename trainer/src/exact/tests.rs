@@ -160,3 +160,38 @@ fn darcy_is_refused_by_name() {
     assert!(matches!(err, ExactError::NotLinearGaussian { pde: PdeKind::Darcy }));
     assert!(err.to_string().contains("darcy"), "{err}");
 }
+
+#[test]
+fn dense_covariance_is_the_reference_synthesis_outer_product() {
+    // Sigma = T T^T with T's columns D B e_q sqrt(lambda_q) from the plain
+    // reference synthesis; its diagonal is `prior_variance`.
+    for kind in [PdeKind::Poisson, PdeKind::Helmholtz] {
+        let model = LinearGaussian::new(&PdeConfig::for_kind(kind), 6).unwrap();
+        let grid = model.grid();
+        let n2 = grid.len();
+        let cov = model.covariance().unwrap();
+        let mut want = vec![0.0; n2 * n2];
+        for q in 0..n2 {
+            let mut e = vec![0.0; n2];
+            e[q] = 1.0;
+            let col: Vec<f64> = synthesize_reference(grid, &e)
+                .unwrap()
+                .iter()
+                .zip(&model.mask)
+                .map(|(c, d)| c * d * model.lambda[q].sqrt())
+                .collect();
+            for p in 0..n2 {
+                for r in 0..n2 {
+                    want[p * n2 + r] += col[p] * col[r];
+                }
+            }
+        }
+        let scale = max_abs(&want);
+        for (i, (c, w)) in cov.iter().zip(&want).enumerate() {
+            assert!((c - w).abs() <= DENSE_TOL * scale, "{kind:?} entry {i}: {c} vs {w}");
+        }
+        for (p, v) in model.prior_variance().iter().enumerate() {
+            assert!((cov[p * n2 + p] - v).abs() <= DENSE_TOL * scale, "{kind:?} diagonal {p}");
+        }
+    }
+}

@@ -109,6 +109,13 @@ impl SmoothNoise {
         &self.sqrt_k1
     }
 
+    /// `K1 = L L`, the 1-D kernel matrix itself (row-major `n x n`, f64):
+    /// the fields' covariance is `K1 (x) K1`.
+    pub fn kernel(&self) -> Vec<f64> {
+        let (n, l) = (self.n, &self.sqrt_k1);
+        (0..n * n).map(|ij| (0..n).map(|t| l[(ij / n) * n + t] * l[t * n + ij % n]).sum()).collect()
+    }
+
     /// `L` rounded to f32, as the device artifact ships it.
     pub fn sqrt_kernel_f32(&self) -> &[f32] {
         &self.sqrt_k1_f32

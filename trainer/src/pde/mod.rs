@@ -189,6 +189,12 @@ impl PdeConfig {
         GrfSampler::new(n, self.grf)
     }
 
+    /// Whether this PDE's input is 0 on the boundary by construction
+    /// (Helmholtz: [`input_from_grf`](Self::input_from_grf) zeroes it).
+    pub fn input_vanishes_on_boundary(&self) -> bool {
+        self.kind == PdeKind::Helmholtz
+    }
+
     /// Turns a GRF draw on `grid` into this PDE's input, in place: Darcy
     /// thresholds it, Poisson keeps it, Helmholtz zeroes its boundary.
     pub fn input_from_grf(&self, grid: Grid, field: &mut [f64]) -> Result<(), Error> {

@@ -16,7 +16,9 @@ use rand_distr::StandardNormal;
 
 use super::{Clamp, Denoise, Guide, Linearization, Noise, SampleStats};
 use crate::exact::{cholesky, cholesky_solve};
+use crate::grid::Grid;
 use crate::model::edm::{self, heun_sample};
+use crate::model::noise::SmoothNoise;
 
 /// Settings of DAPS; every knob of the algorithm, with the defaults chosen
 /// on validation cases (docs/results.md).
@@ -86,6 +88,12 @@ pub struct DapsConfig {
     /// (1: the spread of the prior's `p(x0 | x_s)` under a Gaussian law).
     #[serde(default = "one")]
     pub r_scale: f64,
+    /// The prior's fields vanish on the grid boundary (the Helmholtz
+    /// source): the Gauss–Newton step's spread is then `r^2 D K D` with `D`
+    /// the interior mask, so no level adds spread where the prior has none
+    /// and the readings (blind to boundary sources) cannot take it back.
+    #[serde(default)]
+    pub zero_boundary: bool,
 }
 
 /// The conditional step of each annealing level (host and device).
@@ -136,6 +144,7 @@ impl DapsConfig {
             noise_width: default_noise_width(),
             step: StepKind::Langevin,
             r_scale: 1.0,
+            zero_boundary: false,
         }
     }
 
@@ -255,11 +264,14 @@ where
     let tau = cfg.tau.max(cfg.noise_width * guide.noise_floor());
     let inv_tau2 = 1.0 / (tau * tau);
     let pre = match (noise, cfg.precondition) {
-        (Noise::Smooth(sm), true) => Some(Preconditioner::<B>::new(sm.sqrt_kernel(), sm.n(), device)),
+        (Noise::Smooth(sm), true) => Some(Preconditioner::<B>::new(sm, device)),
         _ => None,
     };
     let mut clamp = Clamp::<B>::new(device);
     let mut x = noise.draw::<B, _>(&mut rng, batch, channels, device).mul_scalar(sigmas[0]);
+    // Gauss–Newton on a prior that vanishes on the boundary: its spread's mask.
+    let mask =
+        (cfg.zero_boundary && cfg.step == StepKind::GaussNewton).then(|| interior_mask::<B>(x.dims()[2], device));
     for (i, &s) in sigmas.iter().enumerate() {
         // ODE from s to 0: Tweedie with one step, Heun on a sub-schedule otherwise.
         let sub = if cfg.ode_steps == 1 {
@@ -296,7 +308,12 @@ where
                 let r = cfg.r_scale * edm::c_out(s, denoiser.sigma_data());
                 // One prior draw and one reading-noise draw per level, shared
                 // by the iterations (randomise, then optimise).
-                let prop = a0.clone() + noise.draw::<B, _>(&mut rng, batch, channels, device).mul_scalar(r);
+                let draw = noise.draw::<B, _>(&mut rng, batch, channels, device).mul_scalar(r);
+                let prop = a0.clone()
+                    + match &mask {
+                        Some(m) => m.clone().expand(draw.dims()) * draw,
+                        None => draw,
+                    };
                 let mut e = None;
                 for _ in 0..cfg.langevin {
                     let lin = guide.linearize(a.clone())?;
@@ -304,7 +321,16 @@ where
                     let e = e
                         .get_or_insert_with(|| white::<B>(&mut rng, lin.residual.dims(), device).mul_scalar(tau))
                         .clone();
-                    a = gauss_newton_update(a, prop.clone(), e, lin, noise, r, tau);
+                    a = match &mask {
+                        Some(m) => {
+                            let spread = |x: Tensor<B, 4>| {
+                                let m = m.clone().expand(x.dims());
+                                noise.apply_cov(x * m.clone()).mul_scalar(r * r) * m
+                            };
+                            gauss_newton_update_with(a, prop.clone(), e, lin, spread, tau)
+                        }
+                        None => gauss_newton_update(a, prop.clone(), e, lin, noise, r, tau),
+                    };
                     a = clamp.apply(a, cfg.clamp);
                 }
             }
@@ -347,15 +373,30 @@ pub fn gauss_newton_update<B: Backend>(
     r: f64,
     tau: f64,
 ) -> Tensor<B, 4> {
+    gauss_newton_update_with(a, prop, e, lin, |x| noise.apply_cov(x).mul_scalar(r * r), tau)
+}
+
+/// [`gauss_newton_update`] with the prior spread as an operator: `spread(x)`
+/// applies the proposal's covariance (`r^2 C` there; `r^2 D C D` for a
+/// prior that vanishes on the boundary) to every `n x n` slice of
+/// `x: [m, C, n, n]`; `prop` must be a draw from it around `a0`.
+pub fn gauss_newton_update_with<B: Backend>(
+    a: Tensor<B, 4>,
+    prop: Tensor<B, 4>,
+    e: Tensor<B, 2>,
+    lin: Linearization<B>,
+    spread: impl Fn(Tensor<B, 4>) -> Tensor<B, 4>,
+    tau: f64,
+) -> Tensor<B, 4> {
     let dims = a.dims();
     let [b, c, n, _] = dims;
     let nodes = c * n * n;
     let [_, k] = lin.residual.dims();
     let device = a.device();
     let j = lin.jacobian;
-    // C J^T, one row per sensor.
-    let cjt = noise.apply_cov(j.clone().reshape([b * k, c, n, n])).reshape([b, k, nodes]);
-    let s = j.clone().matmul(cjt.clone().swap_dims(1, 2)).mul_scalar(r * r);
+    // r^2 C J^T, one row per sensor.
+    let cjt = spread(j.clone().reshape([b * k, c, n, n])).reshape([b, k, nodes]);
+    let s = j.clone().matmul(cjt.clone().swap_dims(1, 2));
     let jd = j.matmul((prop.clone() - a).reshape([b, nodes, 1])).reshape([b, k]);
     let d = lin.residual.neg() - jd - e;
     let s: Vec<f32> = s.into_data().to_vec().unwrap_or_default();
@@ -377,7 +418,15 @@ pub fn gauss_newton_update<B: Backend>(
         }
     }
     let w = Tensor::<B, 3>::from_data(TensorData::new(w, [b, 1, k]), &device);
-    prop + w.matmul(cjt).mul_scalar(r * r).reshape(dims)
+    prop + w.matmul(cjt).reshape(dims)
+}
+
+/// 1 on interior nodes, 0 on the boundary of an `n x n` grid, `[1, 1, n, n]`.
+pub(crate) fn interior_mask<B: Backend>(n: usize, device: &B::Device) -> Tensor<B, 4> {
+    let grid = Grid { n };
+    let v: Vec<f32> =
+        (0..grid.len()).map(|k| grid.ij(k)).map(|(i, j)| if grid.is_boundary(i, j) { 0.0 } else { 1.0 }).collect();
+    Tensor::<B, 4>::from_data(TensorData::new(v, [1, 1, n, n]), device)
 }
 
 /// `P X = K X K / lambda_max(K)^2` on every `n x n` slice, with `K = L L`
@@ -392,13 +441,9 @@ struct Preconditioner<B: Backend> {
 }
 
 impl<B: Backend> Preconditioner<B> {
-    fn new(sqrt_kernel: &[f64], n: usize, device: &B::Device) -> Self {
-        let mut k = vec![0.0f64; n * n];
-        for i in 0..n {
-            for j in 0..n {
-                k[i * n + j] = (0..n).map(|t| sqrt_kernel[i * n + t] * sqrt_kernel[t * n + j]).sum();
-            }
-        }
+    fn new(noise: &SmoothNoise, device: &B::Device) -> Self {
+        let n = noise.n();
+        let k = noise.kernel();
         // Power iteration for the largest eigenvalue of the SPD matrix K.
         let mut v = vec![1.0f64; n];
         let mut lambda = 1.0;

@@ -19,6 +19,7 @@
 
 pub mod daps;
 pub mod dps;
+pub mod gaussian;
 pub mod guide;
 
 use anyhow::Result;
@@ -29,8 +30,9 @@ use rand::Rng;
 use crate::model::denoiser::{DiffusionModel, EdmModel, Network};
 use crate::model::noise::SmoothNoise;
 
-pub use daps::{DapsConfig, StepKind, daps_sample, gauss_newton_update};
+pub use daps::{DapsConfig, StepKind, daps_sample, gauss_newton_update, gauss_newton_update_with};
 pub use dps::{DpsConfig, dps_sample};
+pub use gaussian::ExactGaussianDenoiser;
 pub use guide::{JointGuide, ObservationBatch, SolverGuide, SurrogateGuide};
 
 /// `D(x; sigma)` for a whole batch `[batch, C, n, n]` at one noise level.

@@ -126,6 +126,7 @@ fn daps_recovers_the_exact_gaussian_posterior() {
         noise_width: 1.0,
         step: StepKind::Langevin,
         r_scale: 1.0,
+        zero_boundary: false,
     };
     check_against_exact_gaussian_posterior(&cfg);
 }

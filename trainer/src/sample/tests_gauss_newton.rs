@@ -53,8 +53,7 @@ impl Problem {
         let n = 4;
         let d = n * n;
         let smooth = SmoothNoise::new(n, 0.4).unwrap();
-        let l = smooth.sqrt_kernel();
-        let k1: Vec<f64> = (0..n * n).map(|ij| (0..n).map(|t| l[(ij / n) * n + t] * l[t * n + ij % n]).sum()).collect();
+        let k1 = smooth.kernel();
         // vec(K1 X K1) = (K1 (x) K1) vec(X) for symmetric K1, row-major.
         let c = (0..d).map(|p| (0..d).map(|q| k1[(p / n) * n + q / n] * k1[(p % n) * n + q % n]).collect()).collect();
         let mut rng = ChaCha8Rng::seed_from_u64(21);
@@ -121,6 +120,34 @@ fn gauss_newton_update_without_draws_is_the_posterior_mean_from_any_linearisatio
         let scale = mean.iter().fold(0.0f64, |m, v| m.max(v.abs()));
         for (i, (g, m)) in got.iter().zip(&mean).enumerate() {
             assert!((g - m).abs() <= UPDATE_TOL * scale, "{what}, node {i}: update {g}, posterior mean {m}");
+        }
+    }
+}
+
+#[test]
+fn a_masked_spread_keeps_the_boundary_at_the_draw_and_fits_through_the_interior() {
+    // Spread r^2 D C D (D: the interior of the 4 x 4 grid, the zero-boundary
+    // prior of Helmholtz): the update moves interior nodes only, and it is
+    // the posterior mean of the prior N(a0, r^2 D C D).
+    let p = Problem::new();
+    let k = p.h.len();
+    let mask = super::daps::interior_mask::<B>(4, &Default::default());
+    let spread = |x: Tensor<B, 4>| {
+        let m = mask.clone().expand(x.dims());
+        p.noise.apply_cov(x * m.clone()).mul_scalar(p.r * p.r) * m
+    };
+    let lin = p.guide().linearize(p.a0(1)).unwrap();
+    let got = to_f64(gauss_newton_update_with(p.a0(1), p.a0(1), tensor(vec![0.0; k], [1, k]), lin, spread, p.tau));
+    let d: Vec<f64> =
+        (0..16).map(|q| if (1..3).contains(&(q / 4)) && (1..3).contains(&(q % 4)) { 1.0 } else { 0.0 }).collect();
+    let masked =
+        Problem { c: (0..16).map(|a| (0..16).map(|b| d[a] * p.c[a][b] * d[b]).collect()).collect(), ..Problem::new() };
+    let (mean, _) = masked.posterior();
+    let scale = mean.iter().fold(0.0f64, |m, v| m.max(v.abs()));
+    for (i, (g, m)) in got.iter().zip(&mean).enumerate() {
+        assert!((g - m).abs() <= UPDATE_TOL * scale, "node {i}: update {g}, posterior mean {m}");
+        if d[i] == 0.0 {
+            assert_eq!(*g as f32, p.a0[i] as f32, "boundary node {i} moved");
         }
     }
 }
