@@ -18,6 +18,14 @@
 //! There is no step size and no clamp: the sensor-space solve handles the
 //! likelihood's curvature, however stiff.
 //!
+//! A prior whose fields vanish on the grid boundary (the Helmholtz source,
+//! [`Setting::zero_boundary`]) has covariance `D C D`, `D` the interior
+//! mask: the draw is `r D C^(1/2) z` and every `C` above becomes `D C D`.
+//! Without the mask each level would add spread on the boundary that the
+//! readings cannot take back (the solve ignores boundary sources); with it
+//! the step leaves `a`'s boundary at `a0`'s (host twin:
+//! `trainer::sample::daps::gauss_newton_update_with`).
+//!
 //! `S` is built column by column: `S e_k = r^2 J (C (J^T e_k))` — one
 //! adjoint and one tangent solve per sensor with exact physics
 //! ([`crate::physics`]), or dot products with the `K` Jacobian rows that
@@ -26,6 +34,7 @@
 use crate::Error;
 use crate::banded::{dense_factor, dense_solve};
 use crate::fno::Fno;
+use crate::grid::fill_boundary;
 use crate::noise::{SmoothNoise, apply_cov};
 use crate::physics::Physics;
 use crate::rng::Rng;
@@ -175,6 +184,8 @@ pub(crate) struct Setting {
     pub scale: f32,
     /// The prior's normalisation `(mean, std)`.
     pub prior_norm: (f32, f32),
+    /// The prior's fields vanish on the boundary: the spread is `r^2 D C D`.
+    pub zero_boundary: bool,
 }
 
 /// One Gauss–Newton conditional step ([module docs](self)). `mem` is the
@@ -204,9 +215,15 @@ pub(crate) fn step(
     let inv_scale = 1.0 / set.scale;
     let r2 = set.r * set.r;
     let tau2 = set.tau * set.tau;
+    let mask = |v: &mut [f32]| {
+        if set.zero_boundary {
+            fill_boundary(v, n, 0.0);
+        }
+    };
 
     // a' = a0 + r C^(1/2) z.
     noise.sample(rng, z, t)?;
+    mask(z);
     for ((p, &a0), &z) in prop.iter_mut().zip(a0.iter()).zip(z.iter()) {
         *p = a0 + z * set.r;
     }
@@ -238,7 +255,9 @@ pub(crate) fn step(
             jv.fill(0.0);
             jv[col] = 1.0;
             lin.jt(sensors, jv, model, rows, z);
+            mask(z);
             apply_cov(k1, n, z, t);
+            mask(z);
             lin.j(sensors, z, model, rows, jv);
             for (row, &v) in jv.iter().enumerate() {
                 s[row * k + col] = r2 * v + if row == col { tau2 } else { 0.0 };
@@ -249,7 +268,9 @@ pub(crate) fn step(
         // a = a' + r^2 C J^T S^-1 d.
         dense_solve(s, k, d);
         lin.jt(sensors, d, model, rows, z);
+        mask(z);
         apply_cov(k1, n, z, t);
+        mask(z);
         for ((a, &p), &z) in a.iter_mut().zip(prop.iter()).zip(z.iter()) {
             *a = p + z * r2;
         }

@@ -57,6 +57,25 @@ impl Grid {
     }
 }
 
+/// Sets the boundary nodes of the row-major `n x n` field `field` to
+/// `value` (the mask `D` of a prior that vanishes on the boundary, when
+/// `value` is 0). A field of another length is left as it is past its
+/// last whole row.
+pub(crate) fn fill_boundary(field: &mut [f32], n: usize, value: f32) {
+    if n == 0 {
+        return;
+    }
+    let rows = field.len() / n;
+    for (i, row) in field.chunks_exact_mut(n).enumerate() {
+        if i == 0 || i + 1 == rows {
+            row.fill(value);
+        } else {
+            row[0] = value;
+            row[n - 1] = value;
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -70,6 +89,18 @@ mod tests {
         assert_eq!(g.nearest_node(0.0, 0.0, 0), Ok(0));
         // 0.1 * 4 = 0.4 -> node 0; 0.2 * 4 = 0.8 -> node 1.
         assert_eq!(g.nearest_node(0.1, 0.2, 0), Ok(5));
+    }
+
+    #[test]
+    fn fill_boundary_touches_exactly_the_boundary() {
+        let n = 5;
+        let mut f = [1.0f32; 25];
+        fill_boundary(&mut f, n, 0.0);
+        for (k, &v) in f.iter().enumerate() {
+            let (i, j) = (k / n, k % n);
+            let boundary = i == 0 || j == 0 || i == n - 1 || j == n - 1;
+            assert_eq!(v, if boundary { 0.0 } else { 1.0 }, "node ({i}, {j})");
+        }
     }
 
     #[test]

@@ -25,7 +25,9 @@
 //! case with unusually small readings does not get a much stiffer
 //! likelihood than a typical one; `tau` is floored at
 //! `noise_width * noise_sigma / unit` (the artifact's share of the
-//! readings' noise). All state lives in the caller's workspace
+//! readings' noise). When the prior's fields vanish on the boundary (the
+//! Helmholtz source) the Gauss–Newton spread is masked there and every
+//! sample is 0 there. All state lives in the caller's workspace
 //! ([`workspace_len`]): five `n x n` fields (`x`, which doubles as the
 //! gradient, `a0`, `a`, the noise and its scratch), then the guide's or the
 //! denoiser's work memory, whichever is larger (they never run at the same
@@ -51,6 +53,7 @@ use crate::artifact::Artifact;
 use crate::denoiser::Prior;
 use crate::fno::Fno;
 use crate::gauss_newton::{self, Linear, sensor_mem_len, step_mem_len};
+use crate::grid::fill_boundary;
 use crate::math;
 use crate::noise::SmoothNoise;
 use crate::operator::OperatorShape;
@@ -187,6 +190,9 @@ struct Parts<'b, 'a> {
     /// The readings' unit floor (the surrogate's `u_std`, or for exact
     /// physics the one recorded at export).
     u_floor: f32,
+    /// The prior's fields vanish on the boundary (Helmholtz,
+    /// [`crate::artifact::DataParams::input_vanishes_on_boundary`]).
+    zero_boundary: bool,
 }
 
 fn parts<'b, 'a>(art: &'b Artifact<'a>) -> Result<Parts<'b, 'a>, Error> {
@@ -201,6 +207,7 @@ fn parts<'b, 'a>(art: &'b Artifact<'a>) -> Result<Parts<'b, 'a>, Error> {
         noise: art.noise().ok_or(Error::MissingPart { part: "noise" })?,
         schedule: art.schedule().ok_or(Error::MissingPart { part: "schedule" })?,
         u_floor,
+        zero_boundary: art.data().input_vanishes_on_boundary(),
     })
 }
 
@@ -379,6 +386,7 @@ fn chain(
                     iterations: sched.langevin(),
                     scale,
                     prior_norm: p.prior.normalization(),
+                    zero_boundary: p.zero_boundary,
                 };
                 let fields = gauss_newton::Fields { a0: st.a0, a: st.a, prop: st.x, z: st.z, t: st.t };
                 let calls = gauss_newton::step(&lin, p.noise, sensors, set, rng, fields, st.net, rows_len)?;
@@ -421,6 +429,9 @@ pub fn sample(
     chain(&p, sensors, noise_sigma, rng, &mut st, &mut stats, &mut |_| Control::Continue, &mut 0)?;
     for (o, &v) in out.iter_mut().zip(st.x.iter()) {
         *o = v * std + mean;
+    }
+    if p.zero_boundary {
+        fill_boundary(out, art.n(), 0.0);
     }
     Ok(stats)
 }
@@ -510,6 +521,11 @@ pub fn posterior_with(
     let count = samples as f32;
     for m2 in std.iter_mut() {
         *m2 = math::sqrt(*m2 / count);
+    }
+    if p.zero_boundary {
+        // Every sample is 0 there: mean 0, spread 0.
+        fill_boundary(mean, art.n(), 0.0);
+        fill_boundary(std, art.n(), 0.0);
     }
     Ok(total)
 }

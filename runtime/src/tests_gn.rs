@@ -7,7 +7,7 @@ use crate::artifact::{Artifact, PhysicsParams, STEP_GAUSS_NEWTON, STEP_LANGEVIN}
 use crate::banded::tests::dense_reference as dense_solve;
 use crate::gauss_newton::{self, Fields, Linear, Setting, step_mem_len};
 use crate::noise::SmoothNoise;
-use crate::physics::{PDE_DARCY, PDE_POISSON, Physics};
+use crate::physics::{PDE_DARCY, PDE_HELMHOLTZ, PDE_POISSON, Physics};
 use crate::rng::Rng;
 use crate::sampler;
 use crate::testutil::{Fixture, Lcg, encode_body};
@@ -177,6 +177,17 @@ const STD_REL: f64 = 0.12;
 
 #[test]
 fn one_iteration_is_an_exact_posterior_draw_for_a_linear_map() {
+    exact_posterior_draws(false);
+}
+
+/// The same with a prior that vanishes on the boundary (`D C D`): the
+/// draws match that posterior and keep `a0`'s boundary exactly.
+#[test]
+fn masked_step_is_an_exact_posterior_draw_and_keeps_the_boundary() {
+    exact_posterior_draws(true);
+}
+
+fn exact_posterior_draws(zero_boundary: bool) {
     let fx = Fixture::tiny(4, false);
     let noise = SmoothNoise::new(&fx.noise, &fx.kernel, N).unwrap();
     let ph = physics(PDE_POISSON);
@@ -196,10 +207,19 @@ fn one_iteration_is_an_exact_posterior_draw_for_a_linear_map() {
     let (mut a, mut prop, mut z, mut t) = (vec![0.0; n2], vec![0.0; n2], vec![0.0; n2], vec![0.0; n2]);
     let mut rng = Rng::new(1);
     let (mut sum, mut sum2) = (vec![0.0f64; n2], vec![0.0f64; n2]);
-    let set = Setting { r, tau, iterations: 1, scale, prior_norm: NORM };
+    let set = Setting { r, tau, iterations: 1, scale, prior_norm: NORM, zero_boundary };
+    let boundary = |p: usize| {
+        let (i, j) = (p / N, p % N);
+        i == 0 || j == 0 || i == N - 1 || j == N - 1
+    };
     for _ in 0..DRAWS {
         let f = Fields { a0: &a0, a: &mut a, prop: &mut prop, z: &mut z, t: &mut t };
         gauss_newton::step(&lin, &noise, &s, set, &mut rng, f, &mut mem, 0).unwrap();
+        if zero_boundary {
+            for p in (0..n2).filter(|&p| boundary(p)) {
+                assert_eq!(a[p], a0[p], "node {p}: the mask keeps a0's boundary");
+            }
+        }
         for (i, &v) in a.iter().enumerate() {
             sum[i] += v as f64;
             sum2[i] += (v as f64) * (v as f64);
@@ -223,8 +243,9 @@ fn one_iteration_is_an_exact_posterior_draw_for_a_linear_map() {
     }
     let kern: Vec<f64> =
         fx.kernel.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]) as f64).collect();
-    // C = K1 (x) K1 as a dense n2 x n2 matrix.
-    let cov = |p: usize, q: usize| kern[(p / N) * N + q / N] * kern[(p % N) * N + q % N];
+    // C = K1 (x) K1 as a dense n2 x n2 matrix, D C D with the mask.
+    let d = |p: usize| if zero_boundary && boundary(p) { 0.0 } else { 1.0 };
+    let cov = |p: usize, q: usize| d(p) * d(q) * kern[(p / N) * N + q / N] * kern[(p % N) * N + q % N];
     let kk = nodes.len();
     let cjt: Vec<f64> =
         (0..n2 * kk).map(|pk| (0..n2).map(|q| cov(pk / kk, q) * jmat[(pk % kk) * n2 + q]).sum()).collect();
@@ -249,7 +270,7 @@ fn one_iteration_is_an_exact_posterior_draw_for_a_linear_map() {
         let sc = dense_solve(&smat, &col);
         let var = r2 * cov(p, p) - r2 * r2 * col.iter().zip(&sc).map(|(a, b)| a * b).sum::<f64>();
         let got_mean = sum[p] / DRAWS as f64;
-        let got_var = sum2[p] / DRAWS as f64 - got_mean * got_mean;
+        let got_var = (sum2[p] / DRAWS as f64 - got_mean * got_mean).max(0.0);
         let sd = var.max(0.0).sqrt();
         assert!(
             (got_mean - mean).abs() <= MEAN_SE * sd / (DRAWS as f64).sqrt() + 1e-4,
@@ -317,4 +338,34 @@ fn surrogate_gauss_newton_runs_and_its_rows_are_vjps() {
     let st = sampler::posterior(&art, &s, 0.0, 5, 1, &mut m, &mut sd, &mut ws).unwrap();
     assert!(m.iter().all(|v| v.is_finite()));
     assert_eq!((st.denoiser_calls, st.guide_calls, st.clamped), (3, 3, 0));
+}
+
+/// A Helmholtz artifact (its source vanishes on the boundary): every
+/// sample is 0 there, so the posterior's mean and spread are 0 on the
+/// boundary and only there; a Poisson artifact leaves the boundary free.
+#[test]
+fn helmholtz_samples_vanish_on_the_boundary() {
+    let fx = Fixture::tiny(7, true);
+    let s = sensors(&[10, 19, 28, 37, 45]);
+    for (pde, k) in [(PDE_HELMHOLTZ, 2.0f32), (PDE_POISSON, 0.0)] {
+        let mut body = fx.physics_body(pde, STEP_GAUSS_NEWTON, 1);
+        body.data.helmholtz_k = k;
+        let bytes = encode_body(&body);
+        let art = Artifact::parse(&bytes).unwrap();
+        assert_eq!(art.data().input_vanishes_on_boundary(), pde == PDE_HELMHOLTZ);
+        let mut ws = vec![0.0f32; art.workspace_len().unwrap()];
+        let (mut m, mut sd) = (vec![0.0; N * N], vec![0.0; N * N]);
+        sampler::posterior(&art, &s, 0.0, 3, 3, &mut m, &mut sd, &mut ws).unwrap();
+        let mut one = vec![0.0; N * N];
+        sampler::reconstruct(&art, &s, 0.0, 3, &mut one, &mut ws).unwrap();
+        for p in 0..N * N {
+            let (i, j) = (p / N, p % N);
+            let boundary = i == 0 || j == 0 || i == N - 1 || j == N - 1;
+            if pde == PDE_HELMHOLTZ && boundary {
+                assert_eq!((m[p], sd[p], one[p]), (0.0, 0.0, 0.0), "node ({i}, {j})");
+            } else {
+                assert!(m[p].is_finite() && sd[p] > 0.0, "node ({i}, {j}): spread {}", sd[p]);
+            }
+        }
+    }
 }

@@ -247,6 +247,15 @@ pub const NOISE_MARGIN: f32 = 6.0;
 pub const MAX_ABS_U: f32 = 1e16;
 
 impl DataParams {
+    /// Whether the input fields vanish on the grid boundary by
+    /// construction: Helmholtz (`helmholtz_k != 0`), whose source the
+    /// trainer zeroes there. The sampler then keeps the Gauss–Newton
+    /// step's spread off the boundary and returns 0 there
+    /// (`gauss_newton.rs`). No other PDE sets `helmholtz_k`.
+    pub fn input_vanishes_on_boundary(&self) -> bool {
+        self.helmholtz_k != 0.0
+    }
+
     /// Checks every value is finite, the GRF parameters positive and the
     /// range ordered and within [`MAX_ABS_U`].
     pub fn validate(&self) -> Result<(), Error> {
