@@ -225,6 +225,61 @@ pub(crate) mod tests {
         }
     }
 
+    /// A smooth Gram matrix (Gaussian kernel of length `ell` on `k`
+    /// scattered points of the unit square, unit diagonal) plus `ridge`,
+    /// rounded to f32: the shape of a sensor-space system `r^2 J C J^T +
+    /// tau^2 I` with many readings, whose eigenvalues fall to `ridge`.
+    fn smooth_gram(k: usize, ell: f64, ridge: f64) -> Vec<f32> {
+        let h = |i: usize, m: u64| ((i as u64 + 1).wrapping_mul(m) % 10_007) as f64 / 10_007.0;
+        let pts: Vec<(f64, f64)> = (0..k).map(|i| (h(i, 7_919), h(i, 104_729))).collect();
+        let mut g = vec![0.0f32; k * k];
+        for p in 0..k {
+            for q in 0..k {
+                let (dx, dy) = (pts[p].0 - pts[q].0, pts[p].1 - pts[q].1);
+                let v = (-(dx * dx + dy * dy) / (2.0 * ell * ell)).exp() + if p == q { ridge } else { 0.0 };
+                g[p * k + q] = v as f32;
+            }
+        }
+        g
+    }
+
+    /// A measurement, not a check: how far the f32 `L D L^T` solve of a
+    /// nearly singular sensor-space system is from the f64 solve of the
+    /// same (f32-rounded) matrix, by the ridge relative to the unit
+    /// diagonal (`tau^2 / (r^2 max diag J C J^T)` in the Gauss–Newton
+    /// step). Figures in docs/results.md ("Helmholtz at 64 x 64"); run with
+    /// `cargo test -p ddis-runtime --release sensor_space_precision -- --ignored --nocapture`.
+    #[test]
+    #[ignore]
+    fn sensor_space_precision() {
+        for k in [31usize, 100, 500] {
+            for ridge in [1e-4, 1e-5, 1e-6, 3e-7, 1e-7] {
+                let a = smooth_gram(k, 0.3, ridge);
+                let a64: Vec<f64> = a.iter().map(|&v| v as f64).collect();
+                let b: Vec<f64> = (0..k).map(|i| ((i * 37 % 11) as f64 - 5.0) / 5.0).collect();
+                let want = dense_reference(&a64, &b);
+                let mut f = a.clone();
+                let outcome = match dense_factor(&mut f, k) {
+                    Err(e) => std::format!("{e:?}"),
+                    Ok(()) => {
+                        let mut x: Vec<f32> = b.iter().map(|&v| v as f32).collect();
+                        dense_solve(&f, k, &mut x);
+                        let norm = |v: &mut dyn Iterator<Item = f64>| v.map(|t| t * t).sum::<f64>().sqrt();
+                        let res =
+                            norm(&mut (0..k).map(|p| (0..k).map(|q| a64[p * k + q] * x[q] as f64).sum::<f64>() - b[p]));
+                        let err = norm(&mut x.iter().zip(&want).map(|(&g, &w)| g as f64 - w));
+                        std::format!(
+                            "relative residual {:.1e}, relative error {:.1e}",
+                            res / norm(&mut b.iter().copied()),
+                            err / norm(&mut want.iter().copied())
+                        )
+                    }
+                };
+                std::println!("K {k:3}, ridge {ridge:.0e}: {outcome}");
+            }
+        }
+    }
+
     #[test]
     fn indefinite_and_non_finite_are_errors() {
         let mut band = vec![0.0, 1.0, -2.0, 1.0];
