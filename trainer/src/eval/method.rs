@@ -415,6 +415,7 @@ pub fn reconstruct_cases<AB: AutodiffBackend>(
         stats.guide_calls += s.guide_calls;
         stats.clamped += s.clamped;
         stats.non_finite += s.non_finite;
+        stats.widened += s.widened;
         let mut data: Vec<f32> = x.into_data().to_vec().map_err(|e| anyhow::anyhow!("sampler output: {e:?}"))?;
         edm.normalization.denormalize_slice(&mut data, channels, per);
         if daps_cfg.zero_boundary {

@@ -310,6 +310,12 @@ pub fn run_eval<AB: AutodiffBackend>(opts: &EvalOptions, device: &AB::Device) ->
                         100.0 * l2_se,
                         row.seconds_per_case
                     );
+                    if row.stats.widened > 0 {
+                        eprintln!(
+                            "  {} Gauss-Newton sensor-space solves needed a wider nugget than tau^2 (f32 round-off: a width tight for this many readings)",
+                            row.stats.widened
+                        );
+                    }
                 }
                 rows.push(row);
                 write_report(opts, &rows, &prior_desc, &data_dir)?;

@@ -327,9 +327,12 @@ where
                                 let m = m.clone().expand(x.dims());
                                 noise.apply_cov(x * m.clone()).mul_scalar(r * r) * m
                             };
-                            gauss_newton_update_with(a, prop.clone(), e, lin, spread, tau)
+                            gauss_newton_update_counted(a, prop.clone(), e, lin, spread, tau, &mut stats.widened)
                         }
-                        None => gauss_newton_update(a, prop.clone(), e, lin, noise, r, tau),
+                        None => {
+                            let spread = |x| noise.apply_cov(x).mul_scalar(r * r);
+                            gauss_newton_update_counted(a, prop.clone(), e, lin, spread, tau, &mut stats.widened)
+                        }
                     };
                     a = clamp.apply(a, cfg.clamp);
                 }
@@ -361,9 +364,13 @@ fn white<B: Backend>(rng: &mut ChaCha8Rng, dims: [usize; 2], device: &B::Device)
 /// `a' = a0 + r C^(1/2) z` and `e` the reading-noise draw `tau * N(0, I)`.
 /// For a linear forward map one iteration from any `a` is an exact draw
 /// from `N(a0, r^2 C) x N(y | ., tau^2 I)` (Matheron's rule; tested). The
-/// `K x K` solves run on the host in f64 (Cholesky); an element whose `S`
-/// is not positive definite (a non-finite Jacobian) comes back non-finite,
-/// for the caller's clamp to count.
+/// `K x K` solves run on the host in f64 (Cholesky). `S` is assembled in
+/// f32, so with a tight width and hundreds of readings its round-off can
+/// exceed the nugget `tau^2` and leave it indefinite: the nugget is then
+/// raised by [`WIDEN_FACTOR`] until it factors, at most [`MAX_WIDEN`]
+/// times (each counted in `widened`). An element whose `S` still does not
+/// factor (a non-finite Jacobian) comes back non-finite, for the caller's
+/// clamp to count.
 pub fn gauss_newton_update<B: Backend>(
     a: Tensor<B, 4>,
     prop: Tensor<B, 4>,
@@ -388,6 +395,27 @@ pub fn gauss_newton_update_with<B: Backend>(
     spread: impl Fn(Tensor<B, 4>) -> Tensor<B, 4>,
     tau: f64,
 ) -> Tensor<B, 4> {
+    gauss_newton_update_counted(a, prop, e, lin, spread, tau, &mut 0)
+}
+
+/// Factor by which a sensor-space nugget that does not factor is raised.
+pub const WIDEN_FACTOR: f64 = 4.0;
+
+/// Most raises of the nugget before an element is given up (`4^6 tau^2`:
+/// a width 64 times `tau`).
+pub const MAX_WIDEN: usize = 6;
+
+/// [`gauss_newton_update_with`], adding the number of raised nuggets to
+/// `widened`.
+pub(crate) fn gauss_newton_update_counted<B: Backend>(
+    a: Tensor<B, 4>,
+    prop: Tensor<B, 4>,
+    e: Tensor<B, 2>,
+    lin: Linearization<B>,
+    spread: impl Fn(Tensor<B, 4>) -> Tensor<B, 4>,
+    tau: f64,
+    widened: &mut usize,
+) -> Tensor<B, 4> {
     let dims = a.dims();
     let [b, c, n, _] = dims;
     let nodes = c * n * n;
@@ -404,21 +432,37 @@ pub fn gauss_newton_update_with<B: Backend>(
     let mut w = vec![f32::NAN; b * k];
     if s.len() == b * k * k && d.len() == b * k {
         for ((sb, db), wb) in s.chunks_exact(k * k).zip(d.chunks_exact(k)).zip(w.chunks_exact_mut(k)) {
-            let mut m: Vec<f64> = sb.iter().map(|&v| f64::from(v)).collect();
-            for i in 0..k {
-                m[i * k + i] += tau * tau;
-            }
-            let mut rhs: Vec<f64> = db.iter().map(|&v| f64::from(v)).collect();
-            if cholesky(&mut m, k).is_ok() {
-                cholesky_solve(&m, k, &mut rhs);
-                for (wv, &x) in wb.iter_mut().zip(&rhs) {
-                    *wv = x as f32;
-                }
+            if let Some(raised) = solve_sensor_space(sb, db, k, tau * tau, wb) {
+                *widened += raised;
             }
         }
     }
     let w = Tensor::<B, 3>::from_data(TensorData::new(w, [b, 1, k]), &device);
     prop + w.matmul(cjt).reshape(dims)
+}
+
+/// Solves `(S + nugget I) w = d` in f64 for the `k x k` f32 matrix `s`
+/// (lower triangle read), raising the nugget by [`WIDEN_FACTOR`] while the
+/// Cholesky factorisation fails, at most [`MAX_WIDEN`] times. Returns the
+/// number of raises, or `None` (and `w` untouched) when none factored.
+pub(crate) fn solve_sensor_space(s: &[f32], d: &[f32], k: usize, nugget: f64, w: &mut [f32]) -> Option<usize> {
+    let mut nugget = nugget;
+    for raised in 0..=MAX_WIDEN {
+        let mut m: Vec<f64> = s.iter().map(|&v| f64::from(v)).collect();
+        for i in 0..k {
+            m[i * k + i] += nugget;
+        }
+        if cholesky(&mut m, k).is_ok() {
+            let mut rhs: Vec<f64> = d.iter().map(|&v| f64::from(v)).collect();
+            cholesky_solve(&m, k, &mut rhs);
+            for (wv, &x) in w.iter_mut().zip(&rhs) {
+                *wv = x as f32;
+            }
+            return Some(raised);
+        }
+        nugget *= WIDEN_FACTOR;
+    }
+    None
 }
 
 /// 1 on interior nodes, 0 on the boundary of an `n x n` grid, `[1, 1, n, n]`.

@@ -160,6 +160,11 @@ pub struct SampleStats {
     pub clamped: usize,
     /// Batch elements whose state became non-finite (reset to the clamp).
     pub non_finite: usize,
+    /// Gauss–Newton sensor-space systems that did not factor with the
+    /// nugget `tau^2` (round-off in the f32 `J C J^T` with a tight width
+    /// and many readings) and were solved with a wider one
+    /// ([`gauss_newton_update_with`]).
+    pub widened: usize,
 }
 
 /// The samplers' safety clamp, on the backend: every value of a state into

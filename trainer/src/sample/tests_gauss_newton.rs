@@ -6,6 +6,7 @@ use super::tests::{
     LinearGuide, check_against_exact_gaussian_posterior, one_case_twice, solve, tiny_cases, tiny_surrogate,
 };
 use super::*;
+use super::daps::{WIDEN_FACTOR, solve_sensor_space};
 use crate::model::noise::SmoothNoise;
 use burn::backend::NdArray;
 use burn::tensor::TensorData;
@@ -184,6 +185,39 @@ fn gauss_newton_update_draws_the_exact_gaussian_posterior() {
         );
     }
 }
+
+/// A sensor-space matrix made indefinite by round-off (`v v^T - delta I`,
+/// `delta` above the nugget `tau^2`) is solved with the first raised
+/// nugget that factors, and that solve is exact for it; one that no
+/// allowed nugget fixes is given up, leaving `w` as it was.
+#[test]
+fn an_indefinite_sensor_space_system_is_solved_with_a_wider_nugget() {
+    let (k, delta, tau2) = (3usize, 1e-6f64, 1e-7f64);
+    let v = [1.0f64, 0.5, -0.25];
+    let s: Vec<f32> =
+        (0..k * k).map(|ij| (v[ij / k] * v[ij % k] - if ij / k == ij % k { delta } else { 0.0 }) as f32).collect();
+    let d = [0.3f32, -0.1, 0.2];
+    let mut w = [f32::NAN; 3];
+    // tau^2, 4 tau^2 < delta < 16 tau^2: two raises.
+    assert_eq!(solve_sensor_space(&s, &d, k, tau2, &mut w), Some(2));
+    let nugget = tau2 * WIDEN_FACTOR * WIDEN_FACTOR;
+    for i in 0..k {
+        let terms: Vec<f64> =
+            (0..k).map(|j| (f64::from(s[i * k + j]) + if i == j { nugget } else { 0.0 }) * f64::from(w[j])).collect();
+        let got: f64 = terms.iter().sum();
+        // Backward error: w is rounded to f32, so the residual is relative
+        // to the size of the terms it cancels.
+        let scale: f64 = terms.iter().map(|t| t.abs()).sum();
+        assert!((got - f64::from(d[i])).abs() <= SENSOR_SOLVE_TOL * scale, "row {i}: {got} vs {}", d[i]);
+    }
+    let mut untouched = [7.0f32; 3];
+    let far: Vec<f32> = s.iter().enumerate().map(|(ij, &x)| if ij / k == ij % k { x - 1.0 } else { x }).collect();
+    assert_eq!(solve_sensor_space(&far, &d, k, tau2, &mut untouched), None);
+    assert_eq!(untouched, [7.0; 3]);
+}
+
+/// Backward error allowed for the widened solve above: a few f32 roundings.
+const SENSOR_SOLVE_TOL: f64 = 1e-6;
 
 #[test]
 fn a_non_finite_jacobian_comes_back_non_finite_for_the_clamp_to_count() {
