@@ -2,11 +2,11 @@
 //! Gaussian posterior, DAPS with it on a Gaussian prior, and the guides'
 //! Jacobians against their own gradients (`J^T r = grad 0.5 |r|^2`).
 
+use super::daps::{WIDEN_FACTOR, solve_sensor_space};
 use super::tests::{
     LinearGuide, check_against_exact_gaussian_posterior, one_case_twice, solve, tiny_cases, tiny_surrogate,
 };
 use super::*;
-use super::daps::{WIDEN_FACTOR, solve_sensor_space};
 use crate::model::noise::SmoothNoise;
 use burn::backend::NdArray;
 use burn::tensor::TensorData;
