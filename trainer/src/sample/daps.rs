@@ -327,11 +327,11 @@ where
                                 let m = m.clone().expand(x.dims());
                                 noise.apply_cov(x * m.clone()).mul_scalar(r * r) * m
                             };
-                            gauss_newton_update_counted(a, prop.clone(), e, lin, spread, tau, &mut stats.widened)
+                            gauss_newton_update_with(a, prop.clone(), e, lin, spread, tau, &mut stats.widened)
                         }
                         None => {
                             let spread = |x| noise.apply_cov(x).mul_scalar(r * r);
-                            gauss_newton_update_counted(a, prop.clone(), e, lin, spread, tau, &mut stats.widened)
+                            gauss_newton_update_with(a, prop.clone(), e, lin, spread, tau, &mut stats.widened)
                         }
                     };
                     a = clamp.apply(a, cfg.clamp);
@@ -380,22 +380,7 @@ pub fn gauss_newton_update<B: Backend>(
     r: f64,
     tau: f64,
 ) -> Tensor<B, 4> {
-    gauss_newton_update_with(a, prop, e, lin, |x| noise.apply_cov(x).mul_scalar(r * r), tau)
-}
-
-/// [`gauss_newton_update`] with the prior spread as an operator: `spread(x)`
-/// applies the proposal's covariance (`r^2 C` there; `r^2 D C D` for a
-/// prior that vanishes on the boundary) to every `n x n` slice of
-/// `x: [m, C, n, n]`; `prop` must be a draw from it around `a0`.
-pub fn gauss_newton_update_with<B: Backend>(
-    a: Tensor<B, 4>,
-    prop: Tensor<B, 4>,
-    e: Tensor<B, 2>,
-    lin: Linearization<B>,
-    spread: impl Fn(Tensor<B, 4>) -> Tensor<B, 4>,
-    tau: f64,
-) -> Tensor<B, 4> {
-    gauss_newton_update_counted(a, prop, e, lin, spread, tau, &mut 0)
+    gauss_newton_update_with(a, prop, e, lin, |x| noise.apply_cov(x).mul_scalar(r * r), tau, &mut 0)
 }
 
 /// Factor by which a sensor-space nugget that does not factor is raised.
@@ -405,9 +390,12 @@ pub const WIDEN_FACTOR: f64 = 4.0;
 /// a width 64 times `tau`).
 pub const MAX_WIDEN: usize = 6;
 
-/// [`gauss_newton_update_with`], adding the number of raised nuggets to
-/// `widened`.
-pub(crate) fn gauss_newton_update_counted<B: Backend>(
+/// [`gauss_newton_update`] with the prior spread as an operator: `spread(x)`
+/// applies the proposal's covariance (`r^2 C` there; `r^2 D C D` for a
+/// prior that vanishes on the boundary) to every `n x n` slice of
+/// `x: [m, C, n, n]`; `prop` must be a draw from it around `a0`. Adds the
+/// number of raised nuggets to `widened`.
+pub fn gauss_newton_update_with<B: Backend>(
     a: Tensor<B, 4>,
     prop: Tensor<B, 4>,
     e: Tensor<B, 2>,

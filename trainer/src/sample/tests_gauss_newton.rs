@@ -138,7 +138,8 @@ fn a_masked_spread_keeps_the_boundary_at_the_draw_and_fits_through_the_interior(
         p.noise.apply_cov(x * m.clone()).mul_scalar(p.r * p.r) * m
     };
     let lin = p.guide().linearize(p.a0(1)).unwrap();
-    let got = to_f64(gauss_newton_update_with(p.a0(1), p.a0(1), tensor(vec![0.0; k], [1, k]), lin, spread, p.tau));
+    let got =
+        to_f64(gauss_newton_update_with(p.a0(1), p.a0(1), tensor(vec![0.0; k], [1, k]), lin, spread, p.tau, &mut 0));
     let d: Vec<f64> =
         (0..16).map(|q| if (1..3).contains(&(q / 4)) && (1..3).contains(&(q % 4)) { 1.0 } else { 0.0 }).collect();
     let masked =
