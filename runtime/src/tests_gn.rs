@@ -26,6 +26,12 @@ fn field(seed: u64) -> Vec<f32> {
     (0..N * N).map(|_| rng.uniform(-1.0, 1.0)).collect()
 }
 
+/// Whether flat node `p` of the `N x N` grid is on its boundary.
+fn on_boundary(p: usize) -> bool {
+    let (i, j) = (p / N, p % N);
+    i == 0 || j == 0 || i == N - 1 || j == N - 1
+}
+
 fn sensors(nodes: &[usize]) -> Sensors {
     let mut s = Sensors::new(Grid::new(N).unwrap());
     for (k, &node) in nodes.iter().enumerate() {
@@ -208,15 +214,11 @@ fn exact_posterior_draws(zero_boundary: bool) {
     let mut rng = Rng::new(1);
     let (mut sum, mut sum2) = (vec![0.0f64; n2], vec![0.0f64; n2]);
     let set = Setting { r, tau, iterations: 1, scale, prior_norm: NORM, zero_boundary };
-    let boundary = |p: usize| {
-        let (i, j) = (p / N, p % N);
-        i == 0 || j == 0 || i == N - 1 || j == N - 1
-    };
     for _ in 0..DRAWS {
         let f = Fields { a0: &a0, a: &mut a, prop: &mut prop, z: &mut z, t: &mut t };
         gauss_newton::step(&lin, &noise, &s, set, &mut rng, f, &mut mem, 0).unwrap();
         if zero_boundary {
-            for p in (0..n2).filter(|&p| boundary(p)) {
+            for p in (0..n2).filter(|&p| on_boundary(p)) {
                 assert_eq!(a[p], a0[p], "node {p}: the mask keeps a0's boundary");
             }
         }
@@ -244,7 +246,7 @@ fn exact_posterior_draws(zero_boundary: bool) {
     let kern: Vec<f64> =
         fx.kernel.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]) as f64).collect();
     // C = K1 (x) K1 as a dense n2 x n2 matrix, D C D with the mask.
-    let d = |p: usize| if zero_boundary && boundary(p) { 0.0 } else { 1.0 };
+    let d = |p: usize| if zero_boundary && on_boundary(p) { 0.0 } else { 1.0 };
     let cov = |p: usize, q: usize| d(p) * d(q) * kern[(p / N) * N + q / N] * kern[(p % N) * N + q % N];
     let kk = nodes.len();
     let cjt: Vec<f64> =
@@ -359,12 +361,10 @@ fn helmholtz_samples_vanish_on_the_boundary() {
         let mut one = vec![0.0; N * N];
         sampler::reconstruct(&art, &s, 0.0, 3, &mut one, &mut ws).unwrap();
         for p in 0..N * N {
-            let (i, j) = (p / N, p % N);
-            let boundary = i == 0 || j == 0 || i == N - 1 || j == N - 1;
-            if pde == PDE_HELMHOLTZ && boundary {
-                assert_eq!((m[p], sd[p], one[p]), (0.0, 0.0, 0.0), "node ({i}, {j})");
+            if pde == PDE_HELMHOLTZ && on_boundary(p) {
+                assert_eq!((m[p], sd[p], one[p]), (0.0, 0.0, 0.0), "node {p}");
             } else {
-                assert!(m[p].is_finite() && sd[p] > 0.0, "node ({i}, {j}): spread {}", sd[p]);
+                assert!(m[p].is_finite() && sd[p] > 0.0, "node {p}: spread {}", sd[p]);
             }
         }
     }

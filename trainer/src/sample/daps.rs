@@ -321,19 +321,15 @@ where
                     let e = e
                         .get_or_insert_with(|| white::<B>(&mut rng, lin.residual.dims(), device).mul_scalar(tau))
                         .clone();
-                    a = match &mask {
+                    // r^2 C, or r^2 D C D on a prior that vanishes on the boundary.
+                    let spread = |x: Tensor<B, 4>| match &mask {
                         Some(m) => {
-                            let spread = |x: Tensor<B, 4>| {
-                                let m = m.clone().expand(x.dims());
-                                noise.apply_cov(x * m.clone()).mul_scalar(r * r) * m
-                            };
-                            gauss_newton_update_with(a, prop.clone(), e, lin, spread, tau, &mut stats.widened)
+                            let m = m.clone().expand(x.dims());
+                            noise.apply_cov(x * m.clone()).mul_scalar(r * r) * m
                         }
-                        None => {
-                            let spread = |x| noise.apply_cov(x).mul_scalar(r * r);
-                            gauss_newton_update_with(a, prop.clone(), e, lin, spread, tau, &mut stats.widened)
-                        }
+                        None => noise.apply_cov(x).mul_scalar(r * r),
                     };
+                    a = gauss_newton_update_with(a, prop.clone(), e, lin, spread, tau, &mut stats.widened);
                     a = clamp.apply(a, cfg.clamp);
                 }
             }
