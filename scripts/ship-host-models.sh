@@ -24,4 +24,5 @@ ship op-device-p1      darcy32-op-p1
 ship poisson-prior     poisson32-prior
 ship poisson-op-p100   poisson32-op-p100
 ship poisson-op-p1     poisson32-op-p1
+ship joint-unet-p100-s1 darcy32-joint-unet-p100
 du -sh models/host

@@ -552,6 +552,124 @@ pub fn to_standard_layout<E: Clone>(a: ndarray::ArcArray<E, ndarray::IxDyn>) -> 
     }
 }
 
+/// ddis patch: a view (e.g. a slice) copied into a new standard-layout
+/// array in its fixed rank. Upstream `to_shared()` of a strided view walked a
+/// dynamic-rank index per element; the U-Net's im2col (`narrow` of a padded
+/// field, issue 13) spent most of its time there.
+#[doc(hidden)]
+pub fn view_to_standard<E: Clone>(a: ndarray::ArrayView<'_, E, ndarray::IxDyn>) -> ndarray::ArcArray<E, ndarray::IxDyn> {
+    fn fixed<E: Clone, D: ndarray::Dimension>(
+        a: ndarray::ArrayView<'_, E, ndarray::IxDyn>,
+    ) -> ndarray::ArcArray<E, ndarray::IxDyn> {
+        let a = a.into_dimensionality::<D>().expect("rank checked by the caller");
+        let mut out = ndarray::Array::<E, D>::uninit(a.raw_dim());
+        a.assign_to(&mut out);
+        // SAFETY: `assign_to` wrote every element of `out` (same shape).
+        unsafe { out.assume_init() }.into_dyn().into_shared()
+    }
+    match a.ndim() {
+        1 => fixed::<E, ndarray::Ix1>(a),
+        2 => fixed::<E, ndarray::Ix2>(a),
+        3 => fixed::<E, ndarray::Ix3>(a),
+        4 => fixed::<E, ndarray::Ix4>(a),
+        5 => fixed::<E, ndarray::Ix5>(a),
+        6 => fixed::<E, ndarray::Ix6>(a),
+        _ => a.as_standard_layout().into_owned().into_shared(),
+    }
+}
+
+/// ddis patch: arrays of equal rank and equal sizes off `axis` concatenated
+/// along `axis` into a standard-layout array, each copied in its fixed rank
+/// (upstream `ndarray::concatenate` over dynamic-rank views, then a second
+/// copy to standard layout when it chose another). `None` for ranks above 6
+/// or mismatched shapes: the caller falls back to upstream.
+#[doc(hidden)]
+pub fn concatenate_standard<E: Clone>(
+    arrays: &[ndarray::ArrayView<'_, E, ndarray::IxDyn>],
+    axis: usize,
+) -> Option<ndarray::ArcArray<E, ndarray::IxDyn>> {
+    fn fixed<E: Clone, D: ndarray::Dimension>(
+        arrays: &[ndarray::ArrayView<'_, E, ndarray::IxDyn>],
+        axis: usize,
+    ) -> Option<ndarray::ArcArray<E, ndarray::IxDyn>> {
+        let first = arrays.first()?;
+        let mut shape = first.shape().to_vec();
+        if axis >= shape.len() {
+            return None;
+        }
+        let mut total = 0;
+        for a in arrays {
+            if a.ndim() != shape.len()
+                || a.shape().iter().zip(&shape).enumerate().any(|(i, (x, y))| i != axis && x != y)
+            {
+                return None;
+            }
+            total += a.shape()[axis];
+        }
+        shape[axis] = total;
+        let mut out = ndarray::Array::<E, IxDyn>::uninit(IxDyn(&shape)).into_dimensionality::<D>().ok()?;
+        let mut start = 0;
+        for a in arrays {
+            let len = a.shape()[axis];
+            let src = a.view().into_dimensionality::<D>().ok()?;
+            src.assign_to(out.slice_axis_mut(ndarray::Axis(axis), ndarray::Slice::from(start..start + len)));
+            start += len;
+        }
+        // SAFETY: the slices `start..start + len` tile `0..total` along
+        // `axis`, and `assign_to` wrote every element of each.
+        Some(unsafe { out.assume_init() }.into_dyn().into_shared())
+    }
+    match arrays.first()?.ndim() {
+        1 => fixed::<E, ndarray::Ix1>(arrays, axis),
+        2 => fixed::<E, ndarray::Ix2>(arrays, axis),
+        3 => fixed::<E, ndarray::Ix3>(arrays, axis),
+        4 => fixed::<E, ndarray::Ix4>(arrays, axis),
+        5 => fixed::<E, ndarray::Ix5>(arrays, axis),
+        6 => fixed::<E, ndarray::Ix6>(arrays, axis),
+        _ => None,
+    }
+}
+
+/// ddis patch: `value` written into the slice `info` of `array` in their
+/// fixed rank (upstream: a dynamic-rank `assign`). `false` (nothing written)
+/// for ranks above 6; the caller falls back to upstream.
+#[doc(hidden)]
+pub fn assign_slice_fixed<E: Clone>(
+    array: &mut ndarray::ArrayD<E>,
+    info: &[ndarray::SliceInfoElem],
+    value: &ndarray::ArcArray<E, IxDyn>,
+) -> bool {
+    fn fixed<E: Clone, D: ndarray::Dimension>(
+        array: &mut ndarray::ArrayD<E>,
+        info: &[ndarray::SliceInfoElem],
+        value: &ndarray::ArcArray<E, IxDyn>,
+    ) -> bool {
+        let mut target = array.slice_mut(info);
+        let value = value.view();
+        // Broadcast as upstream `assign` does.
+        let Some(value) = value.broadcast(target.raw_dim()) else {
+            return false;
+        };
+        let (Ok(mut t), Ok(v)) =
+            (target.view_mut().into_dimensionality::<D>(), value.into_dimensionality::<D>())
+        else {
+            return false;
+        };
+        t.assign(&v);
+        true
+    }
+    let rank = array.slice(info).ndim();
+    match rank {
+        1 => fixed::<E, ndarray::Ix1>(array, info, value),
+        2 => fixed::<E, ndarray::Ix2>(array, info, value),
+        3 => fixed::<E, ndarray::Ix3>(array, info, value),
+        4 => fixed::<E, ndarray::Ix4>(array, info, value),
+        5 => fixed::<E, ndarray::Ix5>(array, info, value),
+        6 => fixed::<E, ndarray::Ix6>(array, info, value),
+        _ => false,
+    }
+}
+
 /// Reshapes an array into a tensor.
 #[macro_export(local_inner_macros)]
 macro_rules! reshape {

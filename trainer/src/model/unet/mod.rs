@@ -331,36 +331,15 @@ impl<B: Backend> Unet<B> {
     }
 }
 
-/// `conv` (3x3 with zero padding 1, or 1x1) as one matrix product per
-/// sample over the stacked shifted copies of the input (im2col by `narrow`
-/// and `cat`). With burn-ndarray's own `conv2d` a training step of the
-/// joint U-Net took about 8x as long on one thread (docs/results.md); the weights
-/// and record are the `Conv2d` module's.
+/// `conv` applied by burn's `Conv2d::forward`. On burn-ndarray that runs the
+/// workspace's patched convolution (vendor/burn-ndarray, `ops/conv_gemm.rs`:
+/// im2col and one matrix product per sample, the backward passes likewise),
+/// which trainer/tests/backend_patch.rs checks against a direct loop. A
+/// training step of the joint U-Net: 0.59 s with upstream's direct loop
+/// behind an im2col composed of `narrow`/`cat`/`matmul`, 0.29 s now
+/// (`cargo bench --bench unet_step`, vendor/README.md).
 fn conv<B: Backend>(conv: &Conv2d<B>, x: Tensor<B, 4>) -> Tensor<B, 4> {
-    let [b, c, h, w] = x.dims();
-    let [o, ci, kh, kw] = conv.weight.dims();
-    debug_assert_eq!(ci, c, "conv input channels");
-    let cols = if kh == 1 && kw == 1 {
-        x.reshape([b, c, h * w])
-    } else {
-        debug_assert!(kh == 3 && kw == 3, "only 3x3 and 1x1 convolutions");
-        let xp = x.pad([(1, 1), (1, 1)], burn::tensor::ops::PadMode::Constant(0.0));
-        let mut shifted = Vec::with_capacity(9);
-        for di in 0..3 {
-            for dj in 0..3 {
-                shifted.push(xp.clone().narrow(2, di, h).narrow(3, dj, w));
-            }
-        }
-        Tensor::cat(shifted, 1).reshape([b, 9 * c, h * w])
-    };
-    // [o, c, kh, kw] -> [o, kh, kw, c] -> [o, 9c]: row index (di * 3 + dj) * c + ci.
-    let wt = conv.weight.val().permute([0, 2, 3, 1]).reshape([1, o, kh * kw * c]);
-    let y = wt.matmul(cols);
-    let y = match &conv.bias {
-        Some(bias) => y + bias.val().reshape([1, o, 1]),
-        None => y,
-    };
-    y.reshape([b, o, h, w])
+    conv.forward(x)
 }
 
 /// 2x2 average pooling of `[batch, ch, h, w]` (even `h`, `w`) by a reshape

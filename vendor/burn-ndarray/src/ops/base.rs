@@ -60,7 +60,8 @@ where
 {
     pub fn slice(tensor: ArrayView<E, IxDyn>, slices: &[Slice]) -> SharedArray<E> {
         let slices = Self::to_slice_args_with_steps(slices, tensor.shape().num_dims());
-        tensor.slice_move(slices.as_slice()).to_shared()
+        // ddis patch: copied in its fixed rank (`crate::view_to_standard`).
+        crate::view_to_standard(tensor.slice_move(slices.as_slice()))
     }
 
     pub fn slice_assign(
@@ -70,7 +71,10 @@ where
     ) -> SharedArray<E> {
         let slices = Self::to_slice_args_with_steps(slices, tensor.shape().num_dims());
         let mut array = tensor.into_owned();
-        array.slice_mut(slices.as_slice()).assign(&value);
+        // ddis patch: assigned in its fixed rank (`crate::assign_slice_fixed`).
+        if !crate::assign_slice_fixed(&mut array, slices.as_slice(), &value) {
+            array.slice_mut(slices.as_slice()).assign(&value);
+        }
         array.into_shared()
     }
 
@@ -371,6 +375,11 @@ where
         arrays: &[ndarray::ArrayView<E, IxDyn>],
         dim: usize,
     ) -> SharedArray<E> {
+        // ddis patch: one copy in fixed rank into standard layout
+        // (`crate::concatenate_standard`); upstream below otherwise.
+        if let Some(array) = crate::concatenate_standard(arrays, dim) {
+            return array;
+        }
         let array = ndarray::concatenate(Axis(dim), arrays)
             .unwrap()
             .into_shared();

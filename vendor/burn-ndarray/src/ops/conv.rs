@@ -98,6 +98,9 @@ fn conv3d_mad_inner<E: NdArrayElement>(
     }
 }
 
+// ddis patch: no longer called (`ops::conv_gemm` replaces it); kept as
+// upstream has it.
+#[allow(dead_code)]
 pub(crate) fn conv2d<E: NdArrayElement>(
     x: SharedArray<E>,
     weight: SharedArray<E>,

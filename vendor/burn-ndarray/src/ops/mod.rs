@@ -12,6 +12,8 @@ mod transaction;
 pub(crate) mod adaptive_avgpool;
 pub(crate) mod avgpool;
 pub(crate) mod conv;
+// ddis patch: im2col + matrix-product convolution and its backward passes.
+pub(crate) mod conv_gemm;
 pub(crate) mod deform_conv;
 pub(crate) mod grid_sample;
 pub(crate) mod interpolate;

@@ -1,7 +1,7 @@
 use super::{
     adaptive_avgpool::{adaptive_avg_pool2d, adaptive_avg_pool2d_backward},
     avgpool::{avg_pool2d, avg_pool2d_backward},
-    conv::{conv_transpose2d, conv_transpose3d, conv2d, conv3d},
+    conv::{conv_transpose2d, conv_transpose3d, conv3d},
     deform_conv::{backward::deform_conv2d_backward, deform_conv2d},
     interpolate::{
         bicubic_interpolate, bilinear_interpolate, lanczos3_interpolate, nearest_interpolate,
@@ -10,7 +10,7 @@ use super::{
 };
 #[cfg(feature = "simd")]
 use crate::ops::simd::{
-    avgpool::try_avg_pool2d_simd, conv::try_conv2d_simd, maxpool::try_max_pool2d_simd,
+    avgpool::try_avg_pool2d_simd, maxpool::try_max_pool2d_simd,
 };
 use crate::{
     NdArray, SharedArray, element::FloatNdArrayElement, execute_with_int_dtype,
@@ -63,13 +63,35 @@ where
         bias: Option<NdArrayTensor>,
         options: ConvOptions<2>,
     ) -> NdArrayTensor {
+        // ddis patch: im2col + one matrix product per sample and group
+        // (`super::conv_gemm`); upstream's direct loop (`conv2d`, and the
+        // simd one) stays as the reference the trainer's tests compare with.
         module_op!(inp(x, weight), opt(bias), E, |x, weight, bias| {
-            #[cfg(feature = "simd")]
-            let (x, weight, bias) = match try_conv2d_simd(x, weight, bias, options.clone()) {
-                Ok(out) => return out.into(),
-                Err(args) => args,
-            };
-            conv2d::<E>(x, weight, bias, options).into()
+            super::conv_gemm::conv2d::<E>(x, weight, bias, &options).into()
+        })
+    }
+
+    // ddis patch: the two backward passes of `conv2d` as matrix products
+    // (`super::conv_gemm`) instead of upstream's `conv_transpose2d` route.
+    fn conv2d_x_backward(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        output_grad: FloatTensor<Self>,
+        options: ConvOptions<2>,
+    ) -> FloatTensor<Self> {
+        module_op!(inp(x, weight, output_grad), opt(), E, |x, weight, output_grad| {
+            super::conv_gemm::conv2d_x_backward::<E>(x, weight, output_grad, &options).into()
+        })
+    }
+
+    fn conv2d_weight_backward(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        output_grad: FloatTensor<Self>,
+        options: ConvOptions<2>,
+    ) -> FloatTensor<Self> {
+        module_op!(inp(x, weight, output_grad), opt(), E, |x, weight, output_grad| {
+            super::conv_gemm::conv2d_weight_backward::<E>(x, weight, output_grad, &options).into()
         })
     }
 
