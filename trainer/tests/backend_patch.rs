@@ -54,7 +54,9 @@ impl Case {
 
 /// The direct loop: `y = conv(x, w) + b`, and for an output gradient `dy`
 /// the two adjoints `dx`, `dw` from the same visit of every (output,
-/// input, tap) triple, in f64.
+/// input, tap) triple, in f64. Indices, not iterators: the loop is the
+/// reference and reads as the formula.
+#[allow(clippy::needless_range_loop)]
 fn direct(case: &Case, x: &[f32], w: &[f32], b: &[f32], dy: &[f32]) -> (Vec<f64>, Vec<f64>, Vec<f64>) {
     let [ho, wo] = case.out();
     let (cg, og) = (case.c_in / case.groups, case.c_out / case.groups);
