@@ -16,8 +16,9 @@
 //! Any stride, padding, dilation and group count. The row order of `cols`,
 //! `(c, i, j)`, is the weight's own `[O, C_g, kh, kw]` order, so `W_g` is the
 //! weight's memory read as an `[O_g, C_g kh kw]` matrix. Upstream's direct
-//! loop (`super::conv::conv2d`) stays in the crate as the reference; the
-//! trainer's tests check this path against it and the adjoint identities.
+//! loop (`super::conv::conv2d`) stays in the crate, unused; the trainer's
+//! `tests/backend_patch.rs` checks this path's output and both of its
+//! gradients against a direct f64 loop over nine geometries.
 
 use crate::{NdArrayElement, SharedArray};
 use alloc::vec;
